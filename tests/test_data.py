@@ -1,0 +1,328 @@
+"""data.py on tiny corpora written in tmp_path, plus real-corpus checks that skip when a corpus is absent."""
+import json
+import os
+
+import pytest
+import torch
+
+import data
+
+SHARED = os.environ.get("IVAE_DATA_DIR", "")
+
+
+def write(path, text, mode="w"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "wb":
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+
+
+def tiny_ptb(root, train="a b c\nb c\na a b c d\nc\n", valid="a b\nz a\n", test="d c b a\n"):
+    for split, text in (("train", train), ("valid", valid), ("test", test)):
+        write(root / "ptb" / f"ptb.{split}.txt", text)
+
+
+@pytest.fixture
+def no_env(monkeypatch):
+    monkeypatch.delenv("IVAE_DATA_DIR", raising=False)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Vocabulary
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_vocab_specials_roundtrip_and_cut():
+    v = data.Vocab.build([["b", "a", "b"], ["c", "b", "a"]], max_size=2)
+    assert v.itos[:4] == ["<pad>", "<s>", "</s>", "<unk>"]
+    assert (data.PAD_ID, data.BOS_ID, data.EOS_ID, data.UNK_ID) == (0, 1, 2, 3)
+    assert v.itos[4:] == ["b", "a"] and "c" not in v            # the 2 most frequent words
+    ids = v.encode(["a", "b", "c"])
+    assert ids == [1, v.stoi["a"], v.stoi["b"], 3, 2]
+    assert v.decode(ids) == ["a", "b", "<unk>"]
+    assert v.decode(v.encode(["b", "a"])) == ["b", "a"]           # round trip of in-vocabulary words
+    assert v.decode([1, 4, 2, 5, 5]) == ["b"]                    # stops at </s>
+    assert v.encode(["a"], add_markers=False) == [v.stoi["a"]]
+
+
+def test_vocab_survives_a_checkpoint(tmp_path):
+    v = data.Vocab.build([["x", "y", "y", "ü"]])
+    torch.save({"vocab": v.state_dict(), "model": {}}, tmp_path / "ckpt.pt")
+    back = data.Vocab.from_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=True)["vocab"])
+    assert back.itos == v.itos and back.stoi == v.stoi
+    with pytest.raises(data.DataError):
+        data.Vocab.from_state_dict({"itos": ["x", "y"]})
+
+
+# ----------------------------------------------------------------------------------------------------
+# Finding corpora, and the messages when they are missing
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_load_named_corpus_from_data_dir(tmp_path, no_env):
+    tiny_ptb(tmp_path)
+    c = data.load_corpus("ptb", str(tmp_path))
+    assert c.vocab.itos[4:] == ["c", "a", "b", "d"]   # by training frequency (ties: first seen), all words
+    assert [c.vocab.decode(e) for e in c.examples["valid"]] == [["a", "b"], ["<unk>", "a"]]
+    assert c.examples["test"][0] == [1] + [c.vocab.stoi[w] for w in "d c b a".split()] + [2]
+    assert c.paths["train"] == [str(tmp_path / "ptb" / "ptb.train.txt")]
+
+
+def test_data_dir_first_then_env(tmp_path, monkeypatch):
+    first, second = tmp_path / "first", tmp_path / "second"
+    tiny_ptb(second, train="e f\n")
+    monkeypatch.setenv("IVAE_DATA_DIR", str(second))
+    assert data.load_corpus("ptb", str(first)).vocab.itos[4:] == ["e", "f"]      # found through the env
+    tiny_ptb(first, train="g h\n")
+    assert data.load_corpus("ptb", str(first)).vocab.itos[4:] == ["g", "h"]      # --data_dir wins
+
+
+def test_missing_corpus_message_names_files_places_and_source(tmp_path, no_env):
+    with pytest.raises(data.DataError) as err:
+        data.load_corpus("ptb", str(tmp_path / "nowhere"))
+    msg = str(err.value)
+    for needed in ("ptb/ptb.train.txt", "ptb/ptb.valid.txt", "ptb/ptb.test.txt", "nowhere", "simple-examples"):
+        assert needed in msg
+
+
+def test_missing_training_split_is_never_replaced(tmp_path, monkeypatch):
+    # The situation of the copies here: Yahoo without train.txt.
+    write(tmp_path / "yahoo" / "val.txt", "a b\n")
+    write(tmp_path / "yahoo" / "test.txt", "a b\n")
+    monkeypatch.setenv("IVAE_DATA_DIR", str(tmp_path))
+    with pytest.raises(data.DataError) as err:
+        data.load_corpus("yahoo", str(tmp_path / "empty"))
+    msg = str(err.value)
+    assert "missing yahoo/train.txt" in msg and "present yahoo/val.txt" in msg
+    assert "Implicit-LVM" in msg and "No other split" in msg
+    # Asking for test alone still needs the training split for the vocabulary ...
+    with pytest.raises(data.DataError):
+        data.load_corpus("yahoo", str(tmp_path / "empty"), splits=("test",))
+    # ... unless the vocabulary comes from a checkpoint.
+    v = data.Vocab(["a"])
+    c = data.load_corpus("yahoo", str(tmp_path / "empty"), splits=("test",), vocab=v)
+    assert list(c.examples) == ["test"]
+    # The moment a user adds the file, the corpus works.
+    write(tmp_path / "yahoo" / "train.txt", "a b _UNK\n")
+    c = data.load_corpus("yahoo", str(tmp_path / "empty"))
+    assert c.vocab.decode(c.examples["train"][0]) == ["a", "b", "<unk>"]    # _UNK is read as <unk>
+    assert "_UNK" not in c.vocab
+
+
+def test_unknown_name_and_empty_split(tmp_path, no_env):
+    with pytest.raises(data.DataError, match="unknown corpus 'ptbb'"):
+        data.load_corpus("ptbb", str(tmp_path))
+    tiny_ptb(tmp_path, test="\n\n")
+    with pytest.raises(data.DataError, match="split 'test'.*no usable line"):
+        data.load_corpus("ptb", str(tmp_path))
+
+
+def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys, no_env):
+    with pytest.raises(SystemExit) as exit_:
+        data.main(["--data", "ptb", "--data_dir", str(tmp_path), "--stats"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "ptb/ptb.train.txt" in err and "Traceback" not in err
+    with pytest.raises(SystemExit):
+        data.main(["--data", "ptb", "--splits", "train,dev", "--stats"])
+    assert "--splits" in capsys.readouterr().err
+
+
+def test_own_corpus_folder(tmp_path, capsys):
+    folder = tmp_path / "mine"
+    for split in ("train", "valid", "test"):
+        write(folder / f"{split}.txt", "hello world\nhello again\n")
+    c = data.load_corpus(str(folder), "unused")
+    assert c.spec.kind == "lm" and len(c.examples["train"]) == 2 and "hello" in c.vocab
+    assert data.main(["--data", str(folder), "--stats"]) == 0
+    out = capsys.readouterr().out
+    assert "train" in out and "vocabulary: 7 entries" in out
+    os.remove(folder / "valid.txt")
+    with pytest.raises(data.DataError, match="valid.txt"):
+        data.load_corpus(str(folder), "unused")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Bad lines: skipped or mended, counted, reported once
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_bad_lines_are_counted_and_reported_once(tmp_path, capsys, no_env):
+    long_line = " ".join(["w"] * 201)                           # PTB drops sentences over 200 words
+    train = b"a b\r\n\r\n\xff\xfe bad bytes\nc d\n   \n" + long_line.encode() + b"\nlast line no newline"
+    tiny_ptb(tmp_path)
+    write(tmp_path / "ptb" / "ptb.train.txt", train, mode="wb")
+    c = data.load_corpus("ptb", str(tmp_path))
+    rep = c.reports["train"]
+    assert rep == {"crlf": 2, "empty": 2, "not_utf8": 1, "too_long_dropped": 1}
+    assert [c.vocab.decode(e) for e in c.examples["train"]] == [["a", "b"], ["c", "d"], ["last", "line", "no", "newline"]]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("data: ptb/train:") and "non-UTF-8" in err[0]
+
+
+def test_label_text_format_yelp(tmp_path, no_env):
+    for split in ("train", "valid", "test"):
+        write(tmp_path / "yelp" / f"yelp.{split}.txt", "4\tgreat food _UNK\n1\tbad\nno tab here\n")
+    c = data.load_corpus("yelp", str(tmp_path))
+    assert [c.vocab.decode(e) for e in c.examples["test"]] == [["great", "food", "<unk>"], ["bad"]]
+    assert c.reports["train"]["malformed"] == 1
+
+
+# ----------------------------------------------------------------------------------------------------
+# Style and dialog examples
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_style_examples_labels_and_length_filter(tmp_path, no_env):
+    too_long = " ".join(["x"] * 26)                              # yelp_style keeps <= 25 words
+    for split in ("train", "dev", "test"):
+        write(tmp_path / "yelp_style" / f"sentiment.{split}.0", f"bad food\n{too_long}\n")
+        write(tmp_path / "yelp_style" / f"sentiment.{split}.1", "good food\ngreat\n")
+    c = data.load_corpus("yelp_style", str(tmp_path))
+    ex = c.examples["valid"]
+    assert [(c.vocab.decode(e.ids), e.label) for e in ex] == [(["bad", "food"], 0), (["good", "food"], 1),
+                                                             (["great"], 1)]
+    assert c.reports["valid"]["too_long_dropped"] == 1
+    batch = data.collate(ex)
+    assert batch.labels.tolist() == [0, 1, 1] and batch.tokens.shape == (3, 4)
+
+
+def dailydialog(root, n_turns=12):
+    line = " __eou__ ".join(f"Turn {i} , said {'A' if i % 2 == 0 else 'B'}." for i in range(n_turns)) + " __eou__\n"
+    for split, folder in (("train", "train"), ("validation", "validation"), ("test", "test")):
+        write(root / "dailydialog" / folder / f"dialogues_{split}.txt", line + "Hi ! __eou__ Hello . __eou__\n")
+
+
+def test_dialog_context_window_hand_example(tmp_path, no_env):
+    dailydialog(tmp_path)
+    c = data.load_corpus("dailydialog", str(tmp_path))
+    ex = c.examples["test"]
+    assert len(ex) == 12 + 2                                     # every utterance is a response
+    dec = c.vocab.decode
+    # Tokenisation: lower-cased, nltk WordPunct ("A." -> "a", ".").
+    assert dec(ex[0].response) == ["turn", "0", ",", "said", "a", "."]
+    # First response: context is the start-of-dialog utterance alone, flagged 0.
+    assert [dec(u) for u in ex[0].context] == [["<d>"]] and ex[0].speakers == [0]
+    # Response 3 (said by B): context <d>, u0 (A), u1 (B), u2 (A) -> flags 0, 0, 1, 0.
+    assert [dec(u)[:2] for u in ex[3].context] == [["<d>"], ["turn", "0"], ["turn", "1"], ["turn", "2"]]
+    assert ex[3].speakers == [0, 0, 1, 0]
+    # Last response (u11): the 10 previous utterances u1..u10; <d> and u0 have left the window.
+    last = ex[11]
+    assert len(last.context) == 10
+    assert [dec(u)[1] for u in last.context] == [str(i) for i in range(1, 11)]
+    assert last.speakers == [1, 0] * 5
+    # A new dialog starts afresh.
+    assert [dec(u) for u in ex[12].context] == [["<d>"]] and dec(ex[13].context[1]) == ["hi", "!"]
+    # Batched: (B, C, U) contexts with their lengths.
+    b = data.collate(ex[:4])
+    assert b.context.shape[:2] == (4, 4) and b.context_lengths.tolist() == [1, 2, 3, 4]
+    assert b.utt_lengths[0].tolist() == [3, 0, 0, 0] and b.speakers[3].tolist() == [0, 0, 1, 0]
+    assert c.vocab.itos[4] == "<d>"
+
+
+def test_dialog_utterances_are_cut_at_40_tokens(tmp_path, no_env):
+    dailydialog(tmp_path)
+    long = " ".join(f"w{i}" for i in range(60))
+    write(tmp_path / "dailydialog" / "test" / "dialogues_test.txt", f"{long} __eou__ ok __eou__\n")
+    c = data.load_corpus("dailydialog", str(tmp_path))
+    first = c.examples["test"][0].response
+    assert len(first) == 40 and first[0] == data.BOS_ID and first[-1] == data.EOS_ID
+    assert c.reports["test"]["too_long_cut"] == 1
+
+
+def test_switchboard_schema(tmp_path, no_env):
+    conv = {"A": {}, "B": {}, "topic": "\"MUSIC\"", "prompt": "",
+            "utts": [["A", "do you like music", ["q", [0, 1, 0, 0]]], ["B", "yeah i do", ["a", [0, 1, 0, 0]]],
+                     ["B", "a lot", ["s", [0, 1, 0, 0]]], ["A", "uh-huh", ["b", [0, 1, 0, 0]]]]}
+    for split in ("train", "valid", "test"):
+        write(tmp_path / "switchboard" / "json_data" / f"{split}.jsonl", json.dumps(conv) + "\n{not json\n")
+    c = data.load_corpus("switchboard", str(tmp_path))
+    ex = c.examples["test"]
+    assert len(ex) == 4 and c.reports["test"]["malformed"] == 1
+    assert c.vocab.decode(ex[3].response) == ["uh", "-", "huh"]
+    assert ex[3].speakers == [0, 1, 0, 0]                        # <d>, A (same as responder), B, B
+
+
+# ----------------------------------------------------------------------------------------------------
+# Batching
+# ----------------------------------------------------------------------------------------------------
+
+
+def lm_examples(n=300, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(3, 12, (n,), generator=g).tolist()
+    return [[data.BOS_ID] + [5 + i] * (L - 2) + [data.EOS_ID] for i, L in enumerate(lengths)]
+
+
+def test_equal_length_batches_cover_every_example_once_without_padding():
+    ex = lm_examples()
+    batcher = data.Batcher(ex, batch_size=32, seed=7)
+    seen = []
+    batches = list(batcher.epoch(0))
+    assert len(batches) == len(batcher)
+    for b in batches:
+        assert b.tokens.shape[0] <= 32 and b.tokens.dtype == torch.long
+        assert torch.all(b.lengths == b.tokens.shape[1]) and bool(b.mask.all())     # equal length: no <pad>
+        seen += [int(row[1]) - 5 for row in b.tokens]
+    assert sorted(seen) == list(range(len(ex)))
+
+
+def test_shuffling_is_seeded_per_epoch_and_resumable():
+    ex = lm_examples()
+    b = data.Batcher(ex, batch_size=16, seed=3)
+    first = [x.tokens.tolist() for x in b.epoch(0)]
+    assert first == [x.tokens.tolist() for x in data.Batcher(ex, batch_size=16, seed=3).epoch(0)]
+    assert first != [x.tokens.tolist() for x in b.epoch(1)]                          # reshuffled
+    assert first != [x.tokens.tolist() for x in data.Batcher(ex, batch_size=16, seed=4).epoch(0)]
+    assert [x.tokens.tolist() for x in b.epoch(0, start=5)] == first[5:]             # resume mid-epoch
+    ordered = data.Batcher(ex, batch_size=16, shuffle=False)
+    lengths = [x.tokens.shape[1] for x in ordered.epoch(0)]
+    assert lengths == sorted(lengths)
+
+
+def test_length_buckets_pad_and_mask():
+    ex = lm_examples(100)
+    batches = list(data.Batcher(ex, batch_size=32, seed=0, equal_length=False).epoch(0))
+    assert len(batches) == 4 and sum(b.tokens.shape[0] for b in batches) == 100
+    for b in batches:
+        assert torch.equal(b.mask.sum(1), b.lengths)
+        assert int(b.lengths.max()) == b.tokens.shape[1]
+        assert torch.all(b.tokens[~b.mask] == data.PAD_ID)
+    with pytest.raises(ValueError):
+        data.batch_plan([3, 4], batch_size=0, seed=0, epoch=0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Real corpora (skip cleanly when absent)
+# ----------------------------------------------------------------------------------------------------
+
+
+def real_root(*rel):
+    for root in ("data", SHARED):
+        if root and all(os.path.isfile(os.path.join(root, r)) for r in rel):
+            return root
+    pytest.skip(f"corpus files {rel} not found in data/ or $IVAE_DATA_DIR")
+
+
+def test_ptb_table1_statistics(capsys):
+    root = real_root("ptb/ptb.train.txt", "ptb/ptb.valid.txt", "ptb/ptb.test.txt")
+    assert data.main(["--data", "ptb", "--data_dir", root, "--stats"]) == 0
+    out = capsys.readouterr().out
+    c = data.load_corpus("ptb", root)
+    s = data.corpus_stats(c)
+    assert [s[k]["sentences"] for k in ("train", "valid", "test")] == [42068, 3370, 3761]
+    assert s["vocab_size"] == 10002 and s["train"]["max_len"] == 82
+    assert s["train"]["avg_len"] == pytest.approx(21.10, abs=0.01)
+    assert "42,068" in out and "3,761" in out
+    assert sum(len(b.lengths) for b in data.Batcher(c.examples["train"], 32).epoch(0)) == 42068
+
+
+def test_dailydialog_real_counts():
+    root = real_root("dailydialog/train/dialogues_train.txt", "dailydialog/validation/dialogues_validation.txt",
+                     "dailydialog/test/dialogues_test.txt")
+    c = data.load_corpus("dailydialog", root, verbose=False)
+    assert [c.raw_counts[s] for s in ("train", "valid", "test")] == [11118, 1000, 1000]
+    assert [len(c.examples[s]) for s in ("train", "valid", "test")] == [87171, 8069, 7740]
+    assert len(c.vocab) == 10000 + 5
+    assert max(len(e.context) for e in c.examples["test"]) == 10
