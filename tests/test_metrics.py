@@ -1,0 +1,283 @@
+"""metrics.py against independent references: torch.distributions, closed forms, numerical integration,
+nltk and hand computations."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import metrics
+
+# ----------------------------------------------------------------------------------------------------
+# KL: closed form and dual
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_gaussian_kl_matches_torch_distributions():
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(7, 32, generator=g) * 2
+    logvar = torch.randn(7, 32, generator=g)
+    q = torch.distributions.Independent(torch.distributions.Normal(mu, (0.5 * logvar).exp()), 1)
+    p = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(32), torch.ones(32)), 1)
+    ref = torch.distributions.kl_divergence(q, p)                       # (7,)
+    assert metrics.gaussian_kl(mu, logvar).shape == (7,)
+    torch.testing.assert_close(metrics.gaussian_kl(mu, logvar), ref, rtol=1e-5, atol=1e-5)
+    assert metrics.gaussian_kl(torch.zeros(3, 4), torch.zeros(3, 4)).abs().max() == 0
+
+
+def gaussian_setup(dim=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mu = torch.randn(dim, generator=g) * 0.8
+    std = torch.rand(dim, generator=g) * 0.5 + 0.5
+    q = torch.distributions.Independent(torch.distributions.Normal(mu, std), 1)
+    p = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(dim), torch.ones(dim)), 1)
+    true_kl = float(torch.distributions.kl_divergence(q, p))
+    return q, p, true_kl
+
+
+def test_dual_kl_at_optimal_critic_equals_closed_form():
+    # nu*(z) = log q(z) - log p(z) is the maximiser of Eq. (9); with it the estimate is unbiased.
+    q, p, true_kl = gaussian_setup()
+    torch.manual_seed(1)
+    zq, zp = q.sample((200_000,)), p.sample((200_000,))
+    nu_q = (q.log_prob(zq) - p.log_prob(zq)).double()
+    nu_p = (q.log_prob(zp) - p.log_prob(zp)).double()
+    est = float(metrics.dual_kl(nu_q, nu_p))
+    se = math.sqrt(float(nu_q.var()) / len(nu_q) + float(nu_p.exp().var()) / len(nu_p))
+    assert 1.0 < true_kl < 5.0 and se < 0.05
+    assert abs(est - true_kl) < 4 * se, (est, true_kl, se)
+    # Without the "+1" (Eq. 7 as printed) the value would be KL - 1: far outside the error bars.
+    assert abs((est - 1) - true_kl) > 10 * se
+
+
+def test_dual_kl_is_lower_bound_for_a_wrong_critic():
+    # For nu = nu* + c: E_q[nu* + c] - e^c E_p[q/p] + 1 = KL + c + 1 - e^c < KL for c != 0.
+    q, p, true_kl = gaussian_setup(seed=3)
+    torch.manual_seed(2)
+    zq, zp = q.sample((200_000,)), p.sample((200_000,))
+    for c in (-0.7, 0.5):
+        nu_q = q.log_prob(zq) - p.log_prob(zq) + c
+        nu_p = q.log_prob(zp) - p.log_prob(zp) + c
+        est = float(metrics.dual_kl(nu_q, nu_p))
+        expected = true_kl + c + 1 - math.exp(c)
+        assert est < true_kl - 0.1
+        assert abs(est - expected) < 0.1, (c, est, expected)
+
+
+def test_dual_kl_shapes_and_dtype():
+    nu_q = torch.zeros(5, 128, dtype=torch.bfloat16)
+    nu_p = torch.zeros(5, 64, dtype=torch.bfloat16)
+    out = metrics.dual_kl(nu_q, nu_p)
+    assert out.shape == (5,) and out.dtype == torch.float32
+    assert torch.all(out == 0)                           # nu = 0 everywhere: 0 - 1 + 1
+    big = metrics.dual_kl(torch.zeros(3), torch.full((3,), 100.0))   # exp(100) overflows fp16, not fp64
+    assert torch.isfinite(big) or big == -float("inf")
+
+
+def test_trained_critic_gets_within_ten_percent():
+    # A small nu MLP trained a few hundred steps by maximising Eq. (9) on fresh samples each step.
+    torch.manual_seed(0)
+    D = torch.distributions
+    q = D.Independent(D.Normal(torch.tensor([1.5, -1.0]), torch.tensor([0.4, 0.7])), 1)
+    p = D.Independent(D.Normal(torch.zeros(2), torch.ones(2)), 1)
+    true_kl = float(D.kl_divergence(q, p))                                    # 2.22 nats
+    nu = torch.nn.Sequential(torch.nn.Linear(2, 64), torch.nn.LeakyReLU(), torch.nn.Linear(64, 64),
+                             torch.nn.LeakyReLU(), torch.nn.Linear(64, 1))
+    opt = torch.optim.Adam(nu.parameters(), lr=3e-3)
+    for _ in range(300):
+        zq, zp = q.sample((512,)), p.sample((512,))
+        loss = -metrics.dual_kl(nu(zq).squeeze(-1), nu(zp).squeeze(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        zq, zp = q.sample((100_000,)), p.sample((100_000,))
+        est = float(metrics.dual_kl(nu(zq).squeeze(-1), nu(zp).squeeze(-1)))
+    assert abs(est - true_kl) < 0.1 * true_kl, (est, true_kl)
+
+
+def test_mutual_info_identity():
+    assert metrics.mutual_info(torch.tensor([3.0, 5.0]), 1.5) == pytest.approx(2.5)
+    assert metrics.mutual_info(4.0, 1.0) == pytest.approx(3.0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# MI and AU on synthetic posteriors with known answers
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_gaussian_mi_two_overlapping_posteriors_vs_numerical_integration():
+    # x in {-1, +1} with equal probability, q(z|x) = N(x, 1) in one dimension.
+    # I(x; z) = H(z) - H(z|x), H(z) of the mixture by numerical integration.
+    grid = np.linspace(-12, 12, 200_001)
+    dens = 0.5 * (np.exp(-0.5 * (grid - 1) ** 2) + np.exp(-0.5 * (grid + 1) ** 2)) / math.sqrt(2 * math.pi)
+    h_z = -np.trapezoid(dens * np.log(dens), grid)
+    h_z_given_x = 0.5 * math.log(2 * math.pi * math.e)
+    true_mi = h_z - h_z_given_x                                   # ~0.34 nats
+    mu = torch.tensor([[-1.0], [1.0]])
+    logvar = torch.zeros(2, 1)
+    torch.manual_seed(0)
+    z = mu.unsqueeze(1) + torch.randn(2, 100_000, 1)              # (B=2, S, Z=1)
+    est = metrics.gaussian_mi(mu, logvar, z)
+    assert abs(est - true_mi) < 0.01, (est, true_mi)
+
+
+def test_gaussian_mi_extremes():
+    torch.manual_seed(0)
+    # K well separated posteriors: I = log K.
+    K, Z = 8, 3
+    mu = torch.zeros(K, Z)
+    mu[:, 0] = torch.arange(K) * 20.0
+    logvar = torch.full((K, Z), -2.0)
+    z = mu.unsqueeze(1) + (0.5 * logvar).exp().unsqueeze(1) * torch.randn(K, 5000, Z)
+    assert metrics.gaussian_mi(mu, logvar, z) == pytest.approx(math.log(K), abs=0.03)
+    # Identical posteriors: q(z|x) = q(z), I = 0.
+    mu0, lv0 = torch.zeros(16, Z), torch.zeros(16, Z)
+    z0 = torch.randn(16, 5000, Z)
+    assert metrics.gaussian_mi(mu0, lv0, z0) == pytest.approx(0.0, abs=0.02)
+
+
+def test_active_units():
+    torch.manual_seed(0)
+    N = 5000
+    means = torch.zeros(N, 5)
+    means[:, 0] = torch.randn(N)                 # var ~1
+    means[:, 1] = torch.randn(N) * 0.5           # var ~0.25
+    means[:, 2] = torch.randn(N) * 0.15          # var ~0.0225 (> 0.01)
+    means[:, 3] = 3.0 + torch.randn(N) * 0.05    # var ~0.0025 (< 0.01)
+    means[:, 4] = -1.0                           # constant
+    count, var = metrics.active_units(means)
+    assert count == 3
+    np.testing.assert_allclose(var.numpy(), means.numpy().astype(np.float64).var(0), rtol=1e-5)
+    count_unbiased, var_u = metrics.active_units(means, unbiased=True)
+    np.testing.assert_allclose(var_u.numpy(), means.numpy().astype(np.float64).var(0, ddof=1), rtol=1e-5)
+    assert metrics.active_units(means, threshold=0.5)[0] == 1
+
+
+# ----------------------------------------------------------------------------------------------------
+# Likelihoods
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_log_mean_exp_and_perplexity():
+    x = torch.tensor([[1000.0, 1000.0], [0.0, math.log(3.0)]])
+    np.testing.assert_allclose(metrics.log_mean_exp(x, dim=1).numpy(), [1000.0, math.log(2.0)], rtol=1e-6)
+    y = torch.randn(4, 9, dtype=torch.float64)
+    ref = torch.log(torch.exp(y).mean(0))
+    torch.testing.assert_close(metrics.log_mean_exp(y, dim=0), ref)
+    assert metrics.perplexity(100.0, 50) == pytest.approx(math.exp(2.0))
+    with pytest.raises(ValueError):
+        metrics.perplexity(1.0, 0)
+
+
+def test_iw_nll_on_linear_gaussian_model():
+    # p(z) = N(0, 1), p(x|z) = N(z, s^2)  =>  p(x) = N(0, 1 + s^2); exact posterior N(x/(1+s^2), s^2/(1+s^2)).
+    s2 = 0.5
+    x = torch.tensor([-1.5, 0.3, 2.0], dtype=torch.float64).unsqueeze(1)          # (B, 1)
+    true_nll = -torch.distributions.Normal(0.0, math.sqrt(1 + s2)).log_prob(x.squeeze(1))
+    prior = torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0)
+
+    def log_joint(z):
+        return torch.distributions.Normal(z, math.sqrt(s2)).log_prob(x) + prior.log_prob(z)
+
+    # Exact posterior as proposal: every importance weight equals p(x), the bound is exact.
+    post = torch.distributions.Normal(x / (1 + s2), math.sqrt(s2 / (1 + s2)))
+    torch.manual_seed(0)
+    z = post.sample((5,)).squeeze(-1).T                                             # (B, K=5)
+    torch.testing.assert_close(metrics.iw_nll(log_joint(z), post.log_prob(z.T.unsqueeze(-1)).squeeze(-1).T),
+                               true_nll)
+    # Proposal fitted to samples of the posterior: close to exact with many samples.
+    samples = post.sample((4000,)).permute(1, 0, 2)                                  # (B, S, 1)
+    r = metrics.fit_gaussian_proposal(samples)
+    zk = r.sample((2000,))                                                          # (K, B, 1)
+    est = metrics.iw_nll(log_joint(zk.squeeze(-1).T), r.log_prob(zk).T)
+    torch.testing.assert_close(est, true_nll, atol=5e-3, rtol=0)
+    # K = 1 with a poor proposal (the prior) is a bound in expectation: above the truth on average.
+    zp = prior.sample((3, 20000))
+    one = metrics.iw_nll(log_joint(zp).reshape(3, 20000, 1), prior.log_prob(zp).reshape(3, 20000, 1))
+    assert torch.all(one.mean(1) > true_nll + 0.05)
+
+
+def test_fit_gaussian_proposal_recovers_moments():
+    torch.manual_seed(0)
+    cov = torch.tensor([[2.0, 0.6], [0.6, 0.5]], dtype=torch.float64)
+    mvn = torch.distributions.MultivariateNormal(torch.tensor([1.0, -2.0], dtype=torch.float64), cov)
+    r = metrics.fit_gaussian_proposal(mvn.sample((3, 50_000)).permute(1, 0, 2).reshape(50_000, 3, 2)
+                                      .permute(1, 0, 2))
+    torch.testing.assert_close(r.mean, torch.tensor([[1.0, -2.0]] * 3, dtype=torch.float64), atol=0.03, rtol=0)
+    torch.testing.assert_close(r.covariance_matrix, cov.expand(3, 2, 2), atol=0.05, rtol=0)
+    d = metrics.fit_gaussian_proposal(mvn.sample((1, 50_000)), diagonal=True)
+    torch.testing.assert_close(d.variance, torch.tensor([[2.0, 0.5]], dtype=torch.float64), atol=0.05, rtol=0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Text metrics
+# ----------------------------------------------------------------------------------------------------
+
+REF = "the cat sat on the mat".split()
+HYP = "the cat sat on a mat".split()
+
+
+def test_sentence_bleu_follows_nltk_method7_and_n():
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+    for n in (3, 4):
+        ref = sentence_bleu([REF], HYP, weights=(1 / n,) * n, smoothing_function=SmoothingFunction().method7)
+        assert metrics.sentence_bleu(REF, HYP, n=n) == pytest.approx(ref, abs=1e-12)
+    assert metrics.sentence_bleu(REF, HYP, 3) != pytest.approx(metrics.sentence_bleu(REF, HYP, 4))
+    assert metrics.sentence_bleu(REF, [], 3) == 0.0
+    assert metrics.sentence_bleu(REF, ["dog"], 3) == 0.0
+
+
+def test_corpus_bleu_hand_computed():
+    # Clipped precisions of HYP vs REF: 1-grams 5/6, 2-grams 3/5, 3-grams 2/4; equal lengths, BP = 1.
+    assert metrics.corpus_bleu([[REF]], [HYP], n=3) == pytest.approx((5 / 6 * 3 / 5 * 2 / 4) ** (1 / 3))
+    # Brevity penalty: a 3-word hypothesis that matches REF's first 3 words exactly.
+    assert metrics.corpus_bleu([[REF]], [REF[:3]], n=2) == pytest.approx(math.exp(1 - 6 / 3))
+
+
+def test_bleu_recall_precision_aggregation():
+    hyps = [[HYP, REF[:3], ["dog"]], [REF, HYP]]
+    refs = [REF, REF]
+    s = [[metrics.sentence_bleu(REF, h) for h in hs] for hs in hyps]
+    r = (max(s[0]) + max(s[1])) / 2
+    p = (sum(s[0]) / 3 + sum(s[1]) / 2) / 2
+    out = metrics.bleu_recall_precision(hyps, refs)
+    assert out["bleu_r"] == pytest.approx(r) and out["bleu_p"] == pytest.approx(p)
+    assert out["bleu_f1"] == pytest.approx(2 * p * r / (p + r))
+    assert out["bleu_r"] > out["bleu_p"]
+    with pytest.raises(ValueError):
+        metrics.bleu_recall_precision(hyps, refs[:1])
+
+
+def test_distinct_hand_examples():
+    hyps = [["a", "b", "a", "b"], ["a", "c"], ["z"]]
+    # intra-1: 2/4, 2/2, 1/1 ; intra-2: {ab, ba}/3, {ac}/1, none -> 0
+    assert metrics.distinct_intra(hyps, 1) == pytest.approx((0.5 + 1 + 1) / 3)
+    assert metrics.distinct_intra(hyps, 2) == pytest.approx((2 / 3 + 1 + 0) / 3)
+    # inter-1: {a, b, c, z} / 7 unigrams ; inter-2: {ab, ba, ac} / 4 bigrams
+    assert metrics.distinct_inter(hyps, 1) == pytest.approx(4 / 7)
+    assert metrics.distinct_inter(hyps, 2) == pytest.approx(3 / 4)
+    assert metrics.distinct_inter([["x"]], 2) == 0.0
+
+
+def test_bow_hand_examples(tmp_path):
+    path = tmp_path / "vec.txt"
+    path.write_text("a 1 0\nb 0 1\nc 1 1\nd -2 0.5\n")
+    vec = metrics.load_word_vectors(str(path))
+    assert set(vec) == {"a", "b", "c", "d"} and vec["d"].tolist() == [-2.0, 0.5]
+    assert set(metrics.load_word_vectors(str(path), words=["a", "zz"])) == {"a"}
+    assert metrics.bow_similarity(["a"], ["b"], vec) == pytest.approx((0.0, 0.0, 0.0))
+    avg, ext, greedy = metrics.bow_similarity(["a", "b"], ["c"], vec)
+    assert avg == pytest.approx(1.0) and ext == pytest.approx(1.0) and greedy == pytest.approx(1 / math.sqrt(2))
+    # extrema keeps the value of largest magnitude per dimension: hyp (a, d) -> (-2, 0.5)
+    _, ext, _ = metrics.bow_similarity(["a", "d"], ["d"], vec)
+    assert ext == pytest.approx(1.0)
+    # greedy is symmetric: hyp->ref = mean(1, 1/sqrt2), ref->hyp = 1
+    _, _, greedy = metrics.bow_similarity(["a", "c"], ["a"], vec)
+    assert greedy == pytest.approx(0.5 * ((1 + 1 / math.sqrt(2)) / 2 + 1))
+    # unknown words are skipped, not given random vectors
+    assert metrics.bow_similarity(["a", "zzz"], ["c"], vec) == pytest.approx(metrics.bow_similarity(["a"], ["c"], vec))
+    assert metrics.bow_similarity(["zzz"], ["c"], vec) == (0.0, 0.0, 0.0)
+    # Table 8: max over the samples of one context, mean over contexts
+    out = metrics.bow_metrics([[["a"], ["c"]], [["b"]]], [["c"], ["a"]], vec)
+    assert out["bow_a"] == pytest.approx((1.0 + 0.0) / 2)
