@@ -637,8 +637,11 @@ def format_stats(corpus: Corpus, stats: dict) -> str:
             extra = (f"   ({r['dialogs']:,} dialogs)" if "dialogs" in r else
                      f"   ({r['negative']:,} negative, {r['positive']:,} positive)" if "negative" in r else "")
             lines.append(f"{split:<7}{r[unit]:>12,}{r['min_len']:>6}{r['max_len']:>6}{r['avg_len']:>8.2f}{extra}")
-    lines.append(f"vocabulary: {stats['vocab_size']:,} entries = {stats['vocab_words']:,} words from the "
-                 f"training split + {stats['vocab_size'] - stats['vocab_words']} specials")
+    if "train" in stats:
+        lines.append(f"vocabulary: {stats['vocab_size']:,} entries = {stats['vocab_words']:,} words from the "
+                     f"training split + {stats['vocab_size'] - stats['vocab_words']} specials")
+    else:
+        lines.append("vocabulary: not built (it comes from the training split, which was not read)")
     return "\n".join(lines)
 
 
@@ -649,15 +652,18 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--data_dir", default="data", help="where corpora are looked for first "
                         "(then in $IVAE_DATA_DIR)")
     parser.add_argument("--stats", action="store_true", help="print the paper's Table 1 statistics")
-    parser.add_argument("--splits", default="train,valid,test", help="comma-separated splits to read")
+    parser.add_argument("--splits", default="train,valid,test", help="comma-separated splits to read "
+                        "(e.g. valid,test for a corpus whose training split you do not have)")
     args = parser.parse_args(argv)
     splits = tuple(s for s in args.splits.split(",") if s)
     if not splits or any(s not in SPLITS for s in splits):
         parser.error(f"--splits takes a comma-separated subset of {','.join(SPLITS)}")
     if not args.stats:
         parser.error("nothing to do: add --stats")
+    # Lengths need no vocabulary: without the training split, describe the others with an empty one.
+    vocab = None if "train" in splits else Vocab([])
     try:
-        corpus = load_corpus(args.data, args.data_dir, splits)
+        corpus = load_corpus(args.data, args.data_dir, splits, vocab=vocab)
     except DataError as err:
         parser.error(str(err))
     for split in splits:

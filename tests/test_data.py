@@ -326,3 +326,12 @@ def test_dailydialog_real_counts():
     assert [len(c.examples[s]) for s in ("train", "valid", "test")] == [87171, 8069, 7740]
     assert len(c.vocab) == 10000 + 5
     assert max(len(e.context) for e in c.examples["test"]) == 10
+
+
+def test_stats_without_training_split(tmp_path, capsys, no_env):
+    write(tmp_path / "yahoo" / "val.txt", "a b c\n")
+    write(tmp_path / "yahoo" / "test.txt", "a b\nc d e f\n")
+    assert data.main(["--data", "yahoo", "--data_dir", str(tmp_path), "--splits", "valid,test", "--stats"]) == 0
+    out = capsys.readouterr().out
+    assert "vocabulary: not built" in out and "\ntrain " not in out
+    assert "test              2     2     4    3.00" in out

@@ -111,7 +111,7 @@ def test_gaussian_mi_two_overlapping_posteriors_vs_numerical_integration():
     # I(x; z) = H(z) - H(z|x), H(z) of the mixture by numerical integration.
     grid = np.linspace(-12, 12, 200_001)
     dens = 0.5 * (np.exp(-0.5 * (grid - 1) ** 2) + np.exp(-0.5 * (grid + 1) ** 2)) / math.sqrt(2 * math.pi)
-    h_z = -np.trapezoid(dens * np.log(dens), grid)
+    h_z = -float(np.sum(dens * np.log(dens)) * (grid[1] - grid[0]))   # Riemann sum; tails are ~0
     h_z_given_x = 0.5 * math.log(2 * math.pi * math.e)
     true_mi = h_z - h_z_given_x                                   # ~0.34 nats
     mu = torch.tensor([[-1.0], [1.0]])
