@@ -44,8 +44,8 @@ Deviations from the authors' code (and why)
       folder); this has no effect on any number.
     * Dialog: the start-of-dialog utterance `<s> <d> </s>` (DialogWAE) is kept, but its speaker flag is
       always 0 ("not the responder"); DialogWAE gives it floor 0, which flips its flag from one response
-      to the next for no reason. The context window holds up to 10 previous utterances (the issue's
-      choice; DialogWAE's windows hold up to 9).
+      to the next for no reason. The context window holds up to 10 previous utterances; the authors'
+      `diaglen` = 10 counts the response too, so their contexts hold up to 9 (`max_context` sets it).
     * Bad lines (empty, non-UTF-8, CRLF endings) are skipped or mended and reported once; the authors'
       loaders crash on non-UTF-8 bytes.
 """
