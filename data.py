@@ -6,6 +6,8 @@ ivae_mi.py, style_transfer.py, dialog.py) import it together with metrics.py, an
 
 Paper section -> code section
     Table 1 (data statistics)                 -> corpus_stats(), `python data.py --data ptb --stats`
+    (no paper section: run plumbing)          -> option/parse_config, set_seed, pick_device, checkpoints,
+                                                 CsvLog: what every script needs around its model
     §5.1 language modelling (PTB/Yahoo/Yelp)   -> CORPORA['ptb'|'yahoo'|'yelp'], LM examples
     §5.2 style transfer (Shen et al. Yelp)     -> CORPORA['yelp_style'], StyleExample
     §5.3 dialog (DailyDialog, Switchboard)     -> CORPORA['dailydialog'|'switchboard'], DialogExample
@@ -50,12 +52,13 @@ Deviations from the authors' code (and why)
       loaders crash on non-UTF-8 bytes.
 """
 import argparse
+import csv
 import json
 import os
-import re
+import random
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Iterable, Iterator, Optional
 
 import numpy as np
@@ -600,6 +603,158 @@ class Batcher:
         plan = batch_plan(self.lengths, self.batch_size, self.seed, epoch, self.shuffle, self.equal_length)
         for idx in plan[start:]:
             yield collate([self.examples[i] for i in idx])
+
+
+# ----------------------------------------------------------------------------------------------------
+# PLUMBING for every script: config -> flags, seeds, device, checkpoints, the CSV log
+# (run plumbing, not model logic: the scripts share it here instead of five copies; cf. cleanrl_utils)
+# ----------------------------------------------------------------------------------------------------
+
+def option(default, help: str, choices=None, nargs=None):
+    """A Config field with its --flag help text: `lr: float = option(1e-3, "Adam learning rate")`."""
+    meta = {"help": help, "choices": choices, "nargs": nargs}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def config_parser(config_cls, description: str) -> argparse.ArgumentParser:
+    """An argparse parser with one --flag per field of the dataclass `config_cls` (help, choices,
+    defaults from the field). Booleans are switches; tuples take `nargs` values."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in fields(config_cls):
+        meta = f.metadata
+        default = f.default if f.default is not MISSING else f.default_factory()
+        kwargs = {"help": meta.get("help", "")}
+        if f.type is bool:
+            kwargs["action"] = "store_true"
+        elif isinstance(default, tuple):
+            kwargs.update(nargs=meta.get("nargs") or "*", default=default, type=str)
+        else:
+            kwargs.update(type=f.type, default=default)
+            if meta.get("choices"):
+                kwargs["choices"] = meta["choices"]
+        parser.add_argument(f"--{f.name}", **kwargs)
+    return parser
+
+
+def parse_config(config_cls, description: str, argv: Optional[list] = None):
+    """(config, parser): the parser is returned so that main() can report bad values with parser.error."""
+    parser = config_parser(config_cls, description)
+    args = parser.parse_args(argv)
+    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items()}
+    return config_cls(**values), parser
+
+
+def set_seed(seed: int) -> None:
+    """Seed every generator a run uses: Python's random, numpy, torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds CUDA devices
+
+
+def pick_device(cuda: bool, cpu: bool, parser: argparse.ArgumentParser) -> torch.device:
+    """The GPU when there is one, else the CPU; --cuda insists on a GPU, --cpu forces the CPU."""
+    if cuda and cpu:
+        parser.error("--cuda and --cpu exclude each other")
+    if cuda and not torch.cuda.is_available():
+        parser.error("--cuda: no CUDA GPU is visible to torch (torch.cuda.is_available() is False). "
+                     "Drop --cuda to run on the CPU, or install a CUDA build of torch.")
+    return torch.device("cuda" if (torch.cuda.is_available() and not cpu) else "cpu")
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)}), torch {torch.__version__}"
+    return f"cpu ({torch.get_num_threads()} threads), torch {torch.__version__}"
+
+
+def rng_state() -> dict:
+    """Every RNG state, in types torch.load(weights_only=True) reads back."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos,
+                                                      has_gauss, cached], "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["python"]))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_write(path: str, write) -> None:
+    """Write through `write(tmp_path)`, then rename: an interruption never leaves a half-written file."""
+    tmp = f"{path}.tmp"
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(state: dict, path: str) -> None:
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: str, device) -> dict:
+    """A checkpoint written by save_checkpoint (plain dicts, tensors and lists: weights_only=True)."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise DataError(f"no checkpoint at {path}: train first (without --resume / --eval_only)") from None
+
+
+def write_json(path: str, obj) -> None:
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, sort_keys=False)
+            f.write("\n")
+    atomic_write(path, write)
+
+
+class CsvLog:
+    """log.csv: one row per evaluation. The columns are fixed by the first row; a resumed run first
+    drops the rows written after its checkpoint's step, so no row appears twice."""
+
+    def __init__(self, path: str, resume_step: Optional[int] = None):
+        self.path, self.columns = path, None
+        if resume_step is not None and os.path.exists(path):
+            with open(path, newline="", encoding="utf-8") as f:
+                rows = list(csv.DictReader(f))
+            if rows:
+                self.columns = list(rows[0].keys())
+                kept = [r for r in rows if int(float(r["step"])) <= resume_step]
+                self._rewrite(kept)
+        elif os.path.exists(path):
+            os.remove(path)
+
+    def _rewrite(self, rows):
+        def write(tmp):
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                w = csv.DictWriter(f, fieldnames=self.columns)
+                w.writeheader()
+                w.writerows(rows)
+        atomic_write(self.path, write)
+
+    def rows(self) -> list:
+        if not os.path.exists(self.path):
+            return []
+        with open(self.path, newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+
+    def write(self, row: dict) -> None:
+        new = not os.path.exists(self.path)
+        if self.columns is None:
+            self.columns = list(row.keys())
+        with open(self.path, "a", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow({k: row.get(k, "") for k in self.columns})
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -564,6 +564,77 @@ class NGramLM:
 
 
 # ----------------------------------------------------------------------------------------------------
+# Pictures of the metrics (PNG files under a run's out_dir)
+# ----------------------------------------------------------------------------------------------------
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_curves(rows: list, keys: Sequence[str], path: str, x: str = "step") -> None:
+    """One panel per key of the evaluation rows (dicts, e.g. log.csv), against `x`; rows without the
+    key (or with an empty value) are skipped."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        pts = [(float(r[x]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", ms=3)
+        ax.set_title(key)
+        ax.set_xlabel(x)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_active_units(variance: torch.Tensor, threshold: float, path: str) -> None:
+    """Cov_x(E[z_d|x]) per latent dimension, log scale, with the active-unit threshold."""
+    plt = _pyplot()
+    v = variance.double().clamp_min(1e-12).cpu().numpy()
+    fig, ax = plt.subplots(figsize=(7, 2.8))
+    ax.bar(np.arange(len(v)), v, color=["tab:blue" if x >= threshold else "tab:gray" for x in v])
+    ax.axhline(threshold, color="tab:red", ls="--", label=f"threshold {threshold}")
+    ax.set_yscale("log")
+    ax.set_xlabel("latent dimension")
+    ax.set_ylabel("Var_x E[z_d | x]")
+    ax.set_title(f"active units: {int((v >= threshold).sum())} / {len(v)}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_latent_pca(samples: torch.Tensor, path: str, prior: Optional[torch.Tensor] = None,
+                    labels: Optional[Sequence[str]] = None) -> None:
+    """Posterior samples of a few sentences, (N, S, Z), projected on the 2 principal axes of all of them,
+    one colour per sentence; prior samples (M, Z), if given, in grey behind (Figure 1, for text)."""
+    plt = _pyplot()
+    N, S, Z = samples.shape
+    flat = samples.reshape(N * S, Z).double().cpu()
+    centre = flat.mean(0)
+    _, _, v = torch.linalg.svd(flat - centre, full_matrices=False)
+    axes = v[:2].T                                                       # (Z, 2)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    if prior is not None:
+        p = (prior.double().cpu() - centre) @ axes
+        ax.scatter(p[:, 0], p[:, 1], s=3, c="lightgray", label="prior")
+    proj = ((flat - centre) @ axes).reshape(N, S, 2)
+    for i in range(N):
+        name = labels[i] if labels else f"sentence {i}"
+        ax.scatter(proj[i, :, 0], proj[i, :, 1], s=5, label=name[:40])
+    ax.set_title("posterior samples, first two principal axes")
+    ax.legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------------
 # PLUMBING: `python metrics.py ngram --train A.txt --score B.txt [C.txt ...]`
 # ----------------------------------------------------------------------------------------------------
 

@@ -1,0 +1,167 @@
+"""ivae.py: the critic against the closed-form KL, the annealing schedule, the affine encoder's Gaussian,
+and tiny end-to-end main([...]) runs including resume, sampling, interpolation and bad flags."""
+import json
+import os
+import random
+
+import pytest
+import torch
+
+import data
+import ivae
+import metrics
+
+TINY = ["--emb_dim", "16", "--hidden", "16", "--latent", "4", "--noise_dim", "4", "--encoder_width", "16",
+        "--nu_width", "16", "--nu_layers", "2", "--batch_size", "8", "--eval_samples", "8", "--iw_samples", "8",
+        "--val_iw_samples", "4", "--refit_steps", "10", "--refit_window", "5", "--log_every", "5", "--cpu",
+        "--num_samples", "3", "--max_decode_len", "12"]
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    r = random.Random(0)
+    words = "the a cat dog sat ran on under mat log big small red".split()
+    for split, n in (("train", 96), ("valid", 24), ("test", 24)):
+        lines = [" ".join(r.choice(words) for _ in range(r.randint(3, 6))) for _ in range(n)]
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return str(root)
+
+
+def run(corpus_dir, out_dir, *extra):
+    return ivae.main(["--data", corpus_dir, "--out_dir", str(out_dir), *TINY, *extra])
+
+
+# ----------------------------------------------------------------------------------------------------
+# The critic and the schedule
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_critic_trained_by_the_scripts_code_recovers_gaussian_kl():
+    # q(z|x) = N(A h_x, diag sigma^2): a Gaussian posterior with a known KL per x. The script's own
+    # Critic and critic_step (Eq. 9) are trained on it; the dual estimate must land within 10%.
+    torch.manual_seed(0)
+    Z, H = 2, 4
+    A = torch.randn(Z, H) * 0.5
+    sigma = torch.tensor([0.4, 0.8])
+
+    def sample(n):
+        h = torch.randn(n, H)
+        mu = h @ A.T
+        return h, mu + sigma * torch.randn(n, Z), mu
+
+    nu_xz, nu_z = ivae.Critic(Z, H, 64, 2), ivae.Critic(Z, 0, 64, 2)
+    opt = torch.optim.Adam(list(nu_xz.parameters()) + list(nu_z.parameters()), lr=2e-3)
+    for step in range(800):
+        if step == 560:
+            for g in opt.param_groups:
+                g["lr"] = 2e-4
+        h, z, _ = sample(512)
+        ivae.critic_step(nu_xz, nu_z, opt, h, z)
+    with torch.no_grad():
+        h, z, mu = sample(100_000)
+        true_kl = float(metrics.gaussian_kl(mu, (sigma ** 2).log().expand_as(mu)).mean())
+        est = float(metrics.dual_kl(nu_xz(z, h), nu_xz(torch.randn_like(z), h)))
+    assert true_kl > 1.0
+    assert abs(est - true_kl) < 0.1 * true_kl, (est, true_kl)
+
+
+def test_beta_schedule_hand_values():
+    cfg = ivae.Config(beta_start=0.1, warmup_epochs=2)
+    assert [ivae.beta_at(s, 10, cfg) for s in (0, 5, 10, 20, 35)] == pytest.approx([0.1, 0.325, 0.55, 1.0, 1.0])
+    assert ivae.beta_at(3, 10, ivae.Config(warmup_epochs=0)) == 1.0
+
+
+def test_affine_encoder_is_gaussian_with_the_stated_covariance():
+    torch.manual_seed(0)
+    g = ivae.ImplicitPosterior(hidden=6, noise_dim=3, latent=3, layers=0, width=8)
+    h = torch.randn(2, 6)
+    mean, cov = g.gaussian(h)
+    z = g(h, 200_000)                                                    # (2, S, 3)
+    torch.testing.assert_close(z.mean(1), mean, atol=0.01, rtol=0)
+    for b in range(2):
+        torch.testing.assert_close(torch.cov(z[b].T), cov, atol=0.01, rtol=0.02)
+    mlp = ivae.ImplicitPosterior(hidden=6, noise_dim=3, latent=3, layers=2, width=8)
+    assert len([m for m in mlp.net if isinstance(m, torch.nn.Linear)]) == 3
+
+
+# ----------------------------------------------------------------------------------------------------
+# End to end
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_tiny_run_writes_everything(corpus_dir, tmp_path):
+    out = tmp_path / "run"
+    result = run(corpus_dir, out, "--epochs", "2", "--interpolate", "the cat sat", "a dog ran")
+    for name in ("config.json", "log.csv", "metrics.json", "checkpoint.pt", "best.pt", "samples.txt",
+                 "interpolation.txt", "curves.png", "active_units.png", "posterior_pca.png"):
+        assert (out / name).exists(), name
+    saved = json.loads((out / "metrics.json").read_text())
+    for key in ("rec", "kl", "mi", "au", "nelbo", "ppl", "iw_nll", "iw_ppl", "kl_refit", "nelbo_refit"):
+        assert key in saved and saved[key] == pytest.approx(result[key])
+    assert saved["nelbo"] == pytest.approx(saved["rec"] + saved["kl"])
+    assert saved["mi"] == pytest.approx(saved["kl"] - saved["kl_agg"])
+    assert saved["n_sentences"] == 24
+    rows = data.CsvLog(str(out / "log.csv"), resume_step=10 ** 9).rows()
+    assert [r["split"] for r in rows] == ["valid", "valid", "test"]
+    assert len((out / "interpolation.txt").read_text().splitlines()) == 11
+    assert len((out / "samples.txt").read_text().splitlines()) == 1 + 2 * 3
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == saved["step"] == 28   # 14 equal-length batches per epoch and ckpt["vocab"]["itos"][:4] == list(data.SPECIALS)
+    assert json.loads((out / "config.json").read_text())["lr"] == 1e-3        # PTB-sized default resolved
+
+
+def test_affine_encoder_reports_exact_kl(corpus_dir, tmp_path):
+    result = run(corpus_dir, tmp_path / "affine", "--encoder_layers", "0", "--max_steps", "6")
+    assert result["kl_exact"] > 0 and result["nelbo_exact"] == pytest.approx(result["rec"] + result["kl_exact"])
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(corpus_dir, tmp_path):
+    straight = run(corpus_dir, tmp_path / "a", "--epochs", "3")
+    # Same seed, stopped mid-epoch 2 (step 17; 14 batches per epoch), then resumed to the end.
+    first = run(corpus_dir, tmp_path / "b", "--epochs", "3", "--max_steps", "17")
+    assert first["step"] == 17
+    resumed = run(corpus_dir, tmp_path / "b", "--epochs", "3", "--resume")
+    skip = {"train_time_s", "device"}
+    assert {k: v for k, v in resumed.items() if k not in skip} == {k: v for k, v in straight.items() if k not in skip}
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    for part in ("model", "nu_xz", "nu_z"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    rows = data.CsvLog(str(tmp_path / "b" / "log.csv"), resume_step=10 ** 9).rows()
+    assert [int(r["step"]) for r in rows if r["split"] == "valid"] == [14, 28, 42]      # no duplicated rows
+    # --eval_only re-evaluates the selected checkpoint and gets the same test numbers.
+    again = run(corpus_dir, tmp_path / "b", "--eval_only")
+    assert again["rec"] == pytest.approx(straight["rec"]) and again["iw_nll"] == pytest.approx(straight["iw_nll"])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--dropout", "1.5"], "--dropout"),
+    (["--cuda", "--cpu"], "exclude"),
+    (["--batch_size", "0"], "--batch_size"),
+    (["--encoder_layers", "-1"], "--encoder_layers"),
+    (["--data", "no_such_corpus"], "unknown corpus"),
+    (["--resume"], "no checkpoint"),
+])
+def test_bad_flags_are_parser_errors(corpus_dir, tmp_path, capsys, flags, message):
+    argv = ["--data", corpus_dir, "--out_dir", str(tmp_path / "x"), *flags]
+    with pytest.raises(SystemExit) as exit_:
+        ivae.main(argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cuda_flag_without_gpu_is_an_error(corpus_dir, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(SystemExit):
+        ivae.main(["--data", corpus_dir, "--out_dir", str(tmp_path), "--cuda"])
+    assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_resume_refuses_changed_model_settings(corpus_dir, tmp_path, capsys):
+    run(corpus_dir, tmp_path / "c", "--max_steps", "3")
+    with pytest.raises(SystemExit):
+        run(corpus_dir, tmp_path / "c", "--resume", "--latent", "8")
+    assert "differs from the checkpoint" in capsys.readouterr().err
