@@ -8,7 +8,7 @@ Paper section -> code
     Eq. (7)-(9), the dual form of the KL      -> dual_kl
     §3.2 / §5.1, mutual information           -> mutual_info
     §5.1 active units, perplexity             -> active_units, perplexity, log_mean_exp
-    honest bounds (importance sampling)       -> fit_gaussian_proposal, iw_nll
+    honest bounds (importance sampling)       -> fit_gaussian_proposal, defensive_proposal, iw_nll
     §5.2-§5.3, Tables 7-8 (BLEU, BOW, Dist.)  -> sentence_bleu, bleu_recall_precision, corpus_bleu,
                                                  load_word_vectors, bow_similarity, bow_metrics,
                                                  distinct_intra, distinct_inter
@@ -90,12 +90,14 @@ def gaussian_mi(mu: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor) -> floa
         z = z.unsqueeze(1)                                               # (B, S, Z)
     B, S, Z = z.shape
     neg_entropy = (-0.5 * Z * math.log(2 * math.pi) - 0.5 * (1 + logvar).sum(-1)).mean()
-    # log q(z_bs | x_i) for every sample (b, s) and every posterior i: (B*S, B)
-    zz = z.reshape(B * S, 1, Z)
-    var = logvar.exp().unsqueeze(0)                                      # (1, B, Z)
-    log_density = -0.5 * (((zz - mu.unsqueeze(0)) ** 2) / var).sum(-1) \
-        - 0.5 * (Z * math.log(2 * math.pi) + logvar.sum(-1).unsqueeze(0))
-    log_qz = torch.logsumexp(log_density, dim=1) - math.log(B)           # (B*S,)
+    # log q(z_bs | x_i) for every sample (b, s) and every posterior i, a chunk of samples at a time so
+    # that whole test sets (B in the thousands) fit in memory: (chunk, B)
+    flat = z.reshape(B * S, 1, Z)
+    inv_var = (-logvar).exp().unsqueeze(0)                               # (1, B, Z)
+    log_norm = -0.5 * (Z * math.log(2 * math.pi) + logvar.sum(-1)).unsqueeze(0)   # (1, B)
+    chunk = max(1, 2 ** 22 // max(1, B * Z))
+    log_qz = torch.cat([torch.logsumexp(-0.5 * ((zz - mu.unsqueeze(0)) ** 2 * inv_var).sum(-1) + log_norm, dim=1)
+                        for zz in flat.split(chunk)]) - math.log(B)     # (B*S,)
     return float(neg_entropy - log_qz.mean())
 
 
@@ -134,13 +136,14 @@ def perplexity(nll_sum: float, n_words: int) -> float:
     return math.exp(nll_sum / n_words)
 
 
-def fit_gaussian_proposal(samples: torch.Tensor, jitter: float = 1e-4,
-                          diagonal: bool = False) -> torch.distributions.Distribution:
+def fit_gaussian_proposal(samples: torch.Tensor, jitter: float = 1e-4, diagonal: bool = False,
+                          shrinkage: float = 0.0) -> torch.distributions.Distribution:
     r"""A Gaussian fitted to posterior samples: the proposal of an importance-weighted bound.
 
     samples: (B, S, Z), S samples of q(z|x_b) -> a batch of B Gaussians with the samples' mean and
-    covariance (+ jitter * I so it stays positive definite). Any proposal gives a valid bound in
-    iw_nll; a proposal close to the true posterior gives a tight one."""
+    covariance, shrunk towards its diagonal by `shrinkage` (a sample covariance from S samples in Z
+    dimensions is noisy, and singular when S <= Z), + jitter * I so it stays positive definite. Any
+    proposal gives a valid bound in iw_nll; a proposal close to the true posterior gives a tight one."""
     samples = samples.double()
     mean = samples.mean(1)                                               # (B, Z)
     centred = samples - mean.unsqueeze(1)                                # (B, S, Z)
@@ -148,8 +151,44 @@ def fit_gaussian_proposal(samples: torch.Tensor, jitter: float = 1e-4,
         std = (centred.pow(2).mean(1) + jitter).sqrt()
         return torch.distributions.Independent(torch.distributions.Normal(mean, std), 1)
     cov = centred.transpose(1, 2) @ centred / samples.shape[1]           # (B, Z, Z)
-    cov = cov + jitter * torch.eye(samples.shape[-1], dtype=cov.dtype)
+    cov = (1 - shrinkage) * cov + shrinkage * torch.diag_embed(torch.diagonal(cov, dim1=1, dim2=2))
+    cov = cov + jitter * torch.eye(samples.shape[-1], dtype=cov.dtype, device=cov.device)
     return torch.distributions.MultivariateNormal(mean, covariance_matrix=cov)
+
+
+def defensive_proposal(samples: torch.Tensor, widen: float = 1.5,
+                       jitter: float = 1e-4) -> torch.distributions.MixtureSameFamily:
+    r"""The proposal of the implicit models' IW bound: an equal mixture of two Gaussians fitted to the
+    posterior samples (B, S, Z) of each sentence ("defensive importance sampling", Hesterberg 1995):
+
+        r(z) = 1/2 N(z; m, C) + 1/2 N(z; m, widen^2 diag(C))
+
+    m, C the samples' mean and covariance, C shrunk towards its diagonal by Z / (S + Z). The first
+    component follows the posterior's correlations; the wider second one covers its tails, which an
+    importance sampler needs (a proposal narrower than the target gives rare, huge weights). Since
+    r >= r_i / 2, the bound is never more than log 2 nats worse than with the better component alone."""
+    S, Z = samples.shape[1], samples.shape[2]
+    full = fit_gaussian_proposal(samples, jitter, shrinkage=Z / (S + Z))
+    wide = torch.diag_embed(widen ** 2 * torch.diagonal(full.covariance_matrix, dim1=1, dim2=2))
+    loc = torch.stack([full.loc, full.loc], 1)                           # (B, 2, Z)
+    cov = torch.stack([full.covariance_matrix, wide], 1)                 # (B, 2, Z, Z)
+    mix = torch.distributions.Categorical(probs=torch.full(loc.shape[:2], 0.5, dtype=loc.dtype, device=loc.device))
+    return torch.distributions.MixtureSameFamily(mix, torch.distributions.MultivariateNormal(loc, covariance_matrix=cov))
+
+
+def sample_proposal(r: torch.distributions.Distribution, K: int, generator=None) -> torch.Tensor:
+    r"""K samples (K, B, Z) of a batch of Gaussians or of a defensive_proposal, drawn from `generator`
+    (torch.distributions samplers only use the global generator)."""
+    if isinstance(r, torch.distributions.MixtureSameFamily):
+        comp = r.component_distribution
+        B, C, Z = comp.loc.shape
+        idx = torch.multinomial(r.mixture_distribution.probs, K, replacement=True, generator=generator).T  # (K, B)
+        rows = torch.arange(B, device=idx.device).unsqueeze(0)
+        loc, tril = comp.loc[rows, idx], comp.scale_tril[rows, idx]      # (K, B, Z), (K, B, Z, Z)
+    else:
+        loc, tril = r.loc.expand(K, *r.loc.shape), r.scale_tril
+    eps = torch.randn(loc.shape, dtype=loc.dtype, device=loc.device, generator=generator)
+    return loc + (tril @ eps.unsqueeze(-1)).squeeze(-1)
 
 
 def iw_nll(log_joint: torch.Tensor, log_proposal: torch.Tensor) -> torch.Tensor:

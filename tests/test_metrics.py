@@ -281,3 +281,30 @@ def test_bow_hand_examples(tmp_path):
     # Table 8: max over the samples of one context, mean over contexts
     out = metrics.bow_metrics([[["a"], ["c"]], [["b"]]], [["c"], ["a"]], vec)
     assert out["bow_a"] == pytest.approx((1.0 + 0.0) / 2)
+
+
+def test_defensive_proposal_density_and_sampling():
+    torch.manual_seed(0)
+    cov = torch.tensor([[1.0, 0.8], [0.8, 1.0]], dtype=torch.float64)
+    mvn = torch.distributions.MultivariateNormal(torch.tensor([2.0, -1.0], dtype=torch.float64), cov)
+    samples = mvn.sample((2, 20_000))                                            # (B=2, S, 2)
+    r = metrics.defensive_proposal(samples, widen=1.5)
+    # its density is the equal mixture of the fitted Gaussian and the widened diagonal one
+    z = torch.randn(5, 2, 2, dtype=torch.float64)
+    fitted = metrics.fit_gaussian_proposal(samples, shrinkage=2 / (20_000 + 2))
+    wide = torch.distributions.Independent(torch.distributions.Normal(
+        fitted.loc, 1.5 * torch.diagonal(fitted.covariance_matrix, dim1=1, dim2=2).sqrt()), 1)
+    expected = torch.logsumexp(torch.stack([fitted.log_prob(z), wide.log_prob(z)]), 0) - math.log(2)
+    torch.testing.assert_close(r.log_prob(z), expected)
+    # generator-driven samples have the mixture's moments: mean m, covariance (C + 2.25 diag C) / 2
+    g = torch.Generator().manual_seed(1)
+    zk = metrics.sample_proposal(r, 100_000, g)                                  # (K, B, 2)
+    assert zk.shape == (100_000, 2, 2)
+    torch.testing.assert_close(zk.mean(0), fitted.loc, atol=0.02, rtol=0)
+    mix_cov = (fitted.covariance_matrix[0] + 2.25 * torch.diag(torch.diagonal(fitted.covariance_matrix[0]))) / 2
+    torch.testing.assert_close(torch.cov(zk[:, 0].T), mix_cov, atol=0.03, rtol=0)
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    torch.testing.assert_close(metrics.sample_proposal(r, 10, g1), metrics.sample_proposal(r, 10, g2))
+    # a plain Gaussian is sampled the same way
+    plain = metrics.sample_proposal(fitted, 50_000, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(torch.cov(plain[:, 1].T), fitted.covariance_matrix[1], atol=0.03, rtol=0)
