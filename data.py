@@ -56,6 +56,7 @@ import csv
 import json
 import os
 import random
+import signal
 import sys
 from collections import Counter
 from dataclasses import MISSING, dataclass, field, fields
@@ -714,6 +715,60 @@ def write_json(path: str, obj) -> None:
             json.dump(obj, f, indent=2, sort_keys=False)
             f.write("\n")
     atomic_write(path, write)
+
+
+def resume_checkpoint(cfg, parser: argparse.ArgumentParser, run_control: set, device) -> Optional[dict]:
+    """For --resume (out_dir/checkpoint.pt) or --eval_only (out_dir/best.pt, else checkpoint.pt): load
+    the checkpoint and copy its settings into `cfg`, except the run-control fields a user may change.
+    A model or optimiser flag given with a value other than the checkpoint's is a parser error."""
+    if not (cfg.resume or cfg.eval_only):
+        return None
+    path = os.path.join(cfg.out_dir, "checkpoint.pt")
+    if cfg.eval_only and os.path.exists(os.path.join(cfg.out_dir, "best.pt")):
+        path = os.path.join(cfg.out_dir, "best.pt")
+    try:
+        ckpt = load_checkpoint(path, device)
+    except DataError as err:
+        parser.error(str(err))
+    defaults = type(cfg)()
+    for k, v in ckpt["config"].items():
+        if k in run_control or not hasattr(cfg, k):
+            continue
+        mine = getattr(cfg, k)
+        if mine != getattr(defaults, k) and mine != v:
+            parser.error(f"--{k} {mine} differs from the checkpoint's value {v}: a resumed run keeps its "
+                         "model and optimiser settings")
+        setattr(cfg, k, tuple(v) if isinstance(v, list) else v)
+    print(f"loaded {path} (step {ckpt['step']})")
+    return ckpt
+
+
+class GracefulInterrupt:
+    """Ctrl-C during training: finish the current step, save, stop (`.requested` turns True); a second
+    Ctrl-C stops at once. Use as `with GracefulInterrupt() as stop: ... if stop.requested: ...`."""
+
+    def __enter__(self):
+        self.requested = False
+        self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to stop at once)", flush=True)
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+def check_finite(means: dict, step: int, ckpt_path: str, hint: str) -> None:
+    """Stop with a readable message when a logged loss term is NaN or infinite."""
+    bad = {k: v for k, v in means.items() if not np.isfinite(v)}
+    if bad:
+        raise FloatingPointError(f"non-finite values at step {step}: {bad}. {hint} The last checkpoint "
+                                 f"({ckpt_path}) holds finite weights: fix the setting and --resume.")
 
 
 class CsvLog:

@@ -55,8 +55,6 @@ Deviations from the paper / the authors' code (and why)
 import copy
 import math
 import os
-import signal
-import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -412,14 +410,16 @@ def evaluate(model: IVAE, critics: dict, examples: list, cfg: Config, device, iw
 @torch.no_grad()
 def probe_kl(model: IVAE, nu_xz: Critic, probe: list, cfg: Config, device) -> float:
     """The nu(x, z) estimate of E_x KL(q(z|x) || p) on a fixed set of training sentences, with fixed
-    noise (8 posterior and 8 prior samples each): the yardstick of the refit."""
+    noise (8 posterior and eval_samples prior samples each): the yardstick of the refit. The prior
+    term E_p exp(nu) is heavy-tailed, and a few prior samples underestimate it (and so overestimate KL),
+    so it gets as many samples as the final evaluation."""
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 999)
     total, n = 0.0, 0
     for batch in data.Batcher(probe, cfg.batch_size, shuffle=False).epoch(0):
         batch = batch.to(device)
         h = model.encoder(batch.tokens, batch.lengths).float()
         z = model.posterior(h, 8, gen)                                   # (B, 8, Z)
-        z_prior = torch.randn(z.shape, device=device, generator=gen)
+        z_prior = torch.randn(h.shape[0], cfg.eval_samples, cfg.latent, device=device, generator=gen)
         total += float(metrics.dual_kl(nu_xz(z, h.unsqueeze(1)), nu_xz(z_prior, h.unsqueeze(1))).sum())
         n += h.shape[0]
     return total / n
@@ -550,7 +550,9 @@ def format_eval(tag: str, r: dict) -> str:
     return s
 
 
-def train(cfg, corpus, model, nu_xz, nu_z, opt, nu_opt, state, device, log: data.CsvLog) -> None:
+def train(cfg, corpus, model, nu_xz, nu_z, opt, nu_opt, state, device, log: data.CsvLog) -> int:
+    """Train from state["step"] to the end (epochs or max_steps); validate after every epoch and keep
+    the checkpoint with the best validation IW-NLL in best.pt. Returns the last step."""
     batcher = data.Batcher(corpus.examples["train"], cfg.batch_size, seed=cfg.seed)
     steps_per_epoch = len(batcher)
     total = cfg.epochs * steps_per_epoch
@@ -560,23 +562,15 @@ def train(cfg, corpus, model, nu_xz, nu_z, opt, nu_opt, state, device, log: data
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (cfg.bf16 and device.type == "cuda") \
         else (lambda: torch.autocast(device.type, enabled=False))
     ckpt_path, best_path = os.path.join(cfg.out_dir, "checkpoint.pt"), os.path.join(cfg.out_dir, "best.pt")
-    stop = {"now": False}
 
-    def on_sigint(signum, frame):  # finish the step, save, stop; a second Ctrl-C stops at once
-        if stop["now"]:
-            raise KeyboardInterrupt
-        stop["now"] = True
-        print("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to stop at once)", flush=True)
-
-    def save():
+    def save(path=ckpt_path):
         data.save_checkpoint(checkpoint_state(cfg, corpus.vocab, model, nu_xz, nu_z, opt, nu_opt, step, best),
-                             ckpt_path)
+                             path)
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
     print(f"training: {steps_per_epoch} batches per epoch, steps {step} -> {total}", flush=True)
     acc, n_acc, tokens, t0 = {}, 0, 0, time.time()
-    try:
-        while step < total and not stop["now"]:
+    with data.GracefulInterrupt() as stop:
+        while step < total and not stop.requested:
             epoch = step // steps_per_epoch
             for batch in batcher.epoch(epoch, start=step % steps_per_epoch):
                 batch = batch.to(device)
@@ -584,19 +578,16 @@ def train(cfg, corpus, model, nu_xz, nu_z, opt, nu_opt, state, device, log: data
                 out = train_step(model, nu_xz, nu_z, opt, nu_opt, batch, beta, cfg, autocast)
                 step += 1
                 for k, v in out.items():
-                    acc[k] = acc.get(k, 0) + v
+                    acc[k] = acc.get(k, 0) + v                       # device tensors: no sync per step
                 n_acc += 1
                 tokens += int((batch.lengths - 1).sum())
                 end_of_epoch = step % steps_per_epoch == 0
-                saving = end_of_epoch or step % cfg.save_every == 0 or step >= total or stop["now"]
+                saving = end_of_epoch or step % cfg.save_every == 0 or step >= total or stop.requested
                 if step % cfg.log_every == 0 or saving:
                     means = {k: float(v) / n_acc for k, v in acc.items()}   # one device sync per interval
-                    if not all(math.isfinite(v) for v in means.values()):  # never save non-finite weights
-                        raise FloatingPointError(
-                            f"non-finite loss at step {step} (rec {means['rec']}, KL estimate {means['kl']}). "
-                            "The usual cause is exp(nu) overflowing when a critic's output grows large: lower "
-                            "--nu_lr, drop --bf16, or lower --lr; then --resume from the last checkpoint "
-                            f"({ckpt_path}), which holds finite weights.")
+                    data.check_finite(means, step, ckpt_path,               # never save non-finite weights
+                                      "The usual cause is exp(nu) overflowing when a critic's output grows "
+                                      "large: lower --nu_lr or --lr, or drop --bf16.")
                 if step % cfg.log_every == 0 or step == total:
                     dt = time.time() - t0
                     eta = (total - step) * dt / n_acc
@@ -605,7 +596,7 @@ def train(cfg, corpus, model, nu_xz, nu_z, opt, nu_opt, state, device, log: data
                           f"|g| {means['grad_norm']:5.2f} | {n_acc / dt:5.1f} step/s {tokens / dt:7.0f} tok/s | "
                           f"ETA {eta / 60:5.1f} min", flush=True)
                     acc, n_acc, tokens, t0 = {}, 0, 0, time.time()
-                if end_of_epoch:                                   # validation, selection on IW-NLL
+                if end_of_epoch:                                   # validation; selection on IW-NLL
                     row, _, _ = evaluate(model, {"": (nu_xz, nu_z)}, corpus.examples["valid"], cfg, device,
                                          cfg.val_iw_samples)
                     row = {"step": step, "epoch": step / steps_per_epoch, "split": "valid", "beta": beta, **row}
@@ -615,15 +606,12 @@ def train(cfg, corpus, model, nu_xz, nu_z, opt, nu_opt, state, device, log: data
                     score = row.get("iw_nll", row["nelbo"])
                     if best is None or score < best:
                         best = score
-                        data.save_checkpoint(checkpoint_state(cfg, corpus.vocab, model, nu_xz, nu_z, opt,
-                                                              nu_opt, step, best), best_path)
+                        save(best_path)
                 if saving:
                     save()
-                if step >= total or stop["now"]:
+                if step >= total or stop.requested:
                     break
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if stop["now"]:
+    if stop.requested:
         raise SystemExit(f"interrupted at step {step}: checkpoint saved to {ckpt_path}; continue with --resume")
     return step
 
@@ -671,25 +659,8 @@ def main(argv=None) -> dict:
     cfg, parser = data.parse_config(Config, "iVAE (Fang et al. 2019, §3.1): implicit posterior, dual KL", argv)
     check_config(cfg, parser)
     device = data.pick_device(cfg.cuda, cfg.cpu, parser)
-    ckpt_path = os.path.join(cfg.out_dir, "checkpoint.pt")
-    state, ckpt = {"step": 0, "best": None}, None
-    if cfg.resume or cfg.eval_only:
-        path = os.path.join(cfg.out_dir, "best.pt") if cfg.eval_only else ckpt_path
-        path = path if os.path.exists(path) else ckpt_path
-        try:
-            ckpt = data.load_checkpoint(path, device)
-        except data.DataError as err:
-            parser.error(str(err))
-        defaults = Config()
-        for k, v in ckpt["config"].items():                             # the checkpoint's model settings win
-            if k not in RUN_CONTROL:
-                mine = getattr(cfg, k)
-                if mine != getattr(defaults, k) and mine != v:
-                    parser.error(f"--{k} {mine} differs from the checkpoint's value {v}: a resumed run keeps "
-                                 "its model and optimiser settings")
-                setattr(cfg, k, tuple(v) if isinstance(v, list) else v)
-        state = {"step": ckpt["step"], "best": ckpt["best"]}
-        print(f"loaded {path} (step {ckpt['step']})")
+    ckpt = data.resume_checkpoint(cfg, parser, RUN_CONTROL, device)
+    state = {"step": ckpt["step"], "best": ckpt["best"]} if ckpt else {"step": 0, "best": None}
     data.set_seed(cfg.seed)
     try:
         splits = (("train", "test") if cfg.refit_steps else ("test",)) if cfg.eval_only else ("train", "valid", "test")

@@ -1,0 +1,109 @@
+"""vae.py: annealing schedules against hand values, the IW bound against the ELBO, and tiny end-to-end
+main([...]) runs including resume, sampling, interpolation and bad flags."""
+import json
+import random
+
+import pytest
+import torch
+
+import data
+import metrics
+import vae
+
+TINY = ["--emb_dim", "16", "--hidden", "16", "--latent", "4", "--batch_size", "8", "--eval_samples", "8",
+        "--iw_samples", "16", "--val_iw_samples", "4", "--log_every", "5", "--cpu", "--num_samples", "3",
+        "--max_decode_len", "12"]
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    r = random.Random(0)
+    words = "the a cat dog sat ran on under mat log big small red".split()
+    for split, n in (("train", 96), ("valid", 24), ("test", 24)):
+        lines = [" ".join(r.choice(words) for _ in range(r.randint(3, 6))) for _ in range(n)]
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return str(root)
+
+
+def run(corpus_dir, out_dir, *extra):
+    return vae.main(["--data", corpus_dir, "--out_dir", str(out_dir), *TINY, *extra])
+
+
+def test_monotonic_schedule_hand_values():
+    cfg = vae.Config(anneal="monotonic", beta_start=0.1, warmup_epochs=2)
+    assert [vae.beta_at(s, 10, 400, cfg) for s in (0, 5, 10, 20, 35)] == pytest.approx([0.1, 0.325, 0.55, 1, 1])
+    capped = vae.Config(anneal="monotonic", beta=0.5, beta_start=0.1, warmup_epochs=2)
+    assert [vae.beta_at(s, 10, 400, capped) for s in (0, 5, 10, 20)] == pytest.approx([0.1, 0.325, 0.5, 0.5])
+
+
+def test_cyclical_schedule_hand_values():
+    # Fu et al. (2019): T = 100 steps, M = 4 cycles of 25, R = 0.5: beta rises over 12.5 steps, then 1.
+    cfg = vae.Config(anneal="cyclical", cycles=4, ratio=0.5)
+    got = [vae.beta_at(s, 10, 100, cfg) for s in (0, 5, 10, 12, 13, 24, 25, 30, 99)]
+    assert got == pytest.approx([0, 0.4, 0.8, 0.96, 1, 1, 0, 0.4, 1])
+    half = vae.Config(anneal="cyclical", cycles=4, ratio=0.5, beta=0.5)
+    assert vae.beta_at(30, 10, 100, half) == pytest.approx(0.2)
+    assert vae.beta_at(7, 10, 100, vae.Config(anneal="none", beta=0.5)) == 0.5
+
+
+def test_iw_bound_is_tighter_than_the_elbo_and_exact_for_a_linear_decoder_free_case():
+    # With the decoder ignoring z, p(x|z) = p(x): log p(x) = -nll exactly, and every importance weight
+    # p(x) p(z) / q(z|x) has mean p(x); with q = p (mu 0, logvar 0) the bound is exact.
+    torch.manual_seed(0)
+    dec = vae.Decoder(vocab_size=10, emb_dim=4, hidden=4, latent=3, dropout=0.0)
+    with torch.no_grad():
+        dec.z_to_h.weight.zero_()
+        dec.rnn.weight_ih_l0[:, 4:].zero_()                              # z does not enter the LSTM
+    x = torch.tensor([[1, 5, 6, 2], [1, 7, 8, 2]])
+    mu, logvar = torch.zeros(2, 3), torch.zeros(2, 3)
+    nll = vae.sentence_nll(dec, x, torch.zeros(2, 3)).double()
+    iw = vae.iw_bound(dec, x, mu, logvar, 50, 1000, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(iw, nll)
+    # A Gaussian posterior away from the prior: IW-NLL (K = 200) <= -ELBO = rec + KL.
+    mu2, logvar2 = torch.full((2, 3), 1.0), torch.full((2, 3), -1.0)
+    elbo = nll + metrics.gaussian_kl(mu2, logvar2).double()
+    iw2 = vae.iw_bound(dec, x, mu2, logvar2, 200, 1000, torch.Generator().manual_seed(0))
+    assert torch.all(iw2 < elbo) and torch.all(iw2 >= nll - 1e-6)
+
+
+def test_tiny_run_writes_everything(corpus_dir, tmp_path):
+    out = tmp_path / "run"
+    result = run(corpus_dir, out, "--epochs", "2", "--interpolate", "the cat sat", "a dog ran")
+    for name in ("config.json", "log.csv", "metrics.json", "checkpoint.pt", "best.pt", "samples.txt",
+                 "interpolation.txt", "curves.png", "active_units.png", "posterior_pca.png"):
+        assert (out / name).exists(), name
+    saved = json.loads((out / "metrics.json").read_text())
+    for key in ("rec", "kl", "mi", "au", "nelbo", "ppl", "iw_nll", "iw_ppl"):
+        assert saved[key] == pytest.approx(result[key])
+    assert saved["nelbo"] == pytest.approx(saved["rec"] + saved["kl"])
+    assert saved["iw_nll"] <= saved["nelbo"] + 0.5              # the IW bound is (stochastically) tighter
+    assert len((out / "interpolation.txt").read_text().splitlines()) == 11
+    rows = data.CsvLog(str(out / "log.csv"), resume_step=10 ** 9).rows()
+    assert [r["split"] for r in rows] == ["valid", "valid", "test"]
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(corpus_dir, tmp_path):
+    straight = run(corpus_dir, tmp_path / "a", "--epochs", "3", "--anneal", "cyclical")
+    run(corpus_dir, tmp_path / "b", "--epochs", "3", "--anneal", "cyclical", "--max_steps", "17")
+    resumed = run(corpus_dir, tmp_path / "b", "--epochs", "3", "--resume")
+    skip = {"train_time_s", "device"}
+    assert {k: v for k, v in resumed.items() if k not in skip} == {k: v for k, v in straight.items() if k not in skip}
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--anneal", "sigmoid"], "invalid choice"),
+    (["--beta", "0"], "--beta"),
+    (["--ratio", "1.5"], "--ratio"),
+    (["--cycles", "0"], "--cycles"),
+    (["--resume", "--eval_only"], "exclude"),
+    (["--eval_only"], "no checkpoint"),
+])
+def test_bad_flags_are_parser_errors(corpus_dir, tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_:
+        vae.main(["--data", corpus_dir, "--out_dir", str(tmp_path / "x"), *flags])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err

@@ -1,0 +1,552 @@
+r"""Gaussian text VAEs: the baselines of Fang et al. (EMNLP 2019), Table 2 (VAE, beta-VAE, cyclical VAE).
+
+Fang, Li, Gao, Dong, Chen. "Implicit Deep Latent Variable Models for Text Generation". EMNLP 2019.
+arXiv:1908.11527. The baselines: Bowman et al. (2016) VAE with KL annealing; beta-VAE (Higgins et al.
+2017) with beta capped at 0.5; cyclical annealing (Fu et al., NAACL 2019).
+
+The same LSTM encoder and decoder as ivae.py (copied on purpose: each script reads on its own), but
+q(z|x) = N(mu(h_x), diag sigma^2(h_x)), so the KL term has a closed form and the ELBO is a true bound.
+
+Paper section -> code section
+    §2   Eq. (3)  ELBO = E_q log p(x|z) - KL(q(z|x) || p(z))      -> "Objective" (analytic KL, metrics.gaussian_kl)
+    §5.1          KL annealing / beta / cyclical schedules         -> beta_at
+    §5.1          MI (He et al. 2019), AU, PPL, IW-NLL             -> "Evaluation"
+    Table 4       interpolation                                    -> interpolate
+
+Run
+    python vae.py --data ptb                                   # VAE, beta 0.1 -> 1 over 10 epochs
+    python vae.py --data ptb --beta 0.5                        # beta(0.5)-VAE
+    python vae.py --data ptb --anneal cyclical --cycles 4 --ratio 0.5      # Fu et al. (2019)
+    python vae.py --data ptb --cuda                            # insist on a GPU
+
+Shapes: B sentences, T tokens, V vocabulary, E embedding, H hidden, Z latent, S samples, K importance samples.
+
+Minimised: -ELBO = rec + beta * KL, with rec the token NLL summed over a sentence and KL summed over
+latent dimensions, both averaged over sentences.
+
+Honest numbers: with beta = 1 the reported -ELBO = rec + KL is an upper bound on -log p(x) (rec
+estimated with S samples), and `iw_nll` (K samples from q(z|x) as the proposal, He et al. 2019) is a
+tighter one; `iw_ppl` is the number to compare with ivae.py's `iw_ppl`, which is the same quantity.
+
+Deviations from the paper / the authors' code (and why)
+    * Model selection on the validation split's IW-NLL, test reported once at the end (the authors report
+      test after every epoch). The same rule as ivae.py, so the two compare on equal terms.
+    * MI (He et al.'s estimator) pools all sentences of the split as q(x) instead of averaging estimates
+      of batches of 32+, whose log q(z) term is capped near log(batch size); a lower-bias version.
+    * Cyclical annealing follows Fu et al. (2019) exactly (beta from 0 within each cycle); the other
+      schedules start at beta_start = 0.1 like the authors' iVAE runs.
+"""
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import data
+import metrics
+from data import option
+
+# ----------------------------------------------------------------------------------------------------
+# Config
+# ----------------------------------------------------------------------------------------------------
+
+CORPUS_DEFAULTS = {"ptb": dict(emb_dim=256, hidden=256, init_range=0.1, lr=1e-3),
+                   "yahoo": dict(emb_dim=512, hidden=1024, init_range=0.01, lr=8e-4),
+                   "yelp": dict(emb_dim=512, hidden=1024, init_range=0.01, lr=8e-4)}
+COLLAPSE_KL = 0.1  # nats: below this average KL, warn loudly of posterior collapse
+
+
+@dataclass
+class Config:
+    # the command-line contract shared by every script
+    data: str = option("ptb", "corpus: ptb, yahoo, yelp, or a folder with train.txt valid.txt test.txt")
+    data_dir: str = option("data", "where corpora are looked for first (then $IVAE_DATA_DIR)")
+    out_dir: str = option("runs/vae", "where config.json, log.csv, metrics.json, checkpoints and plots go")
+    seed: int = option(0, "seed of every random generator")
+    cuda: bool = option(False, "insist on a CUDA GPU (an error if there is none)")
+    cpu: bool = option(False, "run on the CPU even if a GPU is present")
+    epochs: int = option(40, "training epochs (paper: 40)")
+    max_steps: int = option(0, "stop after this many training steps in all (0: no cap; for smoke runs)")
+    resume: bool = option(False, "continue from out_dir/checkpoint.pt")
+    eval_only: bool = option(False, "no training: evaluate out_dir's best (else last) checkpoint on test")
+    # model
+    emb_dim: int = option(0, "word embedding size (0: 256 for PTB, 512 for Yahoo/Yelp)")
+    hidden: int = option(0, "LSTM hidden size of encoder and decoder (0: 256 PTB, 1024 Yahoo/Yelp)")
+    latent: int = option(32, "latent dimensions Z")
+    dropout: float = option(0.5, "dropout on decoder input embeddings and before its output layer")
+    init_range: float = option(0.0, "uniform init range of all weights (0: 0.1 PTB, 0.01 Yahoo/Yelp)")
+    # training and the KL weight
+    batch_size: int = option(32, "sentences per batch (equal-length batches)")
+    lr: float = option(0.0, "Adam learning rate (0: 1e-3 PTB, 8e-4 Yahoo/Yelp)")
+    clip: float = option(5.0, "gradient-norm clip")
+    anneal: str = option("monotonic", "KL weight schedule", choices=["monotonic", "cyclical", "none"])
+    beta: float = option(1.0, "largest KL weight (beta-VAE: 0.5); the schedules never exceed it")
+    beta_start: float = option(0.1, "monotonic: KL weight at step 0")
+    warmup_epochs: float = option(10.0, "monotonic: epochs over which beta rises from beta_start")
+    cycles: int = option(4, "cyclical: number of cycles M over the whole run (Fu et al.: 4)")
+    ratio: float = option(0.5, "cyclical: fraction R of each cycle during which beta rises (Fu et al.: 0.5)")
+    bf16: bool = option(False, "bf16 autocast for the LSTMs on CUDA (KL and logsumexp stay fp32/fp64)")
+    # evaluation
+    eval_samples: int = option(128, "posterior samples per sentence for rec (as ivae.py)")
+    iw_samples: int = option(500, "importance samples per sentence for the final test IW bound (He et al.)")
+    val_iw_samples: int = option(50, "importance samples per sentence for the per-epoch validation")
+    eval_tokens: int = option(32768, "decoder tokens (sentences x samples x length) per forward pass at "
+                                     "evaluation; bounds the memory of the logits")
+    eval_limit: int = option(0, "evaluate on the first N sentences of a split only (0: all)")
+    log_every: int = option(100, "training steps between progress lines")
+    save_every: int = option(1000, "training steps between checkpoints (also at every evaluation)")
+    # sampling and interpolation
+    num_samples: int = option(10, "sentences sampled from the prior into samples.txt (greedy and T)")
+    temperature: float = option(1.0, "temperature of the sampled (non-greedy) sentences")
+    max_decode_len: int = option(80, "longest decoded sentence, in tokens")
+    interpolate: tuple = option((), "two sentences to interpolate between (Table 4)", nargs=2)
+
+
+RUN_CONTROL = {"data_dir", "out_dir", "cuda", "cpu", "epochs", "max_steps", "resume", "eval_only",
+               "eval_samples", "iw_samples", "val_iw_samples", "eval_tokens", "eval_limit", "log_every",
+               "save_every", "num_samples", "temperature", "max_decode_len", "interpolate", "bf16"}
+
+
+# ----------------------------------------------------------------------------------------------------
+# PAPER §2: the model. Encoder LSTM -> h -> (mu, logvar); decoder LSTM p(x|z). (Same as ivae.py.)
+# ----------------------------------------------------------------------------------------------------
+
+class Encoder(nn.Module):
+    """LSTM over the sentence; its last state h summarises x."""
+
+    def __init__(self, vocab_size: int, emb_dim: int, hidden: int):
+        super().__init__()
+        self.emb = nn.Embedding(vocab_size, emb_dim)
+        self.rnn = nn.LSTM(emb_dim, hidden, batch_first=True)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(self.emb(x))                                   # (B, T, H)
+        return out[torch.arange(x.shape[0], device=x.device), lengths - 1]   # (B, H): state at </s>
+
+
+class GaussianPosterior(nn.Module):
+    """q(z|x) = N(mu, diag exp(logvar)), both read off h by one Linear; z = mu + sigma * eps."""
+
+    def __init__(self, hidden: int, latent: int):
+        super().__init__()
+        self.linear = nn.Linear(hidden, 2 * latent)
+
+    def forward(self, h: torch.Tensor):
+        mu, logvar = self.linear(h).chunk(2, -1)                         # (B, Z), (B, Z)
+        return mu, logvar
+
+    @staticmethod
+    def sample(mu, logvar, n_samples: int, generator=None) -> torch.Tensor:
+        eps = torch.randn(mu.shape[0], n_samples, mu.shape[1], device=mu.device, generator=generator)
+        return mu.unsqueeze(1) + (0.5 * logvar).exp().unsqueeze(1) * eps   # (B, S, Z)
+
+
+class Decoder(nn.Module):
+    r"""LSTM language model conditioned on z: z -> Linear -> initial hidden state, and z concatenated to
+    the input embedding at every step (the authors' decoder, from Kim et al. 2018).
+
+        input   <s>  w1   w2   w3          (x[:, :-1], embedded, dropout, cat z)
+        target  w1   w2   w3   </s>        (x[:, 1:])
+    """
+
+    def __init__(self, vocab_size: int, emb_dim: int, hidden: int, latent: int, dropout: float):
+        super().__init__()
+        self.emb = nn.Embedding(vocab_size, emb_dim)
+        self.drop = nn.Dropout(dropout)
+        self.z_to_h = nn.Linear(latent, hidden)
+        self.rnn = nn.LSTM(emb_dim + latent, hidden, batch_first=True)
+        self.out = nn.Linear(hidden, vocab_size)
+
+    def initial_state(self, z: torch.Tensor):
+        h0 = self.z_to_h(z).unsqueeze(0)                                 # (1, N, H)
+        return h0, torch.zeros_like(h0)
+
+    def forward(self, x_in: torch.Tensor, z: torch.Tensor, state=None):
+        N, T = x_in.shape
+        e = self.drop(self.emb(x_in))                                    # (N, T, E)
+        inp = torch.cat([e, z.unsqueeze(1).expand(N, T, z.shape[-1])], -1)   # (N, T, E + Z)
+        out, state = self.rnn(inp, state if state is not None else self.initial_state(z))
+        return self.out(self.drop(out)), state                           # (N, T, V)
+
+
+class VAE(nn.Module):
+    def __init__(self, cfg: Config, vocab_size: int):
+        super().__init__()
+        self.encoder = Encoder(vocab_size, cfg.emb_dim, cfg.hidden)
+        self.posterior = GaussianPosterior(cfg.hidden, cfg.latent)
+        self.decoder = Decoder(vocab_size, cfg.emb_dim, cfg.hidden, cfg.latent, cfg.dropout)
+
+
+def build(cfg: Config, vocab_size: int, device) -> VAE:
+    model = VAE(cfg, vocab_size)
+    for p in model.parameters():
+        nn.init.uniform_(p, -cfg.init_range, cfg.init_range)
+    return model.to(device)
+
+
+# ----------------------------------------------------------------------------------------------------
+# PAPER §2, Eq. (3): the objective, and the KL-weight schedules of §5.1
+# ----------------------------------------------------------------------------------------------------
+
+def sentence_nll(decoder: Decoder, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """-log p(x|z) of each sentence: token NLLs summed over the sentence. x (N, T), z (N, Z) -> (N,)."""
+    logits, _ = decoder(x[:, :-1], z)                                    # (N, T-1, V)
+    nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1),
+                          ignore_index=data.PAD_ID, reduction="none")
+    return nll.view(x.shape[0], -1).sum(1)                               # (N,)
+
+
+def beta_at(step: int, steps_per_epoch: int, total_steps: int, cfg: Config) -> float:
+    r"""The KL weight at a step (0-based), never above cfg.beta.
+
+        monotonic: min(beta, beta_start + (1 - beta_start) * step / (warmup_epochs * steps_per_epoch))
+        cyclical (Fu et al. 2019, Eq. 6): period L = ceil(total_steps / M), tau = (step mod L) / L,
+                   beta * min(1, tau / R)
+        none:      beta
+    """
+    if cfg.anneal == "none":
+        return cfg.beta
+    if cfg.anneal == "cyclical":
+        period = math.ceil(total_steps / cfg.cycles)
+        tau = (step % period) / period
+        return cfg.beta * min(1.0, tau / cfg.ratio)
+    if cfg.warmup_epochs <= 0:
+        return cfg.beta
+    return min(cfg.beta, cfg.beta_start + (1.0 - cfg.beta_start) * step / (cfg.warmup_epochs * steps_per_epoch))
+
+
+def train_step(model: VAE, opt, batch: data.Batch, beta: float, cfg: Config, autocast) -> dict:
+    """One step on -ELBO = rec + beta * KL (Eq. 3, with the reparameterisation trick)."""
+    x, lengths = batch.tokens, batch.lengths
+    with autocast():
+        h = model.encoder(x, lengths)                                    # (B, H)
+    mu, logvar = model.posterior(h.float())                              # (B, Z), (B, Z)
+    z = model.posterior.sample(mu, logvar, 1).squeeze(1)                 # (B, Z)
+    with autocast():
+        rec = sentence_nll(model.decoder, x, z).mean()                   # sum over tokens, mean over B
+    kl = metrics.gaussian_kl(mu, logvar).mean()                          # sum over Z, mean over B
+    loss = rec + beta * kl
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+    opt.step()
+    return {"loss": loss.detach(), "rec": rec.detach(), "kl": kl.detach(), "grad_norm": grad_norm.detach()}
+
+
+# ----------------------------------------------------------------------------------------------------
+# PAPER §5.1: evaluation (rec, KL, MI, AU, -ELBO, PPL) and the IW bound
+# ----------------------------------------------------------------------------------------------------
+
+def batched_nll(decoder: Decoder, x: torch.Tensor, z: torch.Tensor, max_tokens: int) -> torch.Tensor:
+    """-log p(x|z_s) for S samples of each sentence, in chunks of at most max_tokens decoder tokens.
+    x (B, T), z (B, S, Z) -> (B, S)."""
+    B, S, Z = z.shape
+    max_rows = max(1, max_tokens // x.shape[1])
+    xs = x.unsqueeze(1).expand(B, S, x.shape[1]).reshape(B * S, -1)
+    zs = z.reshape(B * S, Z)
+    out = [sentence_nll(decoder, xs[i:i + max_rows], zs[i:i + max_rows]) for i in range(0, B * S, max_rows)]
+    return torch.cat(out).view(B, S)
+
+
+def diag_gaussian_logpdf(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; mu, diag exp(logvar)), summed over the last dimension."""
+    return -0.5 * ((z - mu).pow(2) / logvar.exp() + logvar + math.log(2 * math.pi)).sum(-1)
+
+
+def iw_bound(decoder: Decoder, x, mu, logvar, K: int, max_tokens: int, gen) -> torch.Tensor:
+    """He et al. (2019): -log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x). -> (B,)"""
+    zk = GaussianPosterior.sample(mu, logvar, K, gen)                    # (B, K, Z)
+    log_q = diag_gaussian_logpdf(zk.double(), mu.double().unsqueeze(1), logvar.double().unsqueeze(1))
+    log_prior = diag_gaussian_logpdf(zk.double(), torch.zeros_like(zk, dtype=torch.float64),
+                                     torch.zeros_like(zk, dtype=torch.float64))
+    log_joint = -batched_nll(decoder, x, zk, max_tokens).double() + log_prior
+    return metrics.iw_nll(log_joint, log_q)
+
+
+@torch.no_grad()
+def evaluate(model: VAE, examples: list, cfg: Config, device, iw_samples: int, keep_samples: int = 0):
+    r"""All §5.1 metrics of one split:
+
+        rec  = mean_x mean_s -log p(x | z_s),  z_s ~ q(z|x)
+        KL   = mean_x KL(q(z|x) || N(0, I))              (closed form, metrics.gaussian_kl)
+        MI   = metrics.gaussian_mi over all sentences of the split, one sample each
+        AU   = #dims with Var_x mu(x)_d >= 0.01;  -ELBO = rec + KL;  PPL = exp(sum (rec + KL) / #words)
+        IW   = mean_x iw_bound,  IW-PPL = exp(sum IW / #words)
+    """
+    model.eval()
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 12345)
+    examples = examples[:cfg.eval_limit] if cfg.eval_limit else examples
+    tot = {"rec": 0.0, "kl": 0.0, "iw": 0.0, "n": 0, "words": 0}
+    mus, logvars, zs, kept = [], [], [], []
+    for batch in data.Batcher(examples, cfg.batch_size, shuffle=False).epoch(0):
+        batch = batch.to(device)
+        x, lengths = batch.tokens, batch.lengths
+        mu, logvar = model.posterior(model.encoder(x, lengths).float())
+        z = GaussianPosterior.sample(mu, logvar, cfg.eval_samples, gen)  # (B, S, Z)
+        tot["rec"] += float(batched_nll(model.decoder, x, z, cfg.eval_tokens).mean(1).sum())
+        tot["kl"] += float(metrics.gaussian_kl(mu, logvar).sum())
+        if iw_samples:
+            tot["iw"] += float(iw_bound(model.decoder, x, mu, logvar, iw_samples, cfg.eval_tokens, gen).sum())
+        mus.append(mu.cpu())
+        logvars.append(logvar.cpu())
+        zs.append(z[:, 0].cpu())
+        if len(kept) < keep_samples:
+            kept += list(z[:keep_samples - len(kept)].cpu())
+        tot["n"] += x.shape[0]
+        tot["words"] += int((lengths - 1).sum())                         # words + </s>, not <s>
+    n, words = tot["n"], tot["words"]
+    mu_all = torch.cat(mus)
+    au, au_var = metrics.active_units(mu_all)
+    out = {"n_sentences": n, "n_words": words, "rec": tot["rec"] / n, "kl": tot["kl"] / n,
+           "mi": metrics.gaussian_mi(mu_all, torch.cat(logvars), torch.cat(zs)), "au": au}
+    out.update(nelbo=out["rec"] + out["kl"], ppl=metrics.perplexity(tot["rec"] + tot["kl"], words))
+    if iw_samples:
+        out.update(iw_nll=tot["iw"] / n, iw_ppl=metrics.perplexity(tot["iw"], words), iw_samples=iw_samples)
+    out["eval_samples"] = cfg.eval_samples
+    model.train()
+    return out, au_var, (torch.stack(kept) if kept else None)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Sampling from the prior and interpolation (Table 4)
+# ----------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def decode(decoder: Decoder, z: torch.Tensor, max_len: int, temperature: float = 0.0, gen=None) -> list:
+    """Sentences from latent codes z (N, Z): greedy (temperature 0) or sampled, up to max_len tokens."""
+    was_training = decoder.training
+    decoder.eval()
+    N = z.shape[0]
+    token = torch.full((N, 1), data.BOS_ID, dtype=torch.long, device=z.device)
+    state, out = None, []
+    done = torch.zeros(N, dtype=torch.bool, device=z.device)
+    for _ in range(max_len):
+        logits, state = decoder(token, z, state)                         # (N, 1, V)
+        logits = logits[:, -1].float()
+        if temperature > 0:
+            token = torch.multinomial(F.softmax(logits / temperature, -1), 1, generator=gen)
+        else:
+            token = logits.argmax(-1, keepdim=True)
+        out.append(token)
+        done |= token.squeeze(1) == data.EOS_ID
+        if bool(done.all()):
+            break
+    decoder.train(was_training)
+    return torch.cat(out, 1).tolist()
+
+
+@torch.no_grad()
+def interpolate(model: VAE, vocab: data.Vocab, a: str, b: str, cfg: Config, device) -> list:
+    """Greedy decodes of z_t = (1 - t) mu_a + t mu_b for t = 0, 0.1, ..., 1 (Table 4; for a Gaussian
+    posterior the mean of its samples is mu)."""
+    model.eval()
+    ends = []
+    for sentence in (a, b):
+        x = torch.tensor([vocab.encode(sentence.lower().split())], device=device)
+        ends.append(model.posterior(model.encoder(x, torch.tensor([x.shape[1]], device=device)).float())[0])
+    ts = [i / 10 for i in range(11)]
+    z = torch.cat([(1 - t) * ends[0] + t * ends[1] for t in ts])         # (11, Z)
+    lines = [" ".join(vocab.decode(ids)) for ids in decode(model.decoder, z, cfg.max_decode_len)]
+    model.train()
+    return [f"{t:.1f}\t{line}" for t, line in zip(ts, lines)]
+
+
+def write_samples(model: VAE, vocab: data.Vocab, cfg: Config, device, path: str) -> list:
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 777)
+    z = torch.randn(cfg.num_samples, cfg.latent, device=device, generator=gen)
+    greedy = decode(model.decoder, z, cfg.max_decode_len)
+    sampled = decode(model.decoder, z, cfg.max_decode_len, cfg.temperature, gen)
+    lines = [f"# {cfg.num_samples} prior samples z ~ N(0, I); greedy, then temperature {cfg.temperature}"]
+    lines += ["greedy\t" + " ".join(vocab.decode(ids)) for ids in greedy]
+    lines += [f"T={cfg.temperature}\t" + " ".join(vocab.decode(ids)) for ids in sampled]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------------
+# PLUMBING: training loop, checkpoints, logs
+# ----------------------------------------------------------------------------------------------------
+
+def checkpoint_state(cfg, vocab, model, opt, step, best) -> dict:
+    return {"config": asdict(cfg), "vocab": vocab.state_dict(), "model": model.state_dict(),
+            "opt": opt.state_dict(), "step": step, "best": best, "rng": data.rng_state()}
+
+
+def warn_collapse(row: dict, latent: int) -> None:
+    if row["kl"] < COLLAPSE_KL or row["au"] == 0:
+        print(f"WARNING: POSTERIOR COLLAPSE? KL = {row['kl']:.3f} nats, AU = {row['au']}/{latent}: "
+              "the decoder may be ignoring z", flush=True)
+
+
+def format_eval(tag: str, r: dict) -> str:
+    s = (f"{tag}: rec {r['rec']:.2f} | KL {r['kl']:.2f} | MI {r['mi']:.2f} | AU {r['au']} | "
+         f"-ELBO {r['nelbo']:.2f} | PPL {r['ppl']:.2f}")
+    if "iw_nll" in r:
+        s += f" | IW-NLL {r['iw_nll']:.2f} | IW-PPL {r['iw_ppl']:.2f}"
+    return s
+
+
+def train(cfg, corpus, model, opt, state, device, log: data.CsvLog) -> int:
+    """Train from state["step"] to the end (epochs or max_steps); validate after every epoch and keep
+    the checkpoint with the best validation IW-NLL in best.pt. Returns the last step."""
+    batcher = data.Batcher(corpus.examples["train"], cfg.batch_size, seed=cfg.seed)
+    steps_per_epoch = len(batcher)
+    total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    schedule_steps = cfg.epochs * steps_per_epoch                        # cycles span the planned run
+    step, best = state["step"], state["best"]
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (cfg.bf16 and device.type == "cuda") \
+        else (lambda: torch.autocast(device.type, enabled=False))
+    ckpt_path, best_path = os.path.join(cfg.out_dir, "checkpoint.pt"), os.path.join(cfg.out_dir, "best.pt")
+
+    def save(path=ckpt_path):
+        data.save_checkpoint(checkpoint_state(cfg, corpus.vocab, model, opt, step, best), path)
+
+    print(f"training: {steps_per_epoch} batches per epoch, steps {step} -> {total}", flush=True)
+    acc, n_acc, tokens, t0 = {}, 0, 0, time.time()
+    with data.GracefulInterrupt() as stop:
+        while step < total and not stop.requested:
+            epoch = step // steps_per_epoch
+            for batch in batcher.epoch(epoch, start=step % steps_per_epoch):
+                batch = batch.to(device)
+                beta = beta_at(step, steps_per_epoch, schedule_steps, cfg)
+                out = train_step(model, opt, batch, beta, cfg, autocast)
+                step += 1
+                for k, v in out.items():
+                    acc[k] = acc.get(k, 0) + v                       # device tensors: no sync per step
+                n_acc += 1
+                tokens += int((batch.lengths - 1).sum())
+                end_of_epoch = step % steps_per_epoch == 0
+                saving = end_of_epoch or step % cfg.save_every == 0 or step >= total or stop.requested
+                if step % cfg.log_every == 0 or saving:
+                    means = {k: float(v) / n_acc for k, v in acc.items()}   # one device sync per interval
+                    data.check_finite(means, step, ckpt_path, "Lower --lr, or drop --bf16.")
+                if step % cfg.log_every == 0 or step == total:
+                    dt = time.time() - t0
+                    eta = (total - step) * dt / n_acc
+                    print(f"step {step:>6}/{total} | ep {step / steps_per_epoch:5.2f} | rec {means['rec']:7.2f} | "
+                          f"KL {means['kl']:6.2f} | beta {beta:.3f} | |g| {means['grad_norm']:5.2f} | "
+                          f"{n_acc / dt:5.1f} step/s {tokens / dt:7.0f} tok/s | ETA {eta / 60:5.1f} min", flush=True)
+                    acc, n_acc, tokens, t0 = {}, 0, 0, time.time()
+                if end_of_epoch:                                   # validation; selection on IW-NLL
+                    row, _, _ = evaluate(model, corpus.examples["valid"], cfg, device, cfg.val_iw_samples)
+                    row = {"step": step, "epoch": step / steps_per_epoch, "split": "valid", "beta": beta, **row}
+                    print(format_eval(f"valid @ step {step}", row), flush=True)
+                    warn_collapse(row, cfg.latent)
+                    log.write(row)
+                    score = row.get("iw_nll", row["nelbo"])
+                    if best is None or score < best:
+                        best = score
+                        save(best_path)
+                if saving:
+                    save()
+                if step >= total or stop.requested:
+                    break
+    if stop.requested:
+        raise SystemExit(f"interrupted at step {step}: checkpoint saved to {ckpt_path}; continue with --resume")
+    return step
+
+
+# ----------------------------------------------------------------------------------------------------
+# main(): parse, load, train, evaluate on test, sample, plot
+# ----------------------------------------------------------------------------------------------------
+
+def check_config(cfg: Config, parser) -> None:
+    for name in ["epochs", "latent", "batch_size", "eval_samples", "eval_tokens", "log_every", "save_every",
+                 "max_decode_len", "cycles"]:
+        if getattr(cfg, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    for name in ["max_steps", "iw_samples", "val_iw_samples", "eval_limit", "num_samples", "emb_dim", "hidden",
+                 "warmup_epochs", "lr", "clip", "init_range", "temperature"]:
+        if getattr(cfg, name) < 0:
+            parser.error(f"--{name} must be >= 0, got {getattr(cfg, name)}")
+    if not 0 <= cfg.dropout < 1:
+        parser.error(f"--dropout must be in [0, 1), got {cfg.dropout}")
+    if not 0 < cfg.beta <= 1 or not 0 <= cfg.beta_start <= 1:
+        parser.error(f"--beta must be in (0, 1] and --beta_start in [0, 1], got {cfg.beta}, {cfg.beta_start}")
+    if not 0 < cfg.ratio <= 1:
+        parser.error(f"--ratio must be in (0, 1], got {cfg.ratio}")
+    if cfg.interpolate and len(cfg.interpolate) != 2:
+        parser.error("--interpolate takes exactly two sentences")
+    if cfg.resume and cfg.eval_only:
+        parser.error("--resume and --eval_only exclude each other")
+
+
+def main(argv=None) -> dict:
+    cfg, parser = data.parse_config(Config, "Gaussian text VAE baselines (VAE, beta-VAE, cyclical)", argv)
+    check_config(cfg, parser)
+    device = data.pick_device(cfg.cuda, cfg.cpu, parser)
+    ckpt = data.resume_checkpoint(cfg, parser, RUN_CONTROL, device)
+    state = {"step": ckpt["step"], "best": ckpt["best"]} if ckpt else {"step": 0, "best": None}
+    data.set_seed(cfg.seed)
+    try:
+        splits = ("test",) if cfg.eval_only else ("train", "valid", "test")
+        vocab = data.Vocab.from_state_dict(ckpt["vocab"]) if ckpt else None
+        corpus = data.load_corpus(cfg.data, cfg.data_dir, splits, vocab=vocab)
+    except data.DataError as err:
+        parser.error(str(err))
+    for k, v in CORPUS_DEFAULTS.get(corpus.spec.name if cfg.data in data.CORPORA else "ptb").items():
+        if not getattr(cfg, k):                                         # 0 = the authors' value
+            setattr(cfg, k, v)
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    print(f"device: {data.describe_device(device)}")
+    print(f"corpus {corpus.spec.name}: " + ", ".join(f"{s} {len(e):,}" for s, e in corpus.examples.items())
+          + f" sentences, vocabulary {len(corpus.vocab):,}")
+
+    model = build(cfg, len(corpus.vocab), device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    if ckpt:
+        model.load_state_dict(ckpt["model"])
+        if not cfg.eval_only:
+            opt.load_state_dict(ckpt["opt"])
+            data.set_rng_state(ckpt["rng"])
+    print(f"parameters: {sum(p.numel() for p in model.parameters()):,}; anneal {cfg.anneal}, beta <= {cfg.beta}")
+    data.write_json(os.path.join(cfg.out_dir, "config.json"), asdict(cfg))
+    log = data.CsvLog(os.path.join(cfg.out_dir, "log.csv"), resume_step=state["step"] if ckpt else None)
+
+    t_start = time.time()
+    if not cfg.eval_only:
+        try:
+            state["step"] = train(cfg, corpus, model, opt, state, device, log)
+        except FloatingPointError as err:
+            raise SystemExit(f"stopped: {err}")
+        best_path = os.path.join(cfg.out_dir, "best.pt")
+        if os.path.exists(best_path):                                    # report the selected model
+            sel = data.load_checkpoint(best_path, device)
+            model.load_state_dict(sel["model"])
+            state["selected_step"] = sel["step"]
+    train_time = time.time() - t_start
+
+    result, au_var, kept = evaluate(model, corpus.examples["test"], cfg, device, cfg.iw_samples, keep_samples=5)
+    step = state["step"]
+    result = {"split": "test", "step": step, "selected_step": state.get("selected_step", step), **result,
+              "train_time_s": round(train_time, 1), "device": data.describe_device(device)}
+    print(format_eval("test", result))
+    warn_collapse(result, cfg.latent)
+    log.write({"epoch": "", **result})
+    data.write_json(os.path.join(cfg.out_dir, "metrics.json"), result)
+
+    for line in write_samples(model, corpus.vocab, cfg, device, os.path.join(cfg.out_dir, "samples.txt"))[:4]:
+        print("sample:", line)
+    if cfg.interpolate:
+        lines = interpolate(model, corpus.vocab, *cfg.interpolate, cfg, device)
+        with open(os.path.join(cfg.out_dir, "interpolation.txt"), "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+        print("\n".join(lines))
+    rows = [r for r in log.rows() if r.get("split") == "valid"]
+    metrics.plot_curves(rows, ["rec", "kl", "beta", "mi", "au", "iw_nll"], os.path.join(cfg.out_dir, "curves.png"))
+    metrics.plot_active_units(au_var, 0.01, os.path.join(cfg.out_dir, "active_units.png"))
+    if kept is not None:
+        metrics.plot_latent_pca(kept, os.path.join(cfg.out_dir, "posterior_pca.png"),
+                                prior=torch.randn(500, cfg.latent))
+    print(f"wrote {cfg.out_dir}/: config.json log.csv metrics.json checkpoint.pt samples.txt *.png")
+    return result
+
+
+if __name__ == "__main__":
+    main()
