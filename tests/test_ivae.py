@@ -1,7 +1,6 @@
 """ivae.py: the critic against the closed-form KL, the annealing schedule, the affine encoder's Gaussian,
 and tiny end-to-end main([...]) runs including resume, sampling, interpolation and bad flags."""
 import json
-import os
 import random
 
 import pytest

@@ -151,7 +151,6 @@ def test_hand_computed_bigram_model():
 
 def test_hand_computed_trigram_model_with_fallback():
     lm = NGramLM(order=3).fit(TOY)
-    V = 5
 
     # --- Order 3 (highest): raw trigram counts; (a b </s>) = 3, the other ten occur once:
     #   (<s> c b) (c b a) (b a b) (<s> b b) (b b b) (b b </s>) (<s> a c) (a c a) (c a b) (<s> a b)
