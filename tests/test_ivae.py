@@ -1,7 +1,6 @@
 """ivae.py: the critic against the closed-form KL, the annealing schedule, the affine encoder's Gaussian,
 and tiny end-to-end main([...]) runs including resume, sampling, interpolation and bad flags."""
 import json
-import random
 
 import pytest
 import torch
@@ -14,17 +13,6 @@ TINY = ["--emb_dim", "16", "--hidden", "16", "--latent", "4", "--noise_dim", "4"
         "--nu_width", "16", "--nu_layers", "2", "--batch_size", "8", "--eval_samples", "8", "--iw_samples", "8",
         "--val_iw_samples", "4", "--refit_steps", "10", "--refit_window", "5", "--log_every", "5", "--cpu",
         "--num_samples", "3", "--max_decode_len", "12"]
-
-
-@pytest.fixture(scope="module")
-def corpus_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    r = random.Random(0)
-    words = "the a cat dog sat ran on under mat log big small red".split()
-    for split, n in (("train", 96), ("valid", 24), ("test", 24)):
-        lines = [" ".join(r.choice(words) for _ in range(r.randint(3, 6))) for _ in range(n)]
-        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
-    return str(root)
 
 
 def run(corpus_dir, out_dir, *extra):
