@@ -12,7 +12,8 @@ Paper section -> code
     §5.2-§5.3, Tables 7-8 (BLEU, BOW, Dist.)  -> sentence_bleu, bleu_recall_precision, corpus_bleu,
                                                  load_word_vectors, bow_similarity, bow_metrics,
                                                  distinct_intra, distinct_inter
-    Table 5 forward / reverse PPL, style RPPL -> NGramLM (5-gram, interpolated modified Kneser-Ney)
+    Table 5 forward / reverse PPL, style RPPL -> NGramLM (5-gram, interpolated modified Kneser-Ney),
+                                                 forward_reverse_ppl
 
 Shapes: B examples, S samples per example, Z latent dimensions.
 Reductions are written out: KLs are summed over latent dimensions and returned per example; callers
@@ -600,6 +601,26 @@ class NGramLM:
         if n_tokens == 0:
             raise ValueError("perplexity of an empty set of sentences")
         return math.exp(-log_total / n_tokens)
+
+
+def forward_reverse_ppl(samples: Sequence[Sequence[str]], train_text: Sequence[Sequence[str]],
+                        test_text: Sequence[Sequence[str]], vocabulary: Iterable[str], order: int = 5) -> dict:
+    r"""Forward and reverse perplexity of generated text (Table 5; Zhao et al. 2018, "ARAE"):
+
+        forward PPL = PPL of the samples under an n-gram LM fitted on real text (train_text):
+                      are the samples fluent, by the real data's standards?
+        reverse PPL = PPL of real text under an n-gram LM fitted on the samples:
+                      do the samples cover the real data's variety?
+
+    NGramLM(order=5) (modified Kneser-Ney, as the authors' KenLM). As the authors do, the reverse LM is
+    fitted on the samples with every vocabulary word prepended once as a one-word sentence (a smoothing
+    that gives every real word some count), and scored on the training split (`rev_ppl`); we also
+    score it on the test split (`rev_ppl_test`). Sentences are token lists without <s>, </s>."""
+    samples = [list(s) for s in samples]
+    forward = NGramLM(order).fit(train_text).perplexity(samples)
+    reverse_lm = NGramLM(order).fit([[w] for w in vocabulary] + samples)
+    return {"fwd_ppl": forward, "rev_ppl": reverse_lm.perplexity(train_text),
+            "rev_ppl_test": reverse_lm.perplexity(test_text), "fwd_rev_samples": len(samples)}
 
 
 # ----------------------------------------------------------------------------------------------------

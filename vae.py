@@ -12,6 +12,7 @@ Paper section -> code section
     §5.1          KL annealing / beta / cyclical schedules         -> beta_at
     §5.1          MI (He et al. 2019), AU, PPL, IW-NLL             -> "Evaluation"
     Table 4       interpolation                                    -> interpolate
+    Table 5       forward / reverse PPL (--fwd_rev_ppl)            -> forward_reverse
 
 Run
     python vae.py --data ptb                                   # VAE, beta 0.1 -> 1 over 10 epochs
@@ -103,11 +104,15 @@ class Config:
     temperature: float = option(1.0, "temperature of the sampled (non-greedy) sentences")
     max_decode_len: int = option(80, "longest decoded sentence, in tokens")
     interpolate: tuple = option((), "two sentences to interpolate between (Table 4)", nargs=2)
+    # forward / reverse perplexity (Table 5)
+    fwd_rev_ppl: bool = option(False, "also report forward / reverse PPL of greedy prior samples (Table 5)")
+    fwd_rev_samples: int = option(1280, "prior samples decoded for the forward / reverse PPL (authors: 1,280)")
 
 
 RUN_CONTROL = {"data_dir", "out_dir", "cuda", "cpu", "epochs", "max_steps", "resume", "eval_only",
                "eval_samples", "iw_samples", "val_iw_samples", "eval_tokens", "eval_limit", "log_every",
-               "save_every", "num_samples", "temperature", "max_decode_len", "interpolate", "bf16"}
+               "save_every", "num_samples", "temperature", "max_decode_len", "interpolate", "bf16",
+               "fwd_rev_ppl", "fwd_rev_samples"}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -367,6 +372,20 @@ def write_samples(model: VAE, vocab: data.Vocab, cfg: Config, device, path: str)
     return lines
 
 
+def forward_reverse(model: VAE, corpus: data.Corpus, cfg: Config, device, path: str) -> dict:
+    """Table 5: greedy decodes (<= max_decode_len tokens) of fwd_rev_samples z ~ N(0, I), written to `path`,
+    then metrics.forward_reverse_ppl against the training and test text."""
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 4242)
+    z = torch.randn(cfg.fwd_rev_samples, cfg.latent, device=device, generator=gen)
+    samples = [corpus.vocab.decode(ids) for chunk in z.split(256) for ids in decode(model.decoder, chunk,
+                                                                                    cfg.max_decode_len)]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(" ".join(s) for s in samples) + "\n")
+    text = {split: [corpus.vocab.decode(e) for e in corpus.examples[split]] for split in ("train", "test")}
+    words = [w for w in corpus.vocab.itos if w not in (data.PAD, data.BOS, data.EOS)]
+    return metrics.forward_reverse_ppl(samples, text["train"], text["test"], words)
+
+
 # ----------------------------------------------------------------------------------------------------
 # PLUMBING: training loop, checkpoints, logs
 # ----------------------------------------------------------------------------------------------------
@@ -458,7 +477,7 @@ def train(cfg, corpus, model, opt, state, device, log: data.CsvLog) -> int:
 
 def check_config(cfg: Config, parser) -> None:
     for name in ["epochs", "latent", "batch_size", "eval_samples", "eval_tokens", "log_every", "save_every",
-                 "max_decode_len", "cycles"]:
+                 "max_decode_len", "cycles", "fwd_rev_samples"]:
         if getattr(cfg, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(cfg, name)}")
     for name in ["max_steps", "iw_samples", "val_iw_samples", "eval_limit", "num_samples", "emb_dim", "hidden",
@@ -485,7 +504,7 @@ def main(argv=None) -> dict:
     state = {"step": ckpt["step"], "best": ckpt["best"]} if ckpt else {"step": 0, "best": None}
     data.set_seed(cfg.seed)
     try:
-        splits = ("test",) if cfg.eval_only else ("train", "valid", "test")
+        splits = (("train", "test") if cfg.fwd_rev_ppl else ("test",)) if cfg.eval_only else ("train", "valid", "test")
         vocab = data.Vocab.from_state_dict(ckpt["vocab"]) if ckpt else None
         corpus = data.load_corpus(cfg.data, cfg.data_dir, splits, vocab=vocab)
     except data.DataError as err:
@@ -528,6 +547,10 @@ def main(argv=None) -> dict:
               "train_time_s": round(train_time, 1), "device": data.describe_device(device)}
     print(format_eval("test", result))
     warn_collapse(result, cfg.latent)
+    if cfg.fwd_rev_ppl:
+        result.update(forward_reverse(model, corpus, cfg, device, os.path.join(cfg.out_dir, "fwd_rev_samples.txt")))
+        print(f"forward PPL {result['fwd_ppl']:.1f} | reverse PPL {result['rev_ppl']:.1f} (train, as the "
+              f"authors) {result['rev_ppl_test']:.1f} (test) | {cfg.fwd_rev_samples} greedy prior samples")
     log.write({"epoch": "", **result})
     data.write_json(os.path.join(cfg.out_dir, "metrics.json"), result)
 

@@ -152,3 +152,25 @@ def test_resume_refuses_changed_model_settings(corpus_dir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         run(corpus_dir, tmp_path / "c", "--resume", "--latent", "8")
     assert "differs from the checkpoint" in capsys.readouterr().err
+
+
+def test_objective_uses_nu_xz():
+    # Eq. (10): the model's update follows nu(x, z) (ivae_mi.py's test checks the opposite for Eq. 14).
+    import copy
+    cfg = ivae.Config(emb_dim=8, hidden=8, latent=3, noise_dim=3, encoder_width=8, nu_width=8, nu_layers=1,
+                      init_range=0.1, dropout=0.0)
+    torch.manual_seed(0)
+    model, nu_xz, nu_z = ivae.build(cfg, 12, torch.device("cpu"))
+    batch = data.collate([[1, 4, 5, 6, 2], [1, 7, 8, 9, 2]])
+    after = []
+    for scale in (1.0, 50.0):
+        m, a, b = copy.deepcopy(model), copy.deepcopy(nu_xz), copy.deepcopy(nu_z)
+        with torch.no_grad():
+            for p in a.parameters():
+                p.mul_(scale)
+        opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+        nu_opt = torch.optim.Adam(list(a.parameters()) + list(b.parameters()), lr=1e-3)
+        torch.manual_seed(1)
+        ivae.train_step(m, a, b, opt, nu_opt, batch, 1.0, cfg, lambda: torch.autocast("cpu", enabled=False))
+        after.append(m.state_dict())
+    assert not all(torch.equal(after[0][k], after[1][k]) for k in after[0])

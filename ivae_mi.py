@@ -1,0 +1,773 @@
+r"""iVAE_MI: an implicit-posterior text VAE whose KL acts on the aggregated posterior (Fang et al. 2019, §3.2).
+
+Fang, Li, Gao, Dong, Chen. "Implicit Deep Latent Variable Models for Text Generation". EMNLP 2019.
+arXiv:1908.11527. Authors' code: github.com/fangleai/Implicit-LVM (torch 0.4.1).
+
+The same model as ivae.py (implicit posterior z = G_phi(h_x, eps), LSTM encoder and decoder; copied on
+purpose so that this file reads on its own). Only the regulariser changes: instead of the per-sentence
+KL(q(z|x) || p(z)), iVAE_MI penalises KL(q(z) || p(z)) of the aggregated posterior
+q(z) = E_x q(z|x), estimated through its dual with a critic nu(z) that never sees x.
+
+Why this maximises mutual information (Eq. 11 from Eq. 3, in three lines; Hoffman & Johnson 2016).
+With q(x, z) = p_data(x) q(z|x) and I(x; z) its mutual information,
+    E_x KL(q(z|x) || p(z)) = E_{q(x,z)} [ log q(z|x) - log q(z) + log q(z) - log p(z) ]
+                           = I(x; z) + KL(q(z) || p(z)),
+    so  E_x ELBO(x) = E_x E_q log p(x|z) - I(x; z) - KL(q(z) || p(z)).
+The ELBO's KL term pushes I(x; z) down (every x is pulled towards the prior: the road to posterior
+collapse). Eq. (11) drops the -I(x; z) term and keeps the rest: it asks q(z) as a whole to match p(z)
+while each q(z|x) is free to be informative about x. Its objective is no longer a bound on log p(x),
+which is why the evaluation below reports the ELBO with KL(q(z|x) || p) and the IW bound separately.
+
+Paper section -> code section
+    §3.2 Eq. (11)   max E_x E_q log p(x|z) - KL(q(z) || p(z))          -> "Objective", train_step
+         Eq. (12)   z = G_phi(x, eps) (as Eq. 6)                        -> ImplicitPosterior
+         Eq. (13)   KL(q(z)||p) = max_nu E_q(z) nu(z) - E_p exp(nu(z)) + 1 -> Critic, critic_step
+         Eq. (14)   min_{theta,phi} -E log p(x|z) + E_q(z) nu(z)       -> train_step
+    §5.1            nu(x, z) still trained, for KL(q(z|x)||p) at evaluation; MI, AU, PPL -> evaluate
+    Table 4         interpolation between two sentences                  -> interpolate
+    Table 5         forward / reverse PPL of prior samples (--fwd_rev_ppl) -> forward_reverse
+
+Run
+    python ivae_mi.py --data ptb                      # GPU if present, else CPU; 40 epochs
+    python ivae_mi.py --data ptb --cuda               # insist on a GPU
+    python ivae_mi.py --data ptb --max_steps 300 --eval_limit 300 --cpu   # a quick CPU smoke run
+    python ivae_mi.py --data ptb --fwd_rev_ppl        # + Table 5's forward / reverse perplexity
+
+Shapes: B sentences, T tokens (<s> ... </s>), V vocabulary, E embedding, H LSTM hidden, Z latent,
+S posterior samples per sentence, K importance samples per sentence.
+
+Minimised: rec + beta * mean_i nu(z_i) (Eq. 14), rec the token NLL summed over a sentence, everything
+averaged over sentences. Evaluation reports the paper's columns: rec, KL(q(z|x)||p) by nu(x, z),
+-ELBO = rec + KL, PPL per word (words and </s>), MI = KL(q(z|x)||p) - KL(q(z)||p), AU.
+
+Honest numbers: which are bounds and which are estimates (as in ivae.py)
+    * KL from a critic is a *lower* estimate of the true KL whenever the critic is not optimal, so the
+      paper-style -ELBO and PPL (`nelbo`, `ppl`) are not upper bounds on -log p(x); we report them, the
+      same after refitting both critics on the frozen model (`*_refit`), and
+    * `iw_nll` / `iw_ppl`: an importance-weighted bound with a Gaussian-mixture proposal fitted to each
+      sentence's posterior samples. It needs no critic and is the quantity to compare across models.
+    * With `--encoder_layers 0` q(z|x) is exactly Gaussian and `kl_exact` gives its true KL.
+
+Deviations from the paper / the authors' code (and why)
+    * G_phi is an MLP (2 hidden layers by default), as the paper draws it; the authors' code uses one
+      Linear on cat(h, eps), a Gaussian posterior with a covariance shared by all x (`--encoder_layers 0`).
+    * Model selection on the validation split's IW-NLL; test reported once at the end (the authors report
+      test after every epoch).
+    * Evaluation uses its own seeded generator, so a resumed run matches an uninterrupted one.
+"""
+import copy
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import data
+import metrics
+from data import option
+
+# ----------------------------------------------------------------------------------------------------
+# Config (every field is a --flag; 0 means "the authors' value for this corpus" where said)
+# ----------------------------------------------------------------------------------------------------
+
+# The authors' sizes and learning rates per corpus (paper §5.1 and their lang_model_* folders).
+CORPUS_DEFAULTS = {"ptb": dict(emb_dim=256, hidden=256, init_range=0.1, lr=1e-3),
+                   "yahoo": dict(emb_dim=512, hidden=1024, init_range=0.01, lr=8e-4),
+                   "yelp": dict(emb_dim=512, hidden=1024, init_range=0.01, lr=8e-4)}
+COLLAPSE_KL = 0.1  # nats: below this average KL, warn loudly of posterior collapse
+
+
+@dataclass
+class Config:
+    # the command-line contract shared by every script
+    data: str = option("ptb", "corpus: ptb, yahoo, yelp, or a folder with train.txt valid.txt test.txt")
+    data_dir: str = option("data", "where corpora are looked for first (then $IVAE_DATA_DIR)")
+    out_dir: str = option("runs/ivae_mi", "where config.json, log.csv, metrics.json, checkpoints and plots go")
+    seed: int = option(0, "seed of every random generator")
+    cuda: bool = option(False, "insist on a CUDA GPU (an error if there is none)")
+    cpu: bool = option(False, "run on the CPU even if a GPU is present")
+    epochs: int = option(40, "training epochs (paper: 40)")
+    max_steps: int = option(0, "stop after this many training steps in all (0: no cap; for smoke runs)")
+    resume: bool = option(False, "continue from out_dir/checkpoint.pt")
+    eval_only: bool = option(False, "no training: evaluate out_dir's best (else last) checkpoint on test")
+    # model (§5.1)
+    emb_dim: int = option(0, "word embedding size (0: 256 for PTB, 512 for Yahoo/Yelp)")
+    hidden: int = option(0, "LSTM hidden size of encoder and decoder (0: 256 PTB, 1024 Yahoo/Yelp)")
+    latent: int = option(32, "latent dimensions Z")
+    noise_dim: int = option(32, "dimensions of the noise eps fed to G_phi (Eq. 6)")
+    encoder_layers: int = option(2, "hidden layers of the MLP G_phi(h, eps); 0 = the authors' affine map")
+    encoder_width: int = option(256, "width of G_phi's hidden layers")
+    nu_width: int = option(512, "width of the critics' hidden layers (authors: 512)")
+    nu_layers: int = option(3, "hidden layers of the critics (authors: 3)")
+    dropout: float = option(0.5, "dropout on decoder input embeddings and before its output layer")
+    init_range: float = option(0.0, "uniform init range of all weights (0: 0.1 PTB, 0.01 Yahoo/Yelp)")
+    # training (§5.1 and the authors' code)
+    batch_size: int = option(32, "sentences per batch (equal-length batches)")
+    lr: float = option(0.0, "Adam learning rate of encoder/decoder (0: 1e-3 PTB, 8e-4 Yahoo/Yelp)")
+    clip: float = option(5.0, "gradient-norm clip of the encoder/decoder update")
+    nu_lr: float = option(1e-5, "Adam learning rate of the critics nu(x, z) and nu(z)")
+    nu_steps: int = option(5, "critic updates per training step (Eq. 9), fresh prior samples each")
+    beta_start: float = option(0.1, "KL weight at step 0; rises linearly to 1")
+    warmup_epochs: float = option(10.0, "epochs over which beta rises to 1 (0: beta = 1 throughout)")
+    bf16: bool = option(False, "bf16 autocast for the LSTMs on CUDA (critic exp and KL stay fp32/fp64)")
+    # evaluation (§5.1) and honest bounds
+    eval_samples: int = option(128, "posterior samples per sentence at evaluation (authors: 128)")
+    iw_samples: int = option(500, "importance samples per sentence for the final test IW bound")
+    val_iw_samples: int = option(50, "importance samples per sentence for the per-epoch validation")
+    eval_tokens: int = option(32768, "decoder tokens (sentences x samples x length) per forward pass at "
+                                     "evaluation; bounds the memory of the logits")
+    eval_limit: int = option(0, "evaluate on the first N sentences of a split only (0: all)")
+    refit_steps: int = option(3000, "most critic-refit steps before the final test (0: no refit)")
+    refit_lr: float = option(1e-4, "Adam learning rate of the critic refit")
+    refit_window: int = option(100, "refit steps between measurements on the training probe; the refit "
+                                    "stops after 3 measurements without a gain")
+    log_every: int = option(100, "training steps between progress lines")
+    save_every: int = option(1000, "training steps between checkpoints (also at every evaluation)")
+    # sampling and interpolation (Table 4)
+    num_samples: int = option(10, "sentences sampled from the prior into samples.txt (greedy and T)")
+    temperature: float = option(1.0, "temperature of the sampled (non-greedy) sentences")
+    max_decode_len: int = option(80, "longest decoded sentence, in tokens")
+    interpolate: tuple = option((), "two sentences to interpolate between (Table 4)", nargs=2)
+    # forward / reverse perplexity (Table 5)
+    fwd_rev_ppl: bool = option(False, "also report forward / reverse PPL of greedy prior samples (Table 5)")
+    fwd_rev_samples: int = option(1280, "prior samples decoded for the forward / reverse PPL (authors: 1,280)")
+
+
+# Fields a resumed or evaluated run may change; the others come from the checkpoint.
+RUN_CONTROL = {"data_dir", "out_dir", "cuda", "cpu", "epochs", "max_steps", "resume", "eval_only",
+               "eval_samples", "iw_samples", "val_iw_samples", "eval_tokens", "eval_limit", "refit_steps",
+               "refit_lr", "refit_window", "log_every", "save_every", "num_samples", "temperature",
+               "max_decode_len", "interpolate", "bf16",
+               "fwd_rev_ppl", "fwd_rev_samples"}
+
+
+# ----------------------------------------------------------------------------------------------------
+# PAPER §3.2: the model (as ivae.py). Encoder LSTM -> h; G_phi(h, eps) -> z; decoder p(x|z); critics nu.
+# ----------------------------------------------------------------------------------------------------
+
+class Encoder(nn.Module):
+    """LSTM over the sentence; its last state h summarises x (the authors' and Kim et al.'s encoder)."""
+
+    def __init__(self, vocab_size: int, emb_dim: int, hidden: int):
+        super().__init__()
+        self.emb = nn.Embedding(vocab_size, emb_dim)
+        self.rnn = nn.LSTM(emb_dim, hidden, batch_first=True)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(self.emb(x))                                   # (B, T, H)
+        return out[torch.arange(x.shape[0], device=x.device), lengths - 1]   # (B, H): state at </s>
+
+
+class ImplicitPosterior(nn.Module):
+    """Eq. (12) = Eq. (6): z = G_phi(h, eps), eps ~ N(0, I). An MLP on cat(h, eps) (encoder_layers >= 1), or one
+    Linear (encoder_layers = 0, the authors' code): then z = A h + c + W_eps eps is Gaussian."""
+
+    def __init__(self, hidden: int, noise_dim: int, latent: int, layers: int, width: int):
+        super().__init__()
+        dims = [hidden + noise_dim] + [width] * layers + [latent]
+        mods = []
+        for i in range(len(dims) - 1):
+            mods.append(nn.Linear(dims[i], dims[i + 1]))
+            if i < len(dims) - 2:
+                mods.append(nn.LeakyReLU())
+        self.net = nn.Sequential(*mods)
+        self.noise_dim = noise_dim
+
+    def forward(self, h: torch.Tensor, n_samples: int, generator=None) -> torch.Tensor:
+        B, H = h.shape
+        eps = torch.randn(B, n_samples, self.noise_dim, device=h.device, generator=generator)  # (B, S, E)
+        return self.net(torch.cat([h.unsqueeze(1).expand(B, n_samples, H), eps], -1))         # (B, S, Z)
+
+    def gaussian(self, h: torch.Tensor):
+        """Only for the affine map: the exact q(z|x) = N(G(h, 0), W_eps W_eps^T), as (mean, cov)."""
+        layer = self.net[0]
+        w_eps = layer.weight[:, -self.noise_dim:]                        # (Z, E)
+        mean = self.net(torch.cat([h, h.new_zeros(h.shape[0], self.noise_dim)], -1))   # (B, Z)
+        return mean, w_eps @ w_eps.T                                     # (B, Z), (Z, Z)
+
+
+class Decoder(nn.Module):
+    r"""LSTM language model conditioned on z: z -> Linear -> initial hidden state, and z concatenated to
+    the input embedding at every step (the authors' decoder, from Kim et al. 2018).
+
+        input   <s>  w1   w2   w3          (x[:, :-1], embedded, dropout, cat z)
+        target  w1   w2   w3   </s>        (x[:, 1:])
+    """
+
+    def __init__(self, vocab_size: int, emb_dim: int, hidden: int, latent: int, dropout: float):
+        super().__init__()
+        self.emb = nn.Embedding(vocab_size, emb_dim)
+        self.drop = nn.Dropout(dropout)
+        self.z_to_h = nn.Linear(latent, hidden)
+        self.rnn = nn.LSTM(emb_dim + latent, hidden, batch_first=True)
+        self.out = nn.Linear(hidden, vocab_size)
+
+    def initial_state(self, z: torch.Tensor):
+        h0 = self.z_to_h(z).unsqueeze(0)                                 # (1, N, H)
+        return h0, torch.zeros_like(h0)
+
+    def forward(self, x_in: torch.Tensor, z: torch.Tensor, state=None):
+        N, T = x_in.shape
+        e = self.drop(self.emb(x_in))                                    # (N, T, E)
+        inp = torch.cat([e, z.unsqueeze(1).expand(N, T, z.shape[-1])], -1)   # (N, T, E + Z)
+        out, state = self.rnn(inp, state if state is not None else self.initial_state(z))
+        return self.out(self.drop(out)), state                           # (N, T, V)
+
+
+class Critic(nn.Module):
+    """nu(x, z) (cond_dim = H, fed h_x) or nu(z) (cond_dim = 0): an MLP with LeakyReLU, scalar output."""
+
+    def __init__(self, latent: int, cond_dim: int, width: int, layers: int):
+        super().__init__()
+        dims = [latent + cond_dim] + [width] * layers
+        mods = []
+        for i in range(layers):
+            mods += [nn.Linear(dims[i], dims[i + 1]), nn.LeakyReLU()]
+        self.net = nn.Sequential(*mods, nn.Linear(dims[-1], 1))
+
+    def forward(self, z: torch.Tensor, h=None) -> torch.Tensor:
+        inp = z if h is None else torch.cat([z, h.expand(*z.shape[:-1], h.shape[-1])], -1)
+        return self.net(inp).squeeze(-1)                                 # (...)
+
+
+class IVAEMI(nn.Module):
+    def __init__(self, cfg: Config, vocab_size: int):
+        super().__init__()
+        self.encoder = Encoder(vocab_size, cfg.emb_dim, cfg.hidden)
+        self.posterior = ImplicitPosterior(cfg.hidden, cfg.noise_dim, cfg.latent, cfg.encoder_layers,
+                                           cfg.encoder_width)
+        self.decoder = Decoder(vocab_size, cfg.emb_dim, cfg.hidden, cfg.latent, cfg.dropout)
+
+
+def build(cfg: Config, vocab_size: int, device):
+    """The model and the two critics, initialised uniform(+-init_range) as the authors do."""
+    model = IVAEMI(cfg, vocab_size)
+    nu_xz = Critic(cfg.latent, cfg.hidden, cfg.nu_width, cfg.nu_layers)
+    nu_z = Critic(cfg.latent, 0, cfg.nu_width, cfg.nu_layers)
+    for p in model.parameters():
+        nn.init.uniform_(p, -cfg.init_range, cfg.init_range)
+    return model.to(device), nu_xz.to(device), nu_z.to(device)
+
+
+# ----------------------------------------------------------------------------------------------------
+# PAPER §3.2: the objective
+# ----------------------------------------------------------------------------------------------------
+
+def sentence_nll(decoder: Decoder, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """-log p(x|z) of each sentence: token NLLs summed over the sentence (padding ignored).
+    x: (N, T), z: (N, Z) -> (N,)."""
+    logits, _ = decoder(x[:, :-1], z)                                    # (N, T-1, V)
+    nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1),
+                          ignore_index=data.PAD_ID, reduction="none")
+    return nll.view(x.shape[0], -1).sum(1)                               # (N,)
+
+
+def beta_at(step: int, steps_per_epoch: int, cfg: Config) -> float:
+    """KL annealing (§5.1): beta rises linearly per batch from beta_start to 1 over warmup_epochs."""
+    if cfg.warmup_epochs <= 0:
+        return 1.0
+    return min(1.0, cfg.beta_start + (1.0 - cfg.beta_start) * step / (cfg.warmup_epochs * steps_per_epoch))
+
+
+def critic_step(nu_xz: Critic, nu_z: Critic, nu_opt, h: torch.Tensor, z: torch.Tensor):
+    r"""One ascent step of Eq. (9) for both critics on the same posterior samples, fresh prior samples.
+
+        nu(x, z):  KL(q(z|x) || p) ~ mean_i nu(x_i, z_i) - mean_i exp nu(x_i, z'_i) + 1,  z_i ~ q(z|x_i)
+        nu(z):     KL(q(z)   || p) ~ mean_i nu(z_i)      - mean_i exp nu(z'_i)      + 1,  z'_i ~ p(z)
+    h, z: (B, H), (B, Z), both detached. Returns the two estimates (before the step)."""
+    z_prior = torch.randn_like(z)
+    kl_cond = metrics.dual_kl(nu_xz(z, h), nu_xz(z_prior, h))           # E_x KL(q(z|x) || p)
+    kl_agg = metrics.dual_kl(nu_z(z), nu_z(z_prior))                     # KL(q(z) || p)
+    nu_opt.zero_grad(set_to_none=True)
+    (-(kl_cond + kl_agg)).backward()                                     # maximise both estimates
+    nu_opt.step()
+    return kl_cond.detach(), kl_agg.detach()
+
+
+def train_step(model: IVAEMI, nu_xz: Critic, nu_z: Critic, opt, nu_opt, batch: data.Batch, beta: float,
+               cfg: Config, autocast) -> dict:
+    """One training step: nu_steps updates of both critics (Eq. 13 for nu(z), Eq. 9 for nu(x, z)), then
+    one encoder/decoder update (Eq. 14)."""
+    x, lengths = batch.tokens, batch.lengths
+    with autocast():
+        h = model.encoder(x, lengths)                                    # (B, H)
+    h = h.float()
+    z = model.posterior(h, 1).squeeze(1)                                 # (B, Z): one sample per sentence
+
+    # Eq. (9): the critics chase the current posterior. h and z are constants for them.
+    for _ in range(cfg.nu_steps):
+        kl_cond, kl_agg = critic_step(nu_xz, nu_z, nu_opt, h.detach(), z.detach())
+
+    # Eq. (14): minimise rec + beta * E_q(z) nu(z) over encoder, G_phi and decoder. The batch's samples
+    # z_i ~ q(z|x_i), x_i ~ data, are samples of the aggregated posterior q(z). As in Eq. (10), the
+    # E_p[exp nu(z')] term of Eq. (13) is dropped: prior samples z' do not depend on phi or theta.
+    # nu(x, z) plays no part here; it is trained above only to report KL(q(z|x) || p) (§5.1).
+    with autocast():
+        rec = sentence_nll(model.decoder, x, z).mean()                   # sum over tokens, mean over B
+    kl_term = nu_z(z).mean()
+    loss = rec + beta * kl_term                                          # Eq. (11) with the dual KL(q(z)||p)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+    opt.step()
+    return {"loss": loss.detach(), "rec": rec.detach(), "kl": kl_cond, "kl_agg": kl_agg,
+            "grad_norm": grad_norm.detach()}
+
+
+# ----------------------------------------------------------------------------------------------------
+# PAPER §5.1: evaluation (rec, KL, MI, AU, -ELBO, PPL) and the honest bounds
+# ----------------------------------------------------------------------------------------------------
+
+def batched_nll(decoder: Decoder, x: torch.Tensor, z: torch.Tensor, max_tokens: int) -> torch.Tensor:
+    """-log p(x|z_s) for S samples of each sentence, in chunks of at most max_tokens decoder tokens.
+    x (B, T), z (B, S, Z) -> (B, S)."""
+    B, S, Z = z.shape
+    max_rows = max(1, max_tokens // x.shape[1])
+    xs = x.unsqueeze(1).expand(B, S, x.shape[1]).reshape(B * S, -1)
+    zs = z.reshape(B * S, Z)
+    out = [sentence_nll(decoder, xs[i:i + max_rows], zs[i:i + max_rows]) for i in range(0, B * S, max_rows)]
+    return torch.cat(out).view(B, S)
+
+
+def standard_normal_logpdf(z: torch.Tensor) -> torch.Tensor:
+    return -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(-1)
+
+
+def iw_bound(decoder: Decoder, x: torch.Tensor, z: torch.Tensor, K: int, max_tokens: int, gen) -> torch.Tensor:
+    """IW upper bound on -log p(x) per sentence, K importance samples from r = metrics.defensive_proposal,
+    Gaussians fitted to the posterior samples z (B, S, Z) of each sentence:
+        -log (1/K) sum_k p(x|z_k) p(z_k) / r(z_k),    z_k ~ r."""
+    r = metrics.defensive_proposal(z)                                    # B mixtures, float64
+    zk = metrics.sample_proposal(r, K, gen)                              # (K, B, Z)
+    log_r = r.log_prob(zk).T                                             # (B, K)
+    zk = zk.transpose(0, 1)                                              # (B, K, Z)
+    log_joint = -batched_nll(decoder, x, zk.float(), max_tokens).double() + standard_normal_logpdf(zk)
+    return metrics.iw_nll(log_joint, log_r)                              # (B,)
+
+
+@torch.no_grad()
+def evaluate(model: IVAEMI, critics: dict, examples: list, cfg: Config, device, iw_samples: int,
+             keep_samples: int = 0) -> dict:
+    r"""All §5.1 metrics of one split. `critics` maps a suffix ("" or "_refit") to (nu_xz, nu_z); each
+    pair gives its own KL / MI / -ELBO / PPL on the same posterior samples.
+
+        rec  = mean_x mean_s -log p(x | z_s)                 z_s ~ q(z|x), s = 1..S
+        KL   = mean_x dual_kl(nu(x, z_s), nu(x, z'_s))       z'_s ~ p(z)          (Eq. 7, with the +1)
+        KLq  = dual_kl over all samples of all sentences with nu(z)              (KL(q(z) || p))
+        MI   = KL - KLq  (metrics.mutual_info);  AU from the sample means;  -ELBO = rec + KL
+        PPL  = exp( sum_x (rec + KL) / #words ),  #words counting </s>
+    """
+    model.eval()
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 12345)   # evaluation's own randomness
+    examples = examples[:cfg.eval_limit] if cfg.eval_limit else examples
+    S = cfg.eval_samples
+    tot = {"rec": 0.0, "iw": 0.0, "n": 0, "words": 0, "kl_exact": 0.0}
+    per = {k: {"kl": 0.0, "q": 0.0, "p": 0.0, "m": 0} for k in critics}
+    means, kept = [], []
+    for batch in data.Batcher(examples, cfg.batch_size, shuffle=False).epoch(0):
+        batch = batch.to(device)
+        x, lengths = batch.tokens, batch.lengths
+        B = x.shape[0]
+        h = model.encoder(x, lengths).float()                            # (B, H)
+        z = model.posterior(h, S, gen)                                   # (B, S, Z)
+        z_prior = torch.randn(z.shape, device=device, generator=gen)     # (B, S, Z)
+        tot["rec"] += float(batched_nll(model.decoder, x, z, cfg.eval_tokens).mean(1).sum())
+        for key, (nu_xz, nu_z) in critics.items():
+            hs = h.unsqueeze(1)                                          # (B, 1, H), broadcast over S
+            per[key]["kl"] += float(metrics.dual_kl(nu_xz(z, hs), nu_xz(z_prior, hs)).sum())
+            per[key]["q"] += float(nu_z(z).double().sum())
+            per[key]["p"] += float(nu_z(z_prior).double().exp().sum())
+            per[key]["m"] += B * S
+        if iw_samples:
+            tot["iw"] += float(iw_bound(model.decoder, x, z, iw_samples, cfg.eval_tokens, gen).sum())
+        if cfg.encoder_layers == 0:                                      # q(z|x) is exactly Gaussian
+            mean, cov = model.posterior.gaussian(h)
+            q = torch.distributions.MultivariateNormal(mean.double(), covariance_matrix=cov.double())
+            p = torch.distributions.MultivariateNormal(torch.zeros_like(mean.double()),
+                                                       torch.eye(cfg.latent, dtype=torch.float64, device=device))
+            tot["kl_exact"] += float(torch.distributions.kl_divergence(q, p).sum())
+        means.append(z.mean(1).cpu())
+        if len(kept) < keep_samples:
+            kept += list(z[:keep_samples - len(kept)].cpu())
+        tot["n"] += B
+        tot["words"] += int((lengths - 1).sum())                         # words + </s>, not <s>
+
+    n, words = tot["n"], tot["words"]
+    au, au_var = metrics.active_units(torch.cat(means))
+    out = {"n_sentences": n, "n_words": words, "rec": tot["rec"] / n, "au": au}
+    for key, acc in per.items():
+        kl = acc["kl"] / n
+        kl_agg = acc["q"] / acc["m"] - acc["p"] / acc["m"] + 1.0         # dual_kl over all samples
+        out.update({f"kl{key}": kl, f"kl_agg{key}": kl_agg, f"mi{key}": metrics.mutual_info(kl, kl_agg),
+                    f"nelbo{key}": out["rec"] + kl,
+                    f"ppl{key}": metrics.perplexity(tot["rec"] + acc["kl"], words)})
+    if iw_samples:
+        out.update(iw_nll=tot["iw"] / n, iw_ppl=metrics.perplexity(tot["iw"], words), iw_samples=iw_samples)
+    if cfg.encoder_layers == 0:
+        out.update(kl_exact=tot["kl_exact"] / n, nelbo_exact=(tot["rec"] + tot["kl_exact"]) / n,
+                   ppl_exact=metrics.perplexity(tot["rec"] + tot["kl_exact"], words))
+    out["eval_samples"] = S
+    model.train()
+    return out, au_var, (torch.stack(kept) if kept else None)
+
+
+@torch.no_grad()
+def probe_kl(model: IVAEMI, nu_xz: Critic, probe: list, cfg: Config, device) -> float:
+    """The nu(x, z) estimate of E_x KL(q(z|x) || p) on a fixed set of training sentences, with fixed
+    noise (8 posterior and eval_samples prior samples each): the yardstick of the refit. The prior
+    term E_p exp(nu) is heavy-tailed, and a few prior samples underestimate it (and so overestimate KL),
+    so it gets as many samples as the final evaluation."""
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 999)
+    total, n = 0.0, 0
+    for batch in data.Batcher(probe, cfg.batch_size, shuffle=False).epoch(0):
+        batch = batch.to(device)
+        h = model.encoder(batch.tokens, batch.lengths).float()
+        z = model.posterior(h, 8, gen)                                   # (B, 8, Z)
+        z_prior = torch.randn(h.shape[0], cfg.eval_samples, cfg.latent, device=device, generator=gen)
+        total += float(metrics.dual_kl(nu_xz(z, h.unsqueeze(1)), nu_xz(z_prior, h.unsqueeze(1))).sum())
+        n += h.shape[0]
+    return total / n
+
+
+def refit_critics(model: IVAEMI, nu_xz: Critic, nu_z: Critic, train: list, cfg: Config, device):
+    """Honest number #1: copies of the critics trained further on the frozen model (training split).
+    Every `refit_window` steps the nu(x, z) estimate is measured on a fixed probe of 512 training
+    sentences; the best critics so far are kept, and the refit stops when 3 windows in a row bring no
+    gain of 0.01 nats (or after refit_steps). The dual estimate is noisy, so the last critic can be
+    worse than an earlier one: keeping the best one on held-fixed data avoids reporting a bad draw."""
+    nu_xz, nu_z = copy.deepcopy(nu_xz), copy.deepcopy(nu_z)
+    opt = torch.optim.Adam(list(nu_xz.parameters()) + list(nu_z.parameters()), lr=cfg.refit_lr)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 54321)
+    probe = train[::max(1, len(train) // 512)][:512]
+    batcher = data.Batcher(train, cfg.batch_size, seed=cfg.seed + 1)
+    model.eval()
+    best = probe_kl(model, nu_xz, probe, cfg, device)
+    snapshot = copy.deepcopy((nu_xz.state_dict(), nu_z.state_dict()))
+    step, stale, epoch, history = 0, 0, 0, [round(best, 3)]
+    while step < cfg.refit_steps and stale < 3:
+        for batch in batcher.epoch(epoch):
+            batch = batch.to(device)
+            with torch.no_grad():
+                h = model.encoder(batch.tokens, batch.lengths).float()
+                z = model.posterior(h, 1, gen).squeeze(1)
+            critic_step(nu_xz, nu_z, opt, h, z)
+            step += 1
+            if step % cfg.refit_window == 0 or step == cfg.refit_steps:
+                est = probe_kl(model, nu_xz, probe, cfg, device)
+                history.append(round(est, 3))
+                stale = stale + 1 if est < best + 0.01 else 0
+                if est > best:
+                    best, snapshot = est, copy.deepcopy((nu_xz.state_dict(), nu_z.state_dict()))
+            if step >= cfg.refit_steps or stale >= 3:
+                break
+        epoch += 1
+    nu_xz.load_state_dict(snapshot[0])
+    nu_z.load_state_dict(snapshot[1])
+    model.train()
+    print(f"refit: {step} critic steps; KL estimates on the training probe {history}", flush=True)
+    return nu_xz, nu_z, {"refit_steps": step, "refit_probe_kl": best}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Sampling from the prior and interpolation (Table 4)
+# ----------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def decode(decoder: Decoder, z: torch.Tensor, max_len: int, temperature: float = 0.0, gen=None) -> list:
+    """Sentences from latent codes z (N, Z): greedy (temperature 0) or sampled, up to max_len tokens."""
+    was_training = decoder.training
+    decoder.eval()
+    N = z.shape[0]
+    token = torch.full((N, 1), data.BOS_ID, dtype=torch.long, device=z.device)
+    state, out = None, []
+    done = torch.zeros(N, dtype=torch.bool, device=z.device)
+    for _ in range(max_len):
+        logits, state = decoder(token, z, state)                         # (N, 1, V)
+        logits = logits[:, -1].float()
+        if temperature > 0:
+            token = torch.multinomial(F.softmax(logits / temperature, -1), 1, generator=gen)
+        else:
+            token = logits.argmax(-1, keepdim=True)
+        out.append(token)
+        done |= token.squeeze(1) == data.EOS_ID
+        if bool(done.all()):
+            break
+    decoder.train(was_training)
+    return torch.cat(out, 1).tolist()
+
+
+@torch.no_grad()
+def posterior_mean(model: IVAEMI, vocab: data.Vocab, sentence: str, n_samples: int, device) -> torch.Tensor:
+    """Table 4: z of a sentence = the mean of its posterior samples."""
+    x = torch.tensor([vocab.encode(sentence.lower().split())], device=device)
+    h = model.encoder(x, torch.tensor([x.shape[1]], device=device)).float()
+    return model.posterior(h, n_samples).mean(1)                         # (1, Z)
+
+
+def interpolate(model: IVAEMI, vocab: data.Vocab, a: str, b: str, cfg: Config, device) -> list:
+    """Greedy decodes of z_t = (1 - t) z_a + t z_b for t = 0, 0.1, ..., 1 (Table 4)."""
+    model.eval()
+    za, zb = (posterior_mean(model, vocab, s, cfg.eval_samples, device) for s in (a, b))
+    ts = [i / 10 for i in range(11)]
+    z = torch.cat([(1 - t) * za + t * zb for t in ts])                   # (11, Z)
+    lines = [" ".join(vocab.decode(ids)) for ids in decode(model.decoder, z, cfg.max_decode_len)]
+    model.train()
+    return [f"{t:.1f}\t{line}" for t, line in zip(ts, lines)]
+
+
+def write_samples(model: IVAEMI, vocab: data.Vocab, cfg: Config, device, path: str) -> list:
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 777)
+    z = torch.randn(cfg.num_samples, cfg.latent, device=device, generator=gen)
+    greedy = decode(model.decoder, z, cfg.max_decode_len)
+    sampled = decode(model.decoder, z, cfg.max_decode_len, cfg.temperature, gen)
+    lines = [f"# {cfg.num_samples} prior samples z ~ N(0, I); greedy, then temperature {cfg.temperature}"]
+    lines += ["greedy\t" + " ".join(vocab.decode(ids)) for ids in greedy]
+    lines += [f"T={cfg.temperature}\t" + " ".join(vocab.decode(ids)) for ids in sampled]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return lines
+
+
+def forward_reverse(model: IVAEMI, corpus: data.Corpus, cfg: Config, device, path: str) -> dict:
+    """Table 5: greedy decodes (<= max_decode_len tokens) of fwd_rev_samples z ~ N(0, I), written to `path`,
+    then metrics.forward_reverse_ppl against the training and test text."""
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 4242)
+    z = torch.randn(cfg.fwd_rev_samples, cfg.latent, device=device, generator=gen)
+    samples = [corpus.vocab.decode(ids) for chunk in z.split(256) for ids in decode(model.decoder, chunk,
+                                                                                    cfg.max_decode_len)]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(" ".join(s) for s in samples) + "\n")
+    text = {split: [corpus.vocab.decode(e) for e in corpus.examples[split]] for split in ("train", "test")}
+    words = [w for w in corpus.vocab.itos if w not in (data.PAD, data.BOS, data.EOS)]
+    return metrics.forward_reverse_ppl(samples, text["train"], text["test"], words)
+
+
+# ----------------------------------------------------------------------------------------------------
+# PLUMBING: training loop, checkpoints, logs
+# ----------------------------------------------------------------------------------------------------
+
+def checkpoint_state(cfg, vocab, model, nu_xz, nu_z, opt, nu_opt, step, best) -> dict:
+    return {"config": asdict(cfg), "vocab": vocab.state_dict(), "model": model.state_dict(),
+            "nu_xz": nu_xz.state_dict(), "nu_z": nu_z.state_dict(), "opt": opt.state_dict(),
+            "nu_opt": nu_opt.state_dict(), "step": step, "best": best, "rng": data.rng_state()}
+
+
+def warn_collapse(row: dict, latent: int) -> None:
+    if row["kl"] < COLLAPSE_KL or row["au"] == 0:
+        print(f"WARNING: POSTERIOR COLLAPSE? KL = {row['kl']:.3f} nats, AU = {row['au']}/{latent}: "
+              "the decoder may be ignoring z", flush=True)
+
+
+def format_eval(tag: str, r: dict) -> str:
+    s = (f"{tag}: rec {r['rec']:.2f} | KL {r['kl']:.2f} | MI {r['mi']:.2f} | AU {r['au']} | "
+         f"-ELBO {r['nelbo']:.2f} | PPL {r['ppl']:.2f}")
+    if "iw_nll" in r:
+        s += f" | IW-NLL {r['iw_nll']:.2f} | IW-PPL {r['iw_ppl']:.2f}"
+    if "kl_exact" in r:
+        s += f" | exact KL {r['kl_exact']:.2f}"
+    return s
+
+
+def train(cfg, corpus, model, nu_xz, nu_z, opt, nu_opt, state, device, log: data.CsvLog) -> int:
+    """Train from state["step"] to the end (epochs or max_steps); validate after every epoch and keep
+    the checkpoint with the best validation IW-NLL in best.pt. Returns the last step."""
+    batcher = data.Batcher(corpus.examples["train"], cfg.batch_size, seed=cfg.seed)
+    steps_per_epoch = len(batcher)
+    total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    step, best = state["step"], state["best"]
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (cfg.bf16 and device.type == "cuda") \
+        else (lambda: torch.autocast(device.type, enabled=False))
+    ckpt_path, best_path = os.path.join(cfg.out_dir, "checkpoint.pt"), os.path.join(cfg.out_dir, "best.pt")
+
+    def save(path=ckpt_path):
+        data.save_checkpoint(checkpoint_state(cfg, corpus.vocab, model, nu_xz, nu_z, opt, nu_opt, step, best),
+                             path)
+
+    print(f"training: {steps_per_epoch} batches per epoch, steps {step} -> {total}", flush=True)
+    acc, n_acc, tokens, t0 = {}, 0, 0, time.time()
+    with data.GracefulInterrupt() as stop:
+        while step < total and not stop.requested:
+            epoch = step // steps_per_epoch
+            for batch in batcher.epoch(epoch, start=step % steps_per_epoch):
+                batch = batch.to(device)
+                beta = beta_at(step, steps_per_epoch, cfg)
+                out = train_step(model, nu_xz, nu_z, opt, nu_opt, batch, beta, cfg, autocast)
+                step += 1
+                for k, v in out.items():
+                    acc[k] = acc.get(k, 0) + v                       # device tensors: no sync per step
+                n_acc += 1
+                tokens += int((batch.lengths - 1).sum())
+                end_of_epoch = step % steps_per_epoch == 0
+                saving = end_of_epoch or step % cfg.save_every == 0 or step >= total or stop.requested
+                if step % cfg.log_every == 0 or saving:
+                    means = {k: float(v) / n_acc for k, v in acc.items()}   # one device sync per interval
+                    data.check_finite(means, step, ckpt_path,               # never save non-finite weights
+                                      "The usual cause is exp(nu) overflowing when a critic's output grows "
+                                      "large: lower --nu_lr or --lr, or drop --bf16.")
+                if step % cfg.log_every == 0 or step == total:
+                    dt = time.time() - t0
+                    eta = (total - step) * dt / n_acc
+                    print(f"step {step:>6}/{total} | ep {step / steps_per_epoch:5.2f} | rec {means['rec']:7.2f} | "
+                          f"KL {means['kl']:6.2f} | KLq {means['kl_agg']:6.2f} | beta {beta:.3f} | "
+                          f"|g| {means['grad_norm']:5.2f} | {n_acc / dt:5.1f} step/s {tokens / dt:7.0f} tok/s | "
+                          f"ETA {eta / 60:5.1f} min", flush=True)
+                    acc, n_acc, tokens, t0 = {}, 0, 0, time.time()
+                if end_of_epoch:                                   # validation; selection on IW-NLL
+                    row, _, _ = evaluate(model, {"": (nu_xz, nu_z)}, corpus.examples["valid"], cfg, device,
+                                         cfg.val_iw_samples)
+                    row = {"step": step, "epoch": step / steps_per_epoch, "split": "valid", "beta": beta, **row}
+                    print(format_eval(f"valid @ step {step}", row), flush=True)
+                    warn_collapse(row, cfg.latent)
+                    log.write(row)
+                    score = row.get("iw_nll", row["nelbo"])
+                    if best is None or score < best:
+                        best = score
+                        save(best_path)
+                if saving:
+                    save()
+                if step >= total or stop.requested:
+                    break
+    if stop.requested:
+        raise SystemExit(f"interrupted at step {step}: checkpoint saved to {ckpt_path}; continue with --resume")
+    return step
+
+
+# ----------------------------------------------------------------------------------------------------
+# main(): parse, load, train, evaluate on test, sample, plot
+# ----------------------------------------------------------------------------------------------------
+
+def resolve_defaults(cfg: Config, corpus_name: str) -> Config:
+    base = CORPUS_DEFAULTS.get(corpus_name, CORPUS_DEFAULTS["ptb"])
+    for k, v in base.items():
+        if not getattr(cfg, k):
+            setattr(cfg, k, v)
+    return cfg
+
+
+def check_config(cfg: Config, parser) -> None:
+    positive = ["epochs", "latent", "noise_dim", "encoder_width", "nu_width", "batch_size", "eval_samples",
+                "eval_tokens", "log_every", "save_every", "max_decode_len", "fwd_rev_samples"]
+    for name in positive:
+        if getattr(cfg, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    for name in ["max_steps", "encoder_layers", "nu_layers", "nu_steps", "iw_samples", "val_iw_samples",
+                 "eval_limit", "refit_steps", "num_samples", "emb_dim", "hidden", "warmup_epochs"]:
+        if getattr(cfg, name) < 0:
+            parser.error(f"--{name} must be >= 0, got {getattr(cfg, name)}")
+    for name in ["lr", "nu_lr", "refit_lr", "clip", "init_range", "temperature"]:
+        if getattr(cfg, name) < 0:
+            parser.error(f"--{name} must be >= 0, got {getattr(cfg, name)}")
+    if not 0 <= cfg.dropout < 1:
+        parser.error(f"--dropout must be in [0, 1), got {cfg.dropout}")
+    if not 0 <= cfg.beta_start <= 1:
+        parser.error(f"--beta_start must be in [0, 1], got {cfg.beta_start}")
+    if cfg.refit_window < 1:
+        parser.error("--refit_window must be >= 1")
+    if cfg.eval_samples < 2 and cfg.iw_samples:
+        parser.error("--eval_samples must be >= 2 to fit the IW proposal")
+    if cfg.interpolate and len(cfg.interpolate) != 2:
+        parser.error("--interpolate takes exactly two sentences")
+    if cfg.resume and cfg.eval_only:
+        parser.error("--resume and --eval_only exclude each other")
+
+
+def main(argv=None) -> dict:
+    cfg, parser = data.parse_config(Config, "iVAE_MI (Fang et al. 2019, §3.2): implicit posterior, "
+                                    "dual KL of the aggregated posterior", argv)
+    check_config(cfg, parser)
+    device = data.pick_device(cfg.cuda, cfg.cpu, parser)
+    ckpt = data.resume_checkpoint(cfg, parser, RUN_CONTROL, device)
+    state = {"step": ckpt["step"], "best": ckpt["best"]} if ckpt else {"step": 0, "best": None}
+    data.set_seed(cfg.seed)
+    try:
+        needs_train = cfg.refit_steps or cfg.fwd_rev_ppl
+        splits = (("train", "test") if needs_train else ("test",)) if cfg.eval_only else ("train", "valid", "test")
+        vocab = data.Vocab.from_state_dict(ckpt["vocab"]) if ckpt else None
+        corpus = data.load_corpus(cfg.data, cfg.data_dir, splits, vocab=vocab)
+    except data.DataError as err:
+        parser.error(str(err))
+    cfg = resolve_defaults(cfg, corpus.spec.name if cfg.data in data.CORPORA else "ptb")
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    print(f"device: {data.describe_device(device)}")
+    print(f"corpus {corpus.spec.name}: " + ", ".join(f"{s} {len(e):,}" for s, e in corpus.examples.items())
+          + f" sentences, vocabulary {len(corpus.vocab):,}")
+
+    model, nu_xz, nu_z = build(cfg, len(corpus.vocab), device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    nu_opt = torch.optim.Adam(list(nu_xz.parameters()) + list(nu_z.parameters()), lr=cfg.nu_lr)
+    if ckpt:
+        model.load_state_dict(ckpt["model"])
+        nu_xz.load_state_dict(ckpt["nu_xz"])
+        nu_z.load_state_dict(ckpt["nu_z"])
+        if not cfg.eval_only:
+            opt.load_state_dict(ckpt["opt"])
+            nu_opt.load_state_dict(ckpt["nu_opt"])
+            data.set_rng_state(ckpt["rng"])
+    print(f"parameters: model {sum(p.numel() for p in model.parameters()):,}, "
+          f"critics {sum(p.numel() for p in nu_xz.parameters()) + sum(p.numel() for p in nu_z.parameters()):,}")
+    data.write_json(os.path.join(cfg.out_dir, "config.json"), asdict(cfg))
+    log = data.CsvLog(os.path.join(cfg.out_dir, "log.csv"), resume_step=state["step"] if ckpt else None)
+
+    t_start = time.time()
+    if not cfg.eval_only:
+        try:
+            state["step"] = train(cfg, corpus, model, nu_xz, nu_z, opt, nu_opt, state, device, log)
+        except FloatingPointError as err:
+            raise SystemExit(f"stopped: {err}")
+        best_path = os.path.join(cfg.out_dir, "best.pt")
+        if os.path.exists(best_path):                                    # report the selected model
+            sel = data.load_checkpoint(best_path, device)
+            model.load_state_dict(sel["model"])
+            nu_xz.load_state_dict(sel["nu_xz"])
+            nu_z.load_state_dict(sel["nu_z"])
+            state["selected_step"] = sel["step"]
+    train_time = time.time() - t_start
+
+    # Final test evaluation: training-time critics (as the paper) and refitted critics, IW bound.
+    critics = {"": (nu_xz, nu_z)}
+    refit_info = {}
+    if cfg.refit_steps and "train" in corpus.examples:
+        nu_xz_r, nu_z_r, refit_info = refit_critics(model, nu_xz, nu_z, corpus.examples["train"], cfg, device)
+        critics["_refit"] = (nu_xz_r, nu_z_r)
+    result, au_var, kept = evaluate(model, critics, corpus.examples["test"], cfg, device, cfg.iw_samples,
+                                    keep_samples=5)
+    step = state["step"]
+    result = {"split": "test", "step": step, "selected_step": state.get("selected_step", step), **result,
+              **refit_info, "train_time_s": round(train_time, 1), "device": data.describe_device(device)}
+    print(format_eval("test", result))
+    if "kl_refit" in result:
+        print(f"test with refit critics: KL {result['kl_refit']:.2f} | MI {result['mi_refit']:.2f} | "
+              f"-ELBO {result['nelbo_refit']:.2f} | PPL {result['ppl_refit']:.2f}")
+    warn_collapse(result, cfg.latent)
+    if cfg.fwd_rev_ppl:
+        result.update(forward_reverse(model, corpus, cfg, device, os.path.join(cfg.out_dir, "fwd_rev_samples.txt")))
+        print(f"forward PPL {result['fwd_ppl']:.1f} | reverse PPL {result['rev_ppl']:.1f} (train, as the "
+              f"authors) {result['rev_ppl_test']:.1f} (test) | {cfg.fwd_rev_samples} greedy prior samples")
+    log.write({"epoch": "", **result})
+    data.write_json(os.path.join(cfg.out_dir, "metrics.json"), result)
+
+    # Samples, interpolation, pictures.
+    for line in write_samples(model, corpus.vocab, cfg, device, os.path.join(cfg.out_dir, "samples.txt"))[:4]:
+        print("sample:", line)
+    if cfg.interpolate:
+        lines = interpolate(model, corpus.vocab, *cfg.interpolate, cfg, device)
+        with open(os.path.join(cfg.out_dir, "interpolation.txt"), "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+        print("\n".join(lines))
+    rows = [r for r in log.rows() if r.get("split") == "valid"]
+    metrics.plot_curves(rows, ["rec", "kl", "beta", "mi", "au", "iw_nll"], os.path.join(cfg.out_dir, "curves.png"))
+    metrics.plot_active_units(au_var, 0.01, os.path.join(cfg.out_dir, "active_units.png"))
+    if kept is not None:
+        metrics.plot_latent_pca(kept, os.path.join(cfg.out_dir, "posterior_pca.png"),
+                                prior=torch.randn(500, cfg.latent))
+    print(f"wrote {cfg.out_dir}/: config.json log.csv metrics.json checkpoint.pt samples.txt *.png")
+    return result
+
+
+if __name__ == "__main__":
+    main()
