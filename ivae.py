@@ -270,13 +270,13 @@ def beta_at(step: int, steps_per_epoch: int, cfg: Config) -> float:
     return min(1.0, cfg.beta_start + (1.0 - cfg.beta_start) * step / (cfg.warmup_epochs * steps_per_epoch))
 
 
-def critic_step(nu_xz: Critic, nu_z: Critic, nu_opt, h: torch.Tensor, z: torch.Tensor):
+def critic_step(nu_xz: Critic, nu_z: Critic, nu_opt, h: torch.Tensor, z: torch.Tensor, generator=None):
     r"""One ascent step of Eq. (9) for both critics on the same posterior samples, fresh prior samples.
 
         nu(x, z):  KL(q(z|x) || p) ~ mean_i nu(x_i, z_i) - mean_i exp nu(x_i, z'_i) + 1,  z_i ~ q(z|x_i)
         nu(z):     KL(q(z)   || p) ~ mean_i nu(z_i)      - mean_i exp nu(z'_i)      + 1,  z'_i ~ p(z)
     h, z: (B, H), (B, Z), both detached. Returns the two estimates (before the step)."""
-    z_prior = torch.randn_like(z)
+    z_prior = torch.randn(z.shape, device=z.device, generator=generator)
     kl_cond = metrics.dual_kl(nu_xz(z, h), nu_xz(z_prior, h))           # E_x KL(q(z|x) || p)
     kl_agg = metrics.dual_kl(nu_z(z), nu_z(z_prior))                     # KL(q(z) || p)
     nu_opt.zero_grad(set_to_none=True)
@@ -451,7 +451,7 @@ def refit_critics(model: IVAE, nu_xz: Critic, nu_z: Critic, train: list, cfg: Co
             with torch.no_grad():
                 h = model.encoder(batch.tokens, batch.lengths).float()
                 z = model.posterior(h, 1, gen).squeeze(1)
-            critic_step(nu_xz, nu_z, opt, h, z)
+            critic_step(nu_xz, nu_z, opt, h, z, gen)
             step += 1
             if step % cfg.refit_window == 0 or step == cfg.refit_steps:
                 est = probe_kl(model, nu_xz, probe, cfg, device)
