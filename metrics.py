@@ -624,6 +624,33 @@ def forward_reverse_ppl(samples: Sequence[Sequence[str]], train_text: Sequence[S
 
 
 # ----------------------------------------------------------------------------------------------------
+# Reporting an evaluation (one line, and the loud collapse warning)
+# ----------------------------------------------------------------------------------------------------
+
+COLLAPSE_KL = 0.1  # nats: an average KL below this means the decoder (almost) ignores z
+
+
+def format_row(tag: str, r: dict) -> str:
+    """One line for an evaluation row: the paper's columns, then the bounds where present."""
+    s = (f"{tag}: rec {r['rec']:.2f} | KL {r['kl']:.2f} | MI {r['mi']:.2f} | AU {r['au']} | "
+         f"-ELBO {r['nelbo']:.2f} | PPL {r['ppl']:.2f}")
+    if "iw_nll" in r:
+        s += f" | IW-NLL {r['iw_nll']:.2f} | IW-PPL {r['iw_ppl']:.2f}"
+    if "kl_exact" in r:
+        s += f" | exact KL {r['kl_exact']:.2f}"
+    return s
+
+
+def warn_collapse(r: dict, latent: int) -> bool:
+    """Print a loud warning when the KL is near zero or no unit is active; True if it did."""
+    if r["kl"] < COLLAPSE_KL or r["au"] == 0:
+        print(f"WARNING: POSTERIOR COLLAPSE? KL = {r['kl']:.3f} nats, AU = {r['au']}/{latent}: "
+              "the decoder may be ignoring z", flush=True)
+        return True
+    return False
+
+
+# ----------------------------------------------------------------------------------------------------
 # Pictures of the metrics (PNG files under a run's out_dir)
 # ----------------------------------------------------------------------------------------------------
 

@@ -57,7 +57,6 @@ from data import option
 CORPUS_DEFAULTS = {"ptb": dict(emb_dim=256, hidden=256, init_range=0.1, lr=1e-3),
                    "yahoo": dict(emb_dim=512, hidden=1024, init_range=0.01, lr=8e-4),
                    "yelp": dict(emb_dim=512, hidden=1024, init_range=0.01, lr=8e-4)}
-COLLAPSE_KL = 0.1  # nats: below this average KL, warn loudly of posterior collapse
 
 
 @dataclass
@@ -395,20 +394,6 @@ def checkpoint_state(cfg, vocab, model, opt, step, best) -> dict:
             "opt": opt.state_dict(), "step": step, "best": best, "rng": data.rng_state()}
 
 
-def warn_collapse(row: dict, latent: int) -> None:
-    if row["kl"] < COLLAPSE_KL or row["au"] == 0:
-        print(f"WARNING: POSTERIOR COLLAPSE? KL = {row['kl']:.3f} nats, AU = {row['au']}/{latent}: "
-              "the decoder may be ignoring z", flush=True)
-
-
-def format_eval(tag: str, r: dict) -> str:
-    s = (f"{tag}: rec {r['rec']:.2f} | KL {r['kl']:.2f} | MI {r['mi']:.2f} | AU {r['au']} | "
-         f"-ELBO {r['nelbo']:.2f} | PPL {r['ppl']:.2f}")
-    if "iw_nll" in r:
-        s += f" | IW-NLL {r['iw_nll']:.2f} | IW-PPL {r['iw_ppl']:.2f}"
-    return s
-
-
 def train(cfg, corpus, model, opt, state, device, log: data.CsvLog) -> int:
     """Train from state["step"] to the end (epochs or max_steps); validate after every epoch and keep
     the checkpoint with the best validation IW-NLL in best.pt. Returns the last step."""
@@ -455,8 +440,8 @@ def train(cfg, corpus, model, opt, state, device, log: data.CsvLog) -> int:
                 if end_of_epoch:                                   # validation; selection on IW-NLL
                     row, _, _ = evaluate(model, corpus.examples["valid"], cfg, device, cfg.val_iw_samples)
                     row = {"step": step, "epoch": step / steps_per_epoch, "split": "valid", "beta": beta, **row}
-                    print(format_eval(f"valid @ step {step}", row), flush=True)
-                    warn_collapse(row, cfg.latent)
+                    print(metrics.format_row(f"valid @ step {step}", row), flush=True)
+                    metrics.warn_collapse(row, cfg.latent)
                     log.write(row)
                     score = row.get("iw_nll", row["nelbo"])
                     if best is None or score < best:
@@ -545,8 +530,8 @@ def main(argv=None) -> dict:
     step = state["step"]
     result = {"split": "test", "step": step, "selected_step": state.get("selected_step", step), **result,
               "train_time_s": round(train_time, 1), "device": data.describe_device(device)}
-    print(format_eval("test", result))
-    warn_collapse(result, cfg.latent)
+    print(metrics.format_row("test", result))
+    metrics.warn_collapse(result, cfg.latent)
     if cfg.fwd_rev_ppl:
         result.update(forward_reverse(model, corpus, cfg, device, os.path.join(cfg.out_dir, "fwd_rev_samples.txt")))
         print(f"forward PPL {result['fwd_ppl']:.1f} | reverse PPL {result['rev_ppl']:.1f} (train, as the "

@@ -308,3 +308,12 @@ def test_defensive_proposal_density_and_sampling():
     # a plain Gaussian is sampled the same way
     plain = metrics.sample_proposal(fitted, 50_000, torch.Generator().manual_seed(2))
     torch.testing.assert_close(torch.cov(plain[:, 1].T), fitted.covariance_matrix[1], atol=0.03, rtol=0)
+
+
+def test_collapse_warning_is_loud(capsys):
+    row = {"rec": 80.0, "kl": 0.02, "mi": 0.0, "au": 0, "nelbo": 80.02, "ppl": 100.0}
+    assert metrics.warn_collapse(row, 32) is True
+    assert "POSTERIOR COLLAPSE" in capsys.readouterr().out
+    assert metrics.warn_collapse({**row, "kl": 5.0, "au": 12}, 32) is False
+    assert capsys.readouterr().out == ""
+    assert metrics.format_row("test", {**row, "iw_nll": 79.5, "iw_ppl": 95.0}).endswith("IW-PPL 95.00")
