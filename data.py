@@ -56,6 +56,7 @@ import csv
 import json
 import os
 import random
+import re
 import signal
 import sys
 from collections import Counter
@@ -152,6 +153,7 @@ class CorpusSpec:
     too_long: str                  # "drop" the sentence or "cut" it to max_len
     source: str                    # where a user gets the files
     unk_aliases: tuple = ()        # spellings of the unknown word in the files, read as <unk>
+    extra_files: tuple = ()        # files needed besides the splits' (e.g. human references)
 
 
 CORPORA = {
@@ -218,14 +220,16 @@ def custom_spec(folder: str) -> CorpusSpec:
                       source="your own corpus: one sentence per line, tokens separated by spaces")
 
 
-def resolve_corpus(data: str, data_dir: str, splits: Iterable[str] = SPLITS) -> tuple[CorpusSpec, dict]:
-    """Find the files of corpus `data` for `splits`. Returns (spec, {split: [absolute paths]}).
+def resolve_corpus(data, data_dir: str, splits: Iterable[str] = SPLITS) -> tuple[CorpusSpec, dict]:
+    """Find the files of corpus `data` for `splits`. Returns (spec, {split: [paths], "extra": [paths]}).
 
-    `data` is a corpus name (CORPORA) or the path of a folder of your own. Named corpora are looked for
-    in `data_dir`, then in $IVAE_DATA_DIR; the first root holding all the needed files wins."""
+    `data` is a corpus name (CORPORA), a CorpusSpec (e.g. YELP_STYLE_NO_TRAIN) or the path of a folder of
+    your own. Named corpora are looked for in `data_dir`, then in $IVAE_DATA_DIR; the first root holding
+    all the needed files wins."""
     splits = tuple(splits)
-    if data in CORPORA:
-        spec = CORPORA[data]
+    named = isinstance(data, CorpusSpec) or data in CORPORA
+    if named:
+        spec = data if isinstance(data, CorpusSpec) else CORPORA[data]
         roots = [(data_dir, "--data_dir")]
         if os.environ.get("IVAE_DATA_DIR"):
             roots.append((os.environ["IVAE_DATA_DIR"], "$IVAE_DATA_DIR"))
@@ -236,12 +240,14 @@ def resolve_corpus(data: str, data_dir: str, splits: Iterable[str] = SPLITS) -> 
         raise DataError(f"unknown corpus '{data}': give one of {', '.join(CORPORA)}, or the path of a folder "
                         "holding train.txt, valid.txt and test.txt (one sentence per line)")
 
-    needed = [rel for split in splits for rel in spec.files[split]]
+    needed = [rel for split in splits for rel in spec.files[split]] + list(spec.extra_files)
     searched = []
     for root, how in roots:
         missing = [rel for rel in needed if not os.path.isfile(os.path.join(root, rel))]
         if not missing:
-            return spec, {s: [os.path.join(root, rel) for rel in spec.files[s]] for s in splits}
+            paths = {s: [os.path.join(root, rel) for rel in spec.files[s]] for s in splits}
+            paths["extra"] = [os.path.join(root, rel) for rel in spec.extra_files]
+            return spec, paths
         searched.append((root, how, missing))
 
     # Nothing complete: one message naming every missing file, where it was looked for and the source.
@@ -250,7 +256,7 @@ def resolve_corpus(data: str, data_dir: str, splits: Iterable[str] = SPLITS) -> 
         found = [rel for rel in needed if rel not in missing]
         lines.append(f"  in {os.path.abspath(root)} ({how}): missing {', '.join(missing)}"
                      + (f"; present {', '.join(found)}" if found else ""))
-    if data in CORPORA:
+    if named:
         partial = [(root, missing) for root, _, missing in searched if len(missing) < len(needed)]
         if partial:  # some files are there already: the missing ones go beside them
             root, missing = partial[0]
@@ -277,7 +283,8 @@ class LineReport(Counter):
     def summary(self) -> str:
         words = {"empty": "empty lines skipped", "not_utf8": "lines with non-UTF-8 bytes skipped",
                  "crlf": "CRLF line endings read as LF", "too_long_dropped": "over-long sentences dropped",
-                 "too_long_cut": "over-long utterances cut", "malformed": "malformed lines skipped"}
+                 "too_long_cut": "over-long utterances cut", "malformed": "malformed lines skipped",
+                 "excluded": "sentences excluded (held out elsewhere)"}
         return ", ".join(f"{n:,} {words.get(k, k)}" for k, n in sorted(self.items()) if n)
 
 
@@ -412,6 +419,8 @@ class Corpus:
     raw_counts: dict = field(default_factory=dict)       # split -> number of sentences/dialogs read
     reports: dict = field(default_factory=dict)          # split -> LineReport
     paths: dict = field(default_factory=dict)            # split -> the files read
+    texts: dict = field(default_factory=dict)            # split -> the examples' words (keep_text=True)
+    references: dict = field(default_factory=dict)       # split -> human references, one per example
 
 
 def dialog_examples(dialogs, vocab: Vocab, max_context: int) -> list[DialogExample]:
@@ -431,19 +440,26 @@ def dialog_examples(dialogs, vocab: Vocab, max_context: int) -> list[DialogExamp
 
 def load_corpus(data: str, data_dir: str = "data", splits: Iterable[str] = SPLITS,
                 vocab: Optional[Vocab] = None, vocab_size: Optional[int] = None,
-                max_context: int = 10, verbose: bool = True) -> Corpus:
+                max_context: int = 10, verbose: bool = True, keep_text: bool = False,
+                exclude: Optional[dict] = None) -> Corpus:
     """Read corpus `data` (a name in CORPORA or a folder of your own) and encode it.
 
     The vocabulary is built from the training split with the corpus's settings, unless `vocab` is given
     (e.g. restored from a checkpoint), in which case the training split is needed only if asked for.
     `vocab_size` overrides the corpus's default. Bad lines are reported once per split on stderr.
-    Raises DataError when a file is missing."""
+    keep_text keeps each LM/style example's words in corpus.texts; exclude maps a split to a set of
+    sentences (words joined by spaces) to leave out of it. Raises DataError when a file is missing."""
     splits = tuple(splits)
     if vocab is None and "train" not in splits:
         splits = ("train",) + splits  # the vocabulary comes from the training split and nowhere else
     spec, paths = resolve_corpus(data, data_dir, splits)
     reports = {s: LineReport() for s in splits}
     raw = {s: READERS[spec.fmt](paths[s], spec, reports[s]) for s in splits}
+    for s, sentences in (exclude or {}).items():
+        if s in raw and spec.kind != "dialog":
+            kept = [r for r in raw[s] if " ".join(r[0] if spec.kind == "style" else r) not in sentences]
+            reports[s]["excluded"] += len(raw[s]) - len(kept)
+            raw[s] = kept
     for s in splits:
         if not raw[s]:
             raise DataError(f"corpus '{spec.name}': split '{s}' ({', '.join(paths[s])}) holds no usable line")
@@ -467,7 +483,57 @@ def load_corpus(data: str, data_dir: str = "data", splits: Iterable[str] = SPLIT
             examples[s] = [StyleExample(vocab.encode(words), label) for words, label in raw[s]]
         else:
             examples[s] = dialog_examples(raw[s], vocab, max_context)
-    return Corpus(spec, vocab, examples, {s: len(raw[s]) for s in splits}, reports, paths)
+    texts = {s: [r[0] if spec.kind == "style" else r for r in raw[s]] for s in splits} \
+        if keep_text and spec.kind != "dialog" else {}
+    return Corpus(spec, vocab, examples, {s: len(raw[s]) for s in splits}, reports, paths, texts)
+
+
+# The opt-in style split for the copies here, which lack Shen et al.'s training files:
+#     train = Shen's test files, valid = Shen's dev files minus Li et al.'s 1,000 test sentences,
+#     test = Li et al. (2018)'s 500 + 500 test sentences, each with a human rewrite of the other sentiment.
+YELP_STYLE_NO_TRAIN = CorpusSpec(
+    "yelp_style/no_train", "style", "style",
+    {"train": ("yelp_style/sentiment.test.0", "yelp_style/sentiment.test.1"),
+     "valid": ("yelp_style/sentiment.dev.0", "yelp_style/sentiment.dev.1"),
+     "test": ("yelp_style/li2018_references/sentiment.test.0", "yelp_style/li2018_references/sentiment.test.1")},
+    vocab_size=30000, max_len=25, too_long="drop",
+    source="Shen et al. 2017: github.com/shentianxiao/language-style-transfer data/yelp/; Li et al. 2018: "
+           "github.com/lijuncen/Sentiment-and-Style-Transfer data/yelp/ (sentiment.test.*, reference.*)",
+    extra_files=("yelp_style/li2018_references/reference.0", "yelp_style/li2018_references/reference.1"))
+STYLE_SPLITS = ("standard", "no_train")
+
+
+def reference_words(text: str) -> list[str]:
+    """Li et al.'s human rewrites are untokenised and cased; Shen's data are lower-cased and tokenised
+    ("it 's", "did n't", "_num_"). An approximation of that tokenisation, for BLEU against the rewrites."""
+    text = re.sub(r"\d+(\.\d+)?", "_num_", text.lower())
+    text = re.sub(r"n't\b", " n't", text)
+    text = re.sub(r"'(s|re|ve|ll|d|m)\b", r" '\1", text)
+    return re.findall(r"_num_|n't|'[a-z]+|[a-z0-9]+|[^\sa-z0-9]", text)
+
+
+def load_style_corpus(data_dir: str, split: str = "standard", splits: Iterable[str] = SPLITS,
+                      vocab: Optional[Vocab] = None, verbose: bool = True) -> Corpus:
+    """Shen et al.'s Yelp sentiment data with the standard split (`yelp_style`), or the opt-in split
+    YELP_STYLE_NO_TRAIN for copies without Shen's training files. corpus.texts holds every example's words;
+    with no_train, corpus.references["test"][i] is the human rewrite of test sentence i (Li et al.)."""
+    if split not in STYLE_SPLITS:
+        raise DataError(f"unknown style split '{split}': choose one of {', '.join(STYLE_SPLITS)}")
+    if split == "standard":
+        return load_corpus("yelp_style", data_dir, splits, vocab=vocab, verbose=verbose, keep_text=True)
+    _, paths = resolve_corpus(YELP_STYLE_NO_TRAIN, data_dir, SPLITS)
+    li_test = read_style(paths["test"], YELP_STYLE_NO_TRAIN, LineReport())
+    corpus = load_corpus(YELP_STYLE_NO_TRAIN, data_dir, splits, vocab=vocab, verbose=verbose, keep_text=True,
+                         exclude={"valid": {" ".join(words) for words, _ in li_test}})
+    rewrites = {}
+    for path in paths["extra"]:
+        for line in read_lines(path, LineReport()):
+            if "\t" in line:
+                source, rewrite = line.split("\t", 1)
+                rewrites[" ".join(source.split())] = reference_words(rewrite)
+    if "test" in corpus.texts:
+        corpus.references["test"] = [rewrites.get(" ".join(words)) for words in corpus.texts["test"]]
+    return corpus
 
 
 # ----------------------------------------------------------------------------------------------------
