@@ -57,6 +57,9 @@ def test_text_scores_on_hand_examples():
     assert out["bleu"] == pytest.approx(100 * bleu)
     assert out["bleu_ref"] == pytest.approx(100 * metrics.sentence_bleu(refs[0], transfers[0]))
     assert out["rppl"] == pytest.approx(metrics.NGramLM(5).fit(transfers).perplexity(sources))
+    vocab = ("the", "food", "was", "bad", "good", "staff", "rude", "friendly", "great")
+    with_vocab = st.text_scores(sources, transfers, [1, 1], [1, 0], refs, vocab)["rppl_vocab"]
+    assert with_vocab == pytest.approx(metrics.NGramLM(5).fit([[w] for w in vocab] + transfers).perplexity(sources))
 
 
 def test_no_train_split_files(tmp_path):
