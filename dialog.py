@@ -1,0 +1,455 @@
+r"""Dialog response generation with iVAE_MI-style implicit latents (Fang et al., EMNLP 2019, §5.3, Table 8).
+
+Fang, Li, Gao, Dong, Chen. "Implicit Deep Latent Variable Models for Text Generation". EMNLP 2019.
+arXiv:1908.11527. Authors' code: github.com/fangleai/Implicit-LVM, dialog_dailydial/ and
+dialog_switchboard/, built on DialogWAE (Gu et al., ICLR 2019), whose sizes and schedule it keeps.
+
+A response x answers a context c (its previous <= 10 utterances). Both the posterior q(z | x, c) and the
+prior p(z | c) are implicit: an MLP gives a Gaussian sample e, and a generator MLP maps it to z (200-d),
+so neither has a density. Their KL is estimated through its Fenchel dual with a critic nu(z, c)
+(§5.3 "Model Extension"); the decoder GRU starts from cat(z, c). At test time z comes from the prior.
+
+Paper section -> code section
+    §5.3 utterance / context encoders, posterior, prior, decoder   -> "Model"
+    §5.3 dual KL(q(z|x,c) || p(z|c)) with nu(z, c) (Eq. 7-9 form)  -> train_step
+    Table 8 BLEU-R/P/F1, BOW-A/E/G, intra/inter-dist-1/2          -> "Evaluation" (metrics.py)
+
+Run
+    python dialog.py --data dailydialog --embeddings ../shared/data/glove/glove.6B.50d.dialog.txt
+    python dialog.py --data switchboard --cuda                       # needs switchboard's train.jsonl
+    python dialog.py --data dailydialog --max_steps 300 --eval_limit 100 --cpu      # a smoke run
+
+Shapes: B examples, C context utterances, U tokens per utterance, T response tokens, E embedding,
+H utterance-encoder hidden (each way), Hc context hidden, Z latent, K responses sampled per context.
+
+Training, one iteration (the authors' three steps):
+    1. nu_steps critic updates maximising E_q nu(z, c) - E_p exp(nu(z', c)) + 1 (z ~ q(z|x,c), z' ~ p(z|c))
+    2. autoencoder: minimise -log p(x | z, c), z ~ q(z|x,c) (SGD, lr 1, clip 1, StepLR x0.6 / 10 epochs);
+       sum over tokens, mean over examples
+    3. posterior and prior: minimise beta * the dual KL estimate (RMSprop 5e-5); the prior's samples
+       enter through -E_p exp(nu), the posterior's through E_q nu.
+    beta rises from 0.1 to 1 over 10 epochs on Switchboard; DailyDialog uses beta = 1 (the authors).
+
+Evaluation (Table 8), per test context: K = 10 responses decoded greedily from 10 prior samples.
+    BLEU-R / BLEU-P / BLEU-F1: max / mean over the K of nltk sentence BLEU (method7) with the reference,
+        averaged over contexts; F1 of the averages. n = 3 as the authors' code (`bleu_*`), and n = 4 as the
+        paper's text says (`bleu4_*`).
+    BOW-A / E / G: embedding average / extrema / greedy similarity (Liu et al. 2016), max over the K,
+        averaged; needs --embeddings. With the GloVe 6B 50-d file here (the paper used Twitter 200-d) these
+        compare between our runs only.
+    intra-dist-1/2 (distinct n-grams within each response, averaged) and inter-dist-1/2 (across the K
+        responses of a context), averaged over contexts.
+
+Deviations from the authors' code (and why)
+    * The critic has no BatchNorm (it couples the samples of a batch) and its estimate is the real dual,
+      mean exp(nu) (metrics.dual_kl).
+    * Rec sums the token NLLs of a response (the house convention, like the LM scripts) instead of
+      averaging them; the gradient clip (1) bounds the SGD step either way.
+    * No model selection: the model after the last step is evaluated (validation loss is logged).
+    * BOW metrics are computed over real words only (metrics.bow_similarity explains DialogWAE's padding
+      quirks); contexts hold up to 10 previous utterances (the authors' window holds 9).
+"""
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import data
+import metrics
+from data import option
+
+
+@dataclass
+class Config:
+    # the command-line contract shared by every script
+    data: str = option("dailydialog", "corpus", choices=["dailydialog", "switchboard"])
+    data_dir: str = option("data", "where corpora are looked for first (then $IVAE_DATA_DIR)")
+    out_dir: str = option("runs/dialog", "where config.json, log.csv, metrics.json, checkpoints, responses go")
+    seed: int = option(0, "seed of every random generator")
+    cuda: bool = option(False, "insist on a CUDA GPU (an error if there is none)")
+    cpu: bool = option(False, "run on the CPU even if a GPU is present")
+    epochs: int = option(100, "training epochs (DialogWAE: 100)")
+    max_steps: int = option(0, "stop after this many training steps in all (0: no cap; for smoke runs)")
+    resume: bool = option(False, "continue from out_dir/checkpoint.pt")
+    eval_only: bool = option(False, "no training: evaluate out_dir/checkpoint.pt on test")
+    embeddings: str = option("", "GloVe-format word vectors to initialise the embeddings and for BOW metrics")
+    samples_per_context: int = option(10, "responses sampled per test context (Table 8: 10)")
+    # model (DialogWAE's sizes)
+    emb_dim: int = option(200, "embedding size when no --embeddings file is given")
+    utt_hidden: int = option(300, "utterance encoder: bidirectional GRU units each way")
+    ctx_hidden: int = option(300, "context encoder GRU units")
+    latent: int = option(200, "latent z")
+    mlp_width: int = option(200, "width of the posterior, prior, generator and critic MLPs")
+    dropout: float = option(0.5, "dropout on the utterance encoder's input embeddings")
+    max_context: int = option(10, "previous utterances in a context window")
+    # training (the authors' schedule)
+    batch_size: int = option(32, "examples per batch")
+    ae_lr: float = option(1.0, "SGD learning rate of the autoencoder step")
+    ae_decay: float = option(0.6, "StepLR factor of the autoencoder's learning rate")
+    ae_decay_epochs: int = option(10, "StepLR period in epochs")
+    clip: float = option(1.0, "gradient-norm clip of the autoencoder step")
+    gen_lr: float = option(5e-5, "RMSprop learning rate of the posterior / prior step")
+    nu_lr: float = option(1e-5, "RMSprop learning rate of the critic")
+    nu_steps: int = option(5, "critic updates per iteration")
+    beta: str = option("auto", "KL weight: auto (1 for DailyDialog; 0.1 -> 1 over 10 epochs for Switchboard), "
+                              "or a number")
+    # evaluation
+    eval_limit: int = option(0, "evaluate on the first N test contexts only (0: all)")
+    bleu_n: int = option(3, "BLEU n-gram order of bleu_r/p/f1 (authors' code: 3); bleu4_* always uses 4")
+    max_decode_len: int = option(40, "longest response, in tokens")
+    responses_shown: int = option(50, "contexts written to responses.txt")
+    log_every: int = option(100, "training steps between progress lines")
+    save_every: int = option(1000, "training steps between checkpoints (also at every epoch's end)")
+
+
+RUN_CONTROL = {"data_dir", "out_dir", "cuda", "cpu", "epochs", "max_steps", "resume", "eval_only",
+               "samples_per_context", "eval_limit", "bleu_n", "max_decode_len", "responses_shown", "log_every",
+               "save_every"}
+
+
+# ----------------------------------------------------------------------------------------------------
+# PAPER §5.3: the model
+# ----------------------------------------------------------------------------------------------------
+
+def mlp(sizes: list) -> nn.Sequential:
+    mods = []
+    for i in range(len(sizes) - 1):
+        mods.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            mods.append(nn.Tanh())
+    return nn.Sequential(*mods)
+
+
+class GaussianThenGenerator(nn.Module):
+    """An implicit distribution: an MLP gives (mu, logvar), e = mu + sigma * eps, then z = generator(e).
+    Used for both q(z | x, c) (input cat(x, c)) and p(z | c) (input c)."""
+
+    def __init__(self, inp: int, width: int, latent: int):
+        super().__init__()
+        self.gauss = mlp([inp, width, 2 * latent])
+        self.generator = mlp([latent, width, width, latent])
+
+    def forward(self, inp: torch.Tensor, generator=None) -> torch.Tensor:
+        mu, logvar = self.gauss(inp).chunk(2, -1)
+        eps = torch.randn(mu.shape, device=mu.device, generator=generator)
+        return self.generator(mu + (0.5 * logvar).exp() * eps)
+
+
+class DialogModel(nn.Module):
+    def __init__(self, vocab_size: int, emb_dim: int, cfg: Config):
+        super().__init__()
+        self.emb = nn.Embedding(vocab_size, emb_dim, padding_idx=data.PAD_ID)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.utt_rnn = nn.GRU(emb_dim, cfg.utt_hidden, batch_first=True, bidirectional=True)
+        self.ctx_rnn = nn.GRU(2 * cfg.utt_hidden + 2, cfg.ctx_hidden, batch_first=True)   # + 2: who spoke
+        self.posterior = GaussianThenGenerator(2 * cfg.utt_hidden + cfg.ctx_hidden, cfg.mlp_width, cfg.latent)
+        self.prior = GaussianThenGenerator(cfg.ctx_hidden, cfg.mlp_width, cfg.latent)
+        self.nu = mlp([cfg.latent + cfg.ctx_hidden, cfg.mlp_width, cfg.mlp_width, 1])      # critic nu(z, c)
+        self.dec_rnn = nn.GRU(emb_dim, cfg.latent + cfg.ctx_hidden, batch_first=True)      # h0 = cat(z, c)
+        self.out = nn.Linear(cfg.latent + cfg.ctx_hidden, vocab_size)
+
+    def encode_utterances(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """BiGRU over each utterance; cat(last forward state, last backward state). (N, U) -> (N, 2H)."""
+        packed = nn.utils.rnn.pack_padded_sequence(self.drop(self.emb(tokens)), lengths.clamp(min=1).cpu(),
+                                                   batch_first=True, enforce_sorted=False)
+        _, h = self.utt_rnn(packed)                                      # (2, N, H)
+        return torch.cat([h[0], h[1]], -1)
+
+    def encode_context(self, batch: data.Batch) -> torch.Tensor:
+        r"""c: a GRU over the context's utterance vectors, each with a one-hot of who said it.
+
+            context (B, C, U) --utterance BiGRU--> (B, C, 2H) --cat speaker one-hot--> (B, C, 2H+2)
+                               --context GRU over the C_b real utterances--> c (B, Hc)
+        """
+        B, C, U = batch.context.shape
+        utt = self.encode_utterances(batch.context.view(B * C, U), batch.utt_lengths.view(B * C)).view(B, C, -1)
+        inp = torch.cat([utt, F.one_hot(batch.speakers, 2).float()], -1)
+        packed = nn.utils.rnn.pack_padded_sequence(inp, batch.context_lengths.cpu(), batch_first=True,
+                                                   enforce_sorted=False)
+        _, h = self.ctx_rnn(packed)
+        return h[-1]                                                     # (B, Hc)
+
+    def critic(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.nu(torch.cat([z, c], -1)).squeeze(-1)
+
+    def decode_logits(self, x_in: torch.Tensor, z: torch.Tensor, c: torch.Tensor, state=None):
+        h0 = torch.cat([z, c], -1).unsqueeze(0) if state is None else state
+        out, state = self.dec_rnn(self.emb(x_in), h0)
+        return self.out(out), state                                      # (B, T, V)
+
+    def nll(self, x: torch.Tensor, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """-log p(x | z, c) per response, summed over tokens. -> (B,)"""
+        logits, _ = self.decode_logits(x[:, :-1], z, c)
+        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1),
+                              ignore_index=data.PAD_ID, reduction="none")
+        return nll.view(x.shape[0], -1).sum(1)
+
+
+def make_optimizers(model: DialogModel, cfg: Config) -> dict:
+    ae = [p for n, p in model.named_parameters() if not n.startswith(("prior.", "nu."))]
+    gen = list(model.posterior.parameters()) + list(model.prior.parameters())
+    return {"ae": torch.optim.SGD(ae, lr=cfg.ae_lr), "gen": torch.optim.RMSprop(gen, lr=cfg.gen_lr),
+            "nu": torch.optim.RMSprop(model.nu.parameters(), lr=cfg.nu_lr)}
+
+
+def beta_at(step: int, steps_per_epoch: int, cfg: Config, corpus: str) -> float:
+    if cfg.beta != "auto":
+        return float(cfg.beta)
+    if corpus == "dailydialog":
+        return 1.0
+    return min(1.0, 0.1 + 0.9 * step / (10 * steps_per_epoch))         # Switchboard: 0.1 -> 1 over 10 epochs
+
+
+# ----------------------------------------------------------------------------------------------------
+# PAPER §5.3: one training iteration
+# ----------------------------------------------------------------------------------------------------
+
+def train_step(model: DialogModel, opts: dict, batch: data.Batch, beta: float, cfg: Config) -> dict:
+    c = model.encode_context(batch)                                      # (B, Hc)
+    x = model.encode_utterances(batch.tokens, batch.lengths)             # (B, 2H)
+    # 1. The critic: KL(q(z|x,c) || p(z|c)) = max_nu E_q nu(z, c) - E_p exp(nu(z', c)) + 1.
+    with torch.no_grad():
+        cd = c.detach()
+        zq = model.posterior(torch.cat([x, c], -1))
+    for _ in range(cfg.nu_steps):
+        with torch.no_grad():
+            zp = model.prior(cd)                                         # fresh prior samples each update
+        kl = metrics.dual_kl(model.critic(zq, cd), model.critic(zp, cd))
+        opts["nu"].zero_grad(set_to_none=True)
+        (-kl).backward()
+        opts["nu"].step()
+    # 2. The autoencoder: reconstruct the response from a posterior sample.
+    z = model.posterior(torch.cat([x, c], -1))
+    rec = model.nll(batch.tokens, z, c).mean()                           # sum over tokens, mean over B
+    opts["ae"].zero_grad(set_to_none=True)
+    rec.backward()
+    nn.utils.clip_grad_norm_([p for g in opts["ae"].param_groups for p in g["params"]], cfg.clip)
+    opts["ae"].step()
+    # 3. Posterior and prior close the gap the critic measures (context features held fixed).
+    with torch.no_grad():
+        c2 = model.encode_context(batch)
+        x2 = model.encode_utterances(batch.tokens, batch.lengths)
+    kl_gen = metrics.dual_kl(model.critic(model.posterior(torch.cat([x2, c2], -1)), c2),
+                             model.critic(model.prior(c2), c2))
+    opts["gen"].zero_grad(set_to_none=True)
+    (beta * kl_gen).backward()
+    opts["gen"].step()
+    return {"rec": rec.detach(), "kl": kl.detach()}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Table 8: evaluation
+# ----------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def greedy(model: DialogModel, z: torch.Tensor, c: torch.Tensor, max_len: int) -> list:
+    N = z.shape[0]
+    token = torch.full((N, 1), data.BOS_ID, dtype=torch.long, device=z.device)
+    state, out = None, []
+    for _ in range(max_len):
+        logits, state = model.decode_logits(token, z, c, state)
+        token = logits[:, -1].argmax(-1, keepdim=True)
+        out.append(token)
+        if bool((torch.cat(out, 1) == data.EOS_ID).any(1).all()):
+            break
+    return torch.cat(out, 1).tolist()
+
+
+def response_scores(hyps_per_context: list, references: list, vectors: dict, bleu_n: int) -> dict:
+    """Table 8's columns from words (metrics.py does the arithmetic)."""
+    out = metrics.bleu_recall_precision(hyps_per_context, references, n=bleu_n)
+    out.update({f"bleu4_{k[5:]}": v for k, v in metrics.bleu_recall_precision(hyps_per_context, references, n=4).items()})
+    if vectors:
+        out.update(metrics.bow_metrics(hyps_per_context, references, vectors))
+    for n in (1, 2):
+        out[f"intra_dist{n}"] = sum(metrics.distinct_intra(h, n) for h in hyps_per_context) / len(references)
+        out[f"inter_dist{n}"] = sum(metrics.distinct_inter(h, n) for h in hyps_per_context) / len(references)
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: DialogModel, corpus: data.Corpus, split: str, cfg: Config, device, vectors: dict,
+             sample: bool = True) -> tuple:
+    """Reconstruction NLL per response (posterior z) and, with `sample`, Table 8 from K prior samples."""
+    model.eval()
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 12345)
+    examples = corpus.examples[split][:cfg.eval_limit or None]
+    K = cfg.samples_per_context
+    nll, words, hyps, refs, contexts = 0.0, 0, [], [], []
+    for idx in data.batch_plan([len(e.response) for e in examples], cfg.batch_size, 0, 0, shuffle=False):
+        batch = data.collate([examples[i] for i in idx]).to(device)
+        c = model.encode_context(batch)
+        x = model.encode_utterances(batch.tokens, batch.lengths)
+        nll += float(model.nll(batch.tokens, model.posterior(torch.cat([x, c], -1), gen), c).sum())
+        words += int((batch.lengths - 1).sum())
+        if sample:
+            cK = c.repeat_interleave(K, 0)                               # (B*K, Hc)
+            ids = greedy(model, model.prior(cK, gen), cK, cfg.max_decode_len)
+            for j, i in enumerate(idx):
+                hyps.append([corpus.vocab.decode(s) for s in ids[j * K:(j + 1) * K]])
+                refs.append(corpus.vocab.decode(examples[i].response))
+                contexts.append([corpus.vocab.decode(u) for u in examples[i].context])
+    result = {"n_contexts": len(examples), "rec": nll / len(examples), "ppl": metrics.perplexity(nll, words)}
+    if sample:
+        result.update(response_scores(hyps, refs, vectors, cfg.bleu_n))
+    model.train()
+    return result, (contexts, refs, hyps)
+
+
+def write_responses(path: str, contexts, refs, hyps, n: int, split_name: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(f"# {split_name}: context (oldest first), reference, then the sampled responses\n")
+        for ctx, ref, hs in list(zip(contexts, refs, hyps))[:n]:
+            f.write("".join(f"context> {' '.join(u)}\n" for u in ctx))
+            f.write(f"reference> {' '.join(ref)}\n")
+            f.write("".join(f"sample {k}> {' '.join(h)}\n" for k, h in enumerate(hs)) + "\n")
+
+
+# ----------------------------------------------------------------------------------------------------
+# PLUMBING: embeddings, training loop, checkpoints, main()
+# ----------------------------------------------------------------------------------------------------
+
+def checkpoint_state(cfg, vocab, model, opts, sched, step_, emb_dim) -> dict:
+    return {"config": asdict(cfg), "vocab": vocab.state_dict(), "model": model.state_dict(),
+            "opts": {k: o.state_dict() for k, o in opts.items()}, "sched": sched.state_dict(), "step": step_,
+            "best": None, "emb_dim": emb_dim, "rng": data.rng_state()}
+
+
+def train(cfg, corpus, model, opts, sched, start, emb_dim, device, log) -> int:
+    batcher = data.Batcher(corpus.examples["train"], cfg.batch_size, seed=cfg.seed, equal_length=False)
+    steps_per_epoch = len(batcher)
+    total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    step_ = start
+    ckpt_path = os.path.join(cfg.out_dir, "checkpoint.pt")
+    print(f"training: {steps_per_epoch} batches per epoch, steps {step_} -> {total}", flush=True)
+    acc, n_acc, t0 = {}, 0, time.time()
+    with data.GracefulInterrupt() as stop:
+        while step_ < total and not stop.requested:
+            for batch in batcher.epoch(step_ // steps_per_epoch, start=step_ % steps_per_epoch):
+                beta = beta_at(step_, steps_per_epoch, cfg, corpus.spec.name)
+                out = train_step(model, opts, batch.to(device), beta, cfg)
+                step_ += 1
+                for k, v in out.items():
+                    acc[k] = acc.get(k, 0) + v
+                n_acc += 1
+                end_of_epoch = step_ % steps_per_epoch == 0
+                if end_of_epoch:
+                    sched.step()                                         # StepLR counts epochs
+                saving = end_of_epoch or step_ % cfg.save_every == 0 or step_ >= total or stop.requested
+                if step_ % cfg.log_every == 0 or saving:
+                    means = {k: float(v) / n_acc for k, v in acc.items()}
+                    data.check_finite(means, step_, ckpt_path, "Lower --ae_lr, --gen_lr or --nu_lr.")
+                if step_ % cfg.log_every == 0 or step_ == total:
+                    dt = time.time() - t0
+                    print(f"step {step_:>6}/{total} | ep {step_ / steps_per_epoch:5.2f} | rec {means['rec']:6.2f} | "
+                          f"KL {means['kl']:6.2f} | beta {beta:.2f} | {n_acc / dt:5.1f} step/s | "
+                          f"ETA {(total - step_) * dt / n_acc / 60:5.1f} min", flush=True)
+                    acc, n_acc, t0 = {}, 0, time.time()
+                if end_of_epoch:
+                    row, _ = evaluate(model, corpus, "valid", cfg, device, {}, sample=False)
+                    row = {"step": step_, "epoch": step_ / steps_per_epoch, "split": "valid", "beta": beta, **row}
+                    print(f"valid @ step {step_}: rec {row['rec']:.2f} | PPL {row['ppl']:.2f}", flush=True)
+                    log.write(row)
+                if saving:
+                    data.save_checkpoint(checkpoint_state(cfg, corpus.vocab, model, opts, sched, step_, emb_dim),
+                                         ckpt_path)
+                if step_ >= total or stop.requested:
+                    break
+    if stop.requested:
+        raise SystemExit(f"interrupted at step {step_}: checkpoint saved to {ckpt_path}; continue with --resume")
+    return step_
+
+
+def main(argv=None) -> dict:
+    cfg, parser = data.parse_config(Config, "Dialog response generation with implicit latents (§5.3)", argv)
+    for name in ("epochs", "samples_per_context", "emb_dim", "utt_hidden", "ctx_hidden", "latent", "mlp_width",
+                 "max_context", "batch_size", "ae_decay_epochs", "bleu_n", "max_decode_len", "log_every",
+                 "save_every"):
+        if getattr(cfg, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    for name in ("max_steps", "eval_limit", "nu_steps", "ae_lr", "gen_lr", "nu_lr", "clip", "responses_shown"):
+        if getattr(cfg, name) < 0:
+            parser.error(f"--{name} must be >= 0, got {getattr(cfg, name)}")
+    if not 0 <= cfg.dropout < 1:
+        parser.error(f"--dropout must be in [0, 1), got {cfg.dropout}")
+    if cfg.beta != "auto":
+        try:
+            float(cfg.beta)
+        except ValueError:
+            parser.error(f"--beta takes 'auto' or a number, got {cfg.beta}")
+    if cfg.embeddings and not os.path.isfile(cfg.embeddings):
+        parser.error(f"--embeddings: no file {cfg.embeddings}")
+    if cfg.resume and cfg.eval_only:
+        parser.error("--resume and --eval_only exclude each other")
+    device = data.pick_device(cfg.cuda, cfg.cpu, parser)
+    ckpt = data.resume_checkpoint(cfg, parser, RUN_CONTROL, device)
+    data.set_seed(cfg.seed)
+    try:
+        vocab = data.Vocab.from_state_dict(ckpt["vocab"]) if ckpt else None
+        splits = ("test",) if cfg.eval_only else ("train", "valid", "test")
+        corpus = data.load_corpus(cfg.data, cfg.data_dir, splits, vocab=vocab, max_context=cfg.max_context)
+    except data.DataError as err:
+        parser.error(str(err))
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    print(f"device: {data.describe_device(device)}")
+    print(f"corpus {corpus.spec.name}: " + ", ".join(f"{s} {len(e):,}" for s, e in corpus.examples.items())
+          + f" responses, vocabulary {len(corpus.vocab):,}")
+    vectors = metrics.load_word_vectors(cfg.embeddings, corpus.vocab.itos) if cfg.embeddings else {}
+    emb_dim = ckpt["emb_dim"] if ckpt else (len(next(iter(vectors.values()))) if vectors else cfg.emb_dim)
+    model = DialogModel(len(corpus.vocab), emb_dim, cfg).to(device)
+    if vectors and not ckpt:                                             # GloVe where known, small random else
+        with torch.no_grad():
+            hits = [(i, w) for i, w in enumerate(corpus.vocab.itos) if w in vectors]
+            for i, w in hits:
+                model.emb.weight[i] = torch.tensor(vectors[w], dtype=torch.float32)
+        print(f"embeddings: {len(hits):,} of {len(corpus.vocab):,} words from {cfg.embeddings} ({emb_dim}-d)")
+    opts = make_optimizers(model, cfg)
+    sched = torch.optim.lr_scheduler.StepLR(opts["ae"], step_size=cfg.ae_decay_epochs, gamma=cfg.ae_decay)
+    start = 0
+    if ckpt:
+        model.load_state_dict(ckpt["model"])
+        start = ckpt["step"]
+        if not cfg.eval_only:
+            for k, o in opts.items():
+                o.load_state_dict(ckpt["opts"][k])
+            sched.load_state_dict(ckpt["sched"])
+            data.set_rng_state(ckpt["rng"])
+    data.write_json(os.path.join(cfg.out_dir, "config.json"), asdict(cfg))
+    log = data.CsvLog(os.path.join(cfg.out_dir, "log.csv"), resume_step=start if ckpt else None)
+    t_start = time.time()
+    if not cfg.eval_only:
+        try:
+            start = train(cfg, corpus, model, opts, sched, start, emb_dim, device, log)
+        except FloatingPointError as err:
+            raise SystemExit(f"stopped: {err}")
+    train_time = time.time() - t_start
+
+    result, (contexts, refs, hyps) = evaluate(model, corpus, "test", cfg, device, vectors)
+    result = {"split": "test", "corpus": corpus.spec.name, "step": start, **result,
+              "samples_per_context": cfg.samples_per_context, "bleu_n": cfg.bleu_n,
+              "embeddings": cfg.embeddings or None, "train_time_s": round(train_time, 1),
+              "device": data.describe_device(device)}
+    print(f"test: BLEU-R/P/F1 {result['bleu_r']:.3f} / {result['bleu_p']:.3f} / {result['bleu_f1']:.3f} (n = {cfg.bleu_n})"
+          f" | 4-gram {result['bleu4_r']:.3f} / {result['bleu4_p']:.3f} / {result['bleu4_f1']:.3f}"
+          + (f" | BOW-A/E/G {result['bow_a']:.3f} / {result['bow_e']:.3f} / {result['bow_g']:.3f}" if vectors else "")
+          + f" | intra-dist {result['intra_dist1']:.3f} / {result['intra_dist2']:.3f}"
+          f" | inter-dist {result['inter_dist1']:.3f} / {result['inter_dist2']:.3f} | rec PPL {result['ppl']:.2f}")
+    log.write({"epoch": "", **result})
+    data.write_json(os.path.join(cfg.out_dir, "metrics.json"), result)
+    write_responses(os.path.join(cfg.out_dir, "responses.txt"), contexts, refs, hyps, cfg.responses_shown,
+                    f"{corpus.spec.name} test, step {start}")
+    with open(os.path.join(cfg.out_dir, "samples.txt"), "w", encoding="utf-8") as f:
+        f.write("".join(f"{' '.join(ref)}\t=>\t{' '.join(hs[0])}\n" for ref, hs in list(zip(refs, hyps))[:20]))
+    rows = [r for r in log.rows() if r.get("split") == "valid"]
+    metrics.plot_curves(rows, ["rec", "ppl"], os.path.join(cfg.out_dir, "curves.png"))
+    print(f"wrote {cfg.out_dir}/: config.json log.csv metrics.json checkpoint.pt responses.txt samples.txt curves.png")
+    return result
+
+
+if __name__ == "__main__":
+    main()
