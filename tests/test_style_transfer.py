@@ -62,7 +62,8 @@ def test_text_scores_on_hand_examples():
     assert with_vocab == pytest.approx(metrics.NGramLM(5).fit([[w] for w in vocab] + transfers).perplexity(sources))
 
 
-def test_no_train_split_files(tmp_path):
+def test_no_train_split_files(tmp_path, monkeypatch):
+    monkeypatch.delenv("IVAE_DATA_DIR", raising=False)          # only the stand-in, never the real copy
     root = tmp_path / "yelp_style"
     (root / "li2018_references").mkdir(parents=True)
     for label in (0, 1):
@@ -99,7 +100,8 @@ def test_tiny_run_with_resume(style_dir, tmp_path):
         assert (tmp_path / "a" / name).exists()
 
 
-def test_bad_flags(style_dir, tmp_path, capsys):
+def test_bad_flags(style_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("IVAE_DATA_DIR", raising=False)
     with pytest.raises(SystemExit):
         st.main(["--data_dir", style_dir, "--out_dir", str(tmp_path), "--split", "weird"])
     assert "invalid choice" in capsys.readouterr().err
