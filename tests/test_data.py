@@ -335,3 +335,15 @@ def test_stats_without_training_split(tmp_path, capsys, no_env):
     out = capsys.readouterr().out
     assert "vocabulary: not built" in out and "\ntrain " not in out
     assert "test              2     2     4    3.00" in out
+
+
+def test_rng_state_round_trip_through_a_checkpoint(tmp_path):
+    import random as pyrandom
+
+    import numpy as np
+    data.set_seed(3)
+    data.save_checkpoint({"rng": data.rng_state()}, str(tmp_path / "c.pt"))
+    first = (pyrandom.random(), np.random.rand(), torch.rand(2).tolist())
+    data.set_rng_state(data.load_checkpoint(str(tmp_path / "c.pt"), "cpu")["rng"])
+    assert (pyrandom.random(), np.random.rand(), torch.rand(2).tolist()) == first
+    assert not (tmp_path / "c.pt.tmp").exists()                          # written through a temporary file
