@@ -9,7 +9,8 @@ Paper section -> code section
     (no paper section: run plumbing)          -> option/parse_config, set_seed, pick_device, checkpoints,
                                                  CsvLog: what every script needs around its model
     §5.1 language modelling (PTB/Yahoo/Yelp)   -> CORPORA['ptb'|'yahoo'|'yelp'], LM examples
-    §5.2 style transfer (Shen et al. Yelp)     -> CORPORA['yelp_style'], StyleExample
+    §5.2 style transfer (Shen et al. Yelp)     -> CORPORA['yelp_style'], StyleExample, load_style_corpus
+                                                 (and the opt-in split YELP_STYLE_NO_TRAIN)
     §5.3 dialog (DailyDialog, Switchboard)     -> CORPORA['dailydialog'|'switchboard'], DialogExample
 
 Use
