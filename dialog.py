@@ -46,6 +46,9 @@ Deviations from the authors' code (and why)
     * Rec sums the token NLLs of a response (the house convention, like the LM scripts) instead of
       averaging them; the gradient clip (1) bounds the SGD step either way.
     * No model selection: the model after the last step is evaluated (validation loss is logged).
+    * All MLPs (posterior, prior, generators, critic) use Tanh between layers and no BatchNorm (our choice
+      of activation; the authors' critic has BatchNorm, which couples a batch's samples); widths are
+      `--mlp_width` (200).
     * BOW metrics are computed over real words only (metrics.bow_similarity explains DialogWAE's padding
       quirks); contexts hold up to 10 previous utterances (the authors' window holds 9).
 """

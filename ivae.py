@@ -34,8 +34,8 @@ Honest numbers: which are bounds and which are estimates
       -ELBO = rec + KL_nu and its PPL are not upper bounds on -log p(x): a lagging critic makes them
       look better than they are. We report them as the paper does (`nelbo`, `ppl`), the same after
       refitting nu on the frozen model (`*_refit`), and
-    * `iw_nll` / `iw_ppl`: an importance-weighted bound on -log p(x) whose proposal is a Gaussian fitted
-      to each sentence's posterior samples. It needs no critic, holds for any proposal, and is the same
+    * `iw_nll` / `iw_ppl`: an importance-weighted bound on -log p(x) whose proposal is a mixture of two
+      Gaussians fitted to each sentence's posterior samples (metrics.defensive_proposal). It needs no critic, holds for any proposal, and is the same
       quantity vae.py reports, so it puts the two models on equal terms.
     * With `--encoder_layers 0` q(z|x) is exactly Gaussian, N(A h + c, W_eps W_eps^T), and its true KL
       is known in closed form: `kl_exact` (and `nelbo_exact`, `ppl_exact`) shows how far the dual
@@ -358,7 +358,9 @@ def evaluate(model: IVAE, critics: dict, examples: list, cfg: Config, device, iw
         PPL  = exp( sum_x (rec + KL) / #words ),  #words counting </s>
     """
     model.eval()
-    gen = torch.Generator(device=device).manual_seed(cfg.seed + 12345)   # evaluation's own randomness
+    # Evaluation's own randomness. The offsets added to cfg.seed here and below (12345, 54321, 999, 777,
+    # 4242) are arbitrary: they only give each use its own reproducible stream, apart from training's.
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 12345)
     examples = examples[:cfg.eval_limit] if cfg.eval_limit else examples
     S = cfg.eval_samples
     tot = {"rec": 0.0, "iw": 0.0, "n": 0, "words": 0, "kl_exact": 0.0}

@@ -360,7 +360,9 @@ def evaluate(model: IVAEMI, critics: dict, examples: list, cfg: Config, device, 
         PPL  = exp( sum_x (rec + KL) / #words ),  #words counting </s>
     """
     model.eval()
-    gen = torch.Generator(device=device).manual_seed(cfg.seed + 12345)   # evaluation's own randomness
+    # Evaluation's own randomness. The offsets added to cfg.seed here and below (12345, 54321, 999, 777,
+    # 4242) are arbitrary: they only give each use its own reproducible stream, apart from training's.
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 12345)
     examples = examples[:cfg.eval_limit] if cfg.eval_limit else examples
     S = cfg.eval_samples
     tot = {"rec": 0.0, "iw": 0.0, "n": 0, "words": 0, "kl_exact": 0.0}

@@ -14,6 +14,8 @@ Paper section -> code
                                                  distinct_intra, distinct_inter
     Table 5 forward / reverse PPL, style RPPL -> NGramLM (5-gram, interpolated modified Kneser-Ney),
                                                  forward_reverse_ppl
+    (reporting)                               -> format_row, warn_collapse, plot_curves,
+                                                 plot_active_units, plot_latent_pca
 
 Shapes: B examples, S samples per example, Z latent dimensions.
 Reductions are written out: KLs are summed over latent dimensions and returned per example; callers

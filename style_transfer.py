@@ -51,6 +51,9 @@ Deviations from the authors' code (and why)
     * No model selection: the model after the last step is evaluated (validation metrics are logged each
       epoch); the authors also report the final model.
     * The fastText classifier is a small PyTorch re-implementation trained here, not the fastText binary.
+    * Our choices where the issue and paper give no size: the encoder's noise is 32-d, G is a 2-layer
+      MLP (128 units, LeakyReLU 0.2), the critic has two hidden layers of 256, the classifier one of
+      128; training batches are padded length buckets (the LM scripts use equal-length batches).
 """
 import os
 import time
@@ -104,12 +107,14 @@ class Config:
     fasttext_dim: int = option(64, "fastText classifier: embedding size")
     fasttext_buckets: int = option(2 ** 18, "fastText classifier: hash buckets for bigrams")
     fasttext_epochs: int = option(3, "fastText classifier: training epochs")
+    fasttext_lr: float = option(5e-3, "fastText classifier: Adam learning rate (ours; fastText's own SGD "
+                                      "schedule does not carry over to Adam)")
     log_every: int = option(100, "training steps between progress lines")
     save_every: int = option(1000, "training steps between checkpoints (also at every epoch's end)")
 
 
 RUN_CONTROL = {"data_dir", "out_dir", "cuda", "cpu", "epochs", "max_steps", "resume", "eval_only", "eval_samples",
-               "eval_limit", "max_decode_len", "fasttext_dim", "fasttext_buckets", "fasttext_epochs", "log_every",
+               "eval_limit", "max_decode_len", "fasttext_dim", "fasttext_buckets", "fasttext_epochs", "fasttext_lr", "log_every",
                "save_every"}
 
 
@@ -276,7 +281,8 @@ def train_fasttext(sentences: list, labels: list, vocab_size: int, cfg: Config, 
     """Word ids without <s>/</s>; a few epochs of Adam, seeded, on the training split."""
     gen = torch.Generator().manual_seed(cfg.seed + 31)
     clf = FastText(vocab_size, cfg.fasttext_dim, cfg.fasttext_buckets).to(device)
-    opts = [torch.optim.SparseAdam(clf.bag.parameters(), lr=5e-3), torch.optim.Adam(clf.linear.parameters(), lr=5e-3)]
+    opts = [torch.optim.SparseAdam(clf.bag.parameters(), lr=cfg.fasttext_lr),
+            torch.optim.Adam(clf.linear.parameters(), lr=cfg.fasttext_lr)]
     y = torch.tensor(labels, device=device)
     for _ in range(cfg.fasttext_epochs):
         for idx in torch.randperm(len(sentences), generator=gen).split(256):

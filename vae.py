@@ -281,6 +281,8 @@ def evaluate(model: VAE, examples: list, cfg: Config, device, iw_samples: int, k
         IW   = mean_x iw_bound,  IW-PPL = exp(sum IW / #words)
     """
     model.eval()
+    # Evaluation's own randomness; the offsets added to cfg.seed here and below (12345, 777, 4242) are
+    # arbitrary and only give each use its own reproducible stream, apart from training's.
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 12345)
     examples = examples[:cfg.eval_limit] if cfg.eval_limit else examples
     tot = {"rec": 0.0, "kl": 0.0, "iw": 0.0, "n": 0, "words": 0}
