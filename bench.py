@@ -42,6 +42,7 @@ class Config:
     seed: int = option(0, "seed of the models' initialisation and of the batch order")
     cuda: bool = option(False, "insist on a CUDA GPU (an error if there is none)")
     cpu: bool = option(False, "run on the CPU even if a GPU is present")
+    threads: int = option(0, "CPU threads torch may use (0: all cores; 1 when other work shares the machine)")
     steps: int = option(100, "timed training steps per model")
     warmup: int = option(10, "untimed steps per model before timing (allocator, cuDNN autotune)")
     quick: bool = option(False, "10 timed steps after 2 warm-up steps (under a minute on a CPU)")
@@ -104,7 +105,7 @@ def main(argv=None) -> dict:
     bad = [m for m in cfg.models if m not in MODELS]
     if bad or not cfg.models:
         parser.error(f"--models takes some of {', '.join(MODELS)}")
-    device = data.pick_device(cfg.cuda, cfg.cpu, parser)
+    device = data.pick_device(cfg.cuda, cfg.cpu, parser, cfg.threads)
     try:
         corpus = data.load_corpus(cfg.data, cfg.data_dir, ("train",))
     except data.DataError as err:

@@ -722,8 +722,14 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds CUDA devices
 
 
-def pick_device(cuda: bool, cpu: bool, parser: argparse.ArgumentParser) -> torch.device:
-    """The GPU when there is one, else the CPU; --cuda insists on a GPU, --cpu forces the CPU."""
+def pick_device(cuda: bool, cpu: bool, parser: argparse.ArgumentParser, threads: int = 0) -> torch.device:
+    """The GPU when there is one, else the CPU; --cuda insists on a GPU, --cpu forces the CPU.
+    threads > 0 caps torch's CPU threads: on a 2-core machine that runs anything else beside, two
+    threads fight over the cores and one thread is faster."""
+    if threads < 0:
+        parser.error(f"--threads must be >= 0 (0: all cores), got {threads}")
+    if threads:
+        torch.set_num_threads(threads)
     if cuda and cpu:
         parser.error("--cuda and --cpu exclude each other")
     if cuda and not torch.cuda.is_available():

@@ -74,6 +74,7 @@ class Config:
     seed: int = option(0, "seed of every random generator")
     cuda: bool = option(False, "insist on a CUDA GPU (an error if there is none)")
     cpu: bool = option(False, "run on the CPU even if a GPU is present")
+    threads: int = option(0, "CPU threads torch may use (0: all cores; 1 when other work shares the machine)")
     epochs: int = option(100, "training epochs (DialogWAE: 100)")
     max_steps: int = option(0, "stop after this many training steps in all (0: no cap; for smoke runs)")
     resume: bool = option(False, "continue from out_dir/checkpoint.pt")
@@ -108,7 +109,7 @@ class Config:
     save_every: int = option(1000, "training steps between checkpoints (also at every epoch's end)")
 
 
-RUN_CONTROL = {"data_dir", "out_dir", "cuda", "cpu", "epochs", "max_steps", "resume", "eval_only",
+RUN_CONTROL = {"data_dir", "out_dir", "cuda", "cpu", "threads", "epochs", "max_steps", "resume", "eval_only",
                "samples_per_context", "eval_limit", "bleu_n", "max_decode_len", "responses_shown", "log_every",
                "save_every"}
 
@@ -389,7 +390,7 @@ def main(argv=None) -> dict:
         parser.error(f"--embeddings: no file {cfg.embeddings}")
     if cfg.resume and cfg.eval_only:
         parser.error("--resume and --eval_only exclude each other")
-    device = data.pick_device(cfg.cuda, cfg.cpu, parser)
+    device = data.pick_device(cfg.cuda, cfg.cpu, parser, cfg.threads)
     ckpt = data.resume_checkpoint(cfg, parser, RUN_CONTROL, device)
     data.set_seed(cfg.seed)
     try:

@@ -86,6 +86,7 @@ class Config:
     seed: int = option(0, "seed of every random generator")
     cuda: bool = option(False, "insist on a CUDA GPU (an error if there is none)")
     cpu: bool = option(False, "run on the CPU even if a GPU is present")
+    threads: int = option(0, "CPU threads torch may use (0: all cores; 1 when other work shares the machine)")
     epochs: int = option(40, "training epochs (paper: 40)")
     max_steps: int = option(0, "stop after this many training steps in all (0: no cap; for smoke runs)")
     resume: bool = option(False, "continue from out_dir/checkpoint.pt")
@@ -134,7 +135,7 @@ class Config:
 
 
 # Fields a resumed or evaluated run may change; the others come from the checkpoint.
-RUN_CONTROL = {"data_dir", "out_dir", "cuda", "cpu", "epochs", "max_steps", "resume", "eval_only",
+RUN_CONTROL = {"data_dir", "out_dir", "cuda", "cpu", "threads", "epochs", "max_steps", "resume", "eval_only",
                "eval_samples", "iw_samples", "val_iw_samples", "eval_tokens", "eval_limit", "refit_steps",
                "refit_lr", "refit_window", "log_every", "save_every", "num_samples", "temperature",
                "max_decode_len", "interpolate", "bf16",
@@ -662,7 +663,7 @@ def check_config(cfg: Config, parser) -> None:
 def main(argv=None) -> dict:
     cfg, parser = data.parse_config(Config, "iVAE (Fang et al. 2019, §3.1): implicit posterior, dual KL", argv)
     check_config(cfg, parser)
-    device = data.pick_device(cfg.cuda, cfg.cpu, parser)
+    device = data.pick_device(cfg.cuda, cfg.cpu, parser, cfg.threads)
     ckpt = data.resume_checkpoint(cfg, parser, RUN_CONTROL, device)
     state = {"step": ckpt["step"], "best": ckpt["best"]} if ckpt else {"step": 0, "best": None}
     data.set_seed(cfg.seed)

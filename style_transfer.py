@@ -77,6 +77,7 @@ class Config:
     seed: int = option(0, "seed of every random generator")
     cuda: bool = option(False, "insist on a CUDA GPU (an error if there is none)")
     cpu: bool = option(False, "run on the CPU even if a GPU is present")
+    threads: int = option(0, "CPU threads torch may use (0: all cores; 1 when other work shares the machine)")
     epochs: int = option(25, "training epochs (authors: 25)")
     max_steps: int = option(0, "stop after this many training steps in all (0: no cap; for smoke runs)")
     resume: bool = option(False, "continue from out_dir/checkpoint.pt")
@@ -113,7 +114,7 @@ class Config:
     save_every: int = option(1000, "training steps between checkpoints (also at every epoch's end)")
 
 
-RUN_CONTROL = {"data_dir", "out_dir", "cuda", "cpu", "epochs", "max_steps", "resume", "eval_only", "eval_samples",
+RUN_CONTROL = {"data_dir", "out_dir", "cuda", "cpu", "threads", "epochs", "max_steps", "resume", "eval_only", "eval_samples",
                "eval_limit", "max_decode_len", "fasttext_dim", "fasttext_buckets", "fasttext_epochs", "fasttext_lr", "log_every",
                "save_every"}
 
@@ -445,7 +446,7 @@ def main(argv=None) -> dict:
             parser.error(f"--{name} must be >= 0, got {getattr(cfg, name)}")
     if cfg.resume and cfg.eval_only:
         parser.error("--resume and --eval_only exclude each other")
-    device = data.pick_device(cfg.cuda, cfg.cpu, parser)
+    device = data.pick_device(cfg.cuda, cfg.cpu, parser, cfg.threads)
     ckpt = data.resume_checkpoint(cfg, parser, RUN_CONTROL, device)
     data.set_seed(cfg.seed)
     try:

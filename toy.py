@@ -54,6 +54,7 @@ class Config:
     seed: int = option(0, "seed of every random generator")
     cuda: bool = option(False, "insist on a CUDA GPU (an error if there is none)")
     cpu: bool = option(False, "run on the CPU even if a GPU is present")
+    threads: int = option(0, "CPU threads torch may use (0: all cores; 1 when other work shares the machine)")
     max_steps: int = option(3000, "training steps per model")
     models: tuple = option(MODELS, f"which models to train, among {', '.join(MODELS)}", nargs="+")
     samples_per_point: int = option(64, "posterior samples per data point in a training batch")
@@ -202,7 +203,7 @@ def main(argv=None) -> dict:
     for name in ("max_steps", "samples_per_point", "hidden", "noise_dim", "plot_samples"):
         if getattr(cfg, name) < 1:
             parser.error(f"--{name} must be >= 1")
-    device = data.pick_device(cfg.cuda, cfg.cpu, parser)
+    device = data.pick_device(cfg.cuda, cfg.cpu, parser, cfg.threads)
     print(f"device: {data.describe_device(device)}")
     os.makedirs(cfg.out_dir, exist_ok=True)
     models, results = {}, {}
