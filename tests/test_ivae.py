@@ -1,6 +1,7 @@
 """ivae.py: the critic against the closed-form KL, the annealing schedule, the affine encoder's Gaussian,
 and tiny end-to-end main([...]) runs including resume, sampling, interpolation and bad flags."""
 import json
+import math
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import metrics
 
 TINY = ["--emb_dim", "16", "--hidden", "16", "--latent", "4", "--noise_dim", "4", "--encoder_width", "16",
         "--nu_width", "16", "--nu_layers", "2", "--batch_size", "8", "--eval_samples", "8", "--iw_samples", "8",
-        "--val_iw_samples", "4", "--refit_steps", "10", "--refit_window", "5", "--log_every", "5", "--cpu",
+        "--val_samples", "4", "--val_iw_samples", "4", "--fit_samples", "16", "--log_every", "5", "--cpu",
         "--num_samples", "3", "--max_decode_len", "12"]
 
 
@@ -63,7 +64,8 @@ def test_affine_encoder_is_gaussian_with_the_stated_covariance():
     torch.manual_seed(0)
     g = ivae.ImplicitPosterior(hidden=6, noise_dim=3, latent=3, layers=0, width=8)
     h = torch.randn(2, 6)
-    mean, cov = g.gaussian(h)
+    mean, w = g.gaussian(h)
+    cov = w @ w.T
     z = g(h, 200_000)                                                    # (2, S, 3)
     torch.testing.assert_close(z.mean(1), mean, atol=0.01, rtol=0)
     for b in range(2):
@@ -84,7 +86,7 @@ def test_tiny_run_writes_everything(corpus_dir, tmp_path):
                  "interpolation.txt", "curves.png", "active_units.png", "posterior_pca.png"):
         assert (out / name).exists(), name
     saved = json.loads((out / "metrics.json").read_text())
-    for key in ("rec", "kl", "mi", "au", "nelbo", "ppl", "iw_nll", "iw_ppl", "kl_refit", "nelbo_refit"):
+    for key in ("rec", "kl", "mi", "au", "nelbo", "ppl", "iw_nll", "iw_ppl", "kl_lower", "log_n"):
         assert key in saved and saved[key] == pytest.approx(result[key])
     assert saved["nelbo"] == pytest.approx(saved["rec"] + saved["kl"])
     assert saved["mi"] == pytest.approx(saved["kl"] - saved["kl_agg"])
@@ -101,6 +103,49 @@ def test_tiny_run_writes_everything(corpus_dir, tmp_path):
 def test_affine_encoder_reports_exact_kl(corpus_dir, tmp_path):
     result = run(corpus_dir, tmp_path / "affine", "--encoder_layers", "0", "--max_steps", "6")
     assert result["kl_exact"] > 0 and result["nelbo_exact"] == pytest.approx(result["rec"] + result["kl_exact"])
+    assert 0 <= result["mi_exact"] <= result["log_n"] == pytest.approx(math.log(24))
+    assert result["kl_agg_exact"] == pytest.approx(result["kl_exact"] - result["mi_exact"])
+    assert result["kl_lower"] <= result["kl_exact"] + 0.5
+
+
+def test_evaluation_keeps_the_dual_plus_one():
+    # Critics that output 0 everywhere: the dual E_q nu - E_p exp(nu) + 1 is exactly 0 for both, per
+    # sentence (nu(x, z)) and pooled (nu(z)). Dropping the "+1" anywhere in the evaluation gives -1.
+    cfg = ivae.Config(emb_dim=8, hidden=8, latent=3, noise_dim=3, encoder_width=8, nu_width=8, nu_layers=1,
+                      init_range=0.1, batch_size=4, fit_samples=8)
+    torch.manual_seed(0)
+    model, nu_xz, nu_z = ivae.build(cfg, 12, torch.device("cpu"))
+    with torch.no_grad():
+        for p in list(nu_xz.parameters()) + list(nu_z.parameters()):
+            p.zero_()
+    examples = [[1, 4, 5, 6, 2], [1, 7, 8, 9, 2], [1, 5, 5, 2], [1, 10, 11, 2]]
+    row, _, _ = ivae.evaluate(model, nu_xz, nu_z, examples, cfg, torch.device("cpu"), 4, 0)
+    assert row["kl"] == 0.0 and row["kl_agg"] == 0.0 and row["mi"] == 0.0
+
+
+def test_model_loss_sees_h_only_through_z():
+    # Eq. (10): nu(x, z) gets h DETACHED, so phi reaches the KL term only through z = G_phi(h, eps).
+    # Make G ignore h (zero its h-columns): then neither rec nor the KL term depends on the encoder,
+    # and the encoder's gradient must be exactly zero. Without the detach it is not.
+    cfg = ivae.Config(emb_dim=8, hidden=8, latent=3, noise_dim=3, encoder_layers=0, nu_width=8, nu_layers=1,
+                      init_range=0.1, dropout=0.0)
+    torch.manual_seed(0)
+    model, nu_xz, nu_z = ivae.build(cfg, 12, torch.device("cpu"))
+    with torch.no_grad():
+        model.posterior.net[0].weight[:, :cfg.hidden] = 0
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    nu_opt = torch.optim.Adam(list(nu_xz.parameters()) + list(nu_z.parameters()), lr=1e-3)
+    batch = data.collate([[1, 4, 5, 6, 2], [1, 7, 8, 9, 2]])
+    ivae.train_step(model, nu_xz, nu_z, opt, nu_opt, batch, 1.0, cfg, lambda: torch.autocast("cpu", enabled=False))
+    enc = [p.grad for p in model.encoder.parameters()]
+    assert all(g is None or float(g.abs().max()) == 0.0 for g in enc)
+    assert float(model.decoder.out.weight.grad.abs().max()) > 0       # the step did run
+
+
+def test_affine_encoder_with_fewer_noise_dims_than_latent_is_a_parser_error(corpus_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run(corpus_dir, tmp_path / "s", "--encoder_layers", "0", "--noise_dim", "2")
+    assert "singular covariance" in capsys.readouterr().err
 
 
 def test_resume_ends_where_an_uninterrupted_run_ends(corpus_dir, tmp_path):

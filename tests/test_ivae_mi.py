@@ -12,7 +12,7 @@ import metrics
 
 TINY = ["--emb_dim", "16", "--hidden", "16", "--latent", "4", "--noise_dim", "4", "--encoder_width", "16",
         "--nu_width", "16", "--nu_layers", "2", "--batch_size", "8", "--eval_samples", "8", "--iw_samples", "8",
-        "--val_iw_samples", "4", "--refit_steps", "10", "--refit_window", "5", "--log_every", "5", "--cpu",
+        "--val_samples", "4", "--val_iw_samples", "4", "--fit_samples", "16", "--log_every", "5", "--cpu",
         "--num_samples", "3", "--max_decode_len", "12"]
 
 

@@ -50,7 +50,7 @@ def test_dual_kl_at_optimal_critic_equals_closed_form():
     assert abs((est - 1) - true_kl) > 10 * se
 
 
-def test_dual_kl_is_lower_bound_for_a_wrong_critic():
+def test_dual_kl_is_lower_bound_for_a_wrong_critic_with_enough_samples():
     # For nu = nu* + c: E_q[nu* + c] - e^c E_p[q/p] + 1 = KL + c + 1 - e^c < KL for c != 0.
     q, p, true_kl = gaussian_setup(seed=3)
     torch.manual_seed(2)
@@ -319,3 +319,148 @@ def test_collapse_warning_is_loud(capsys):
     assert metrics.warn_collapse({**row, "kl": 5.0, "au": 12}, 32) is False
     assert capsys.readouterr().out == ""
     assert metrics.format_row("test", {**row, "iw_nll": 79.5, "iw_ppl": 95.0}).endswith("IW-PPL 95.00")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Exact diagnostics of the affine encoder, q(z|x) = N(m, W W^T), and the certified KL lower bound
+# ----------------------------------------------------------------------------------------------------
+
+
+def affine_case(Z=32, E=32, N=5, s_min=None, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(Z, E, generator=g, dtype=torch.float64) * 0.3
+    if s_min is not None:                                            # one tiny singular value
+        u, s, vt = torch.linalg.svd(w, full_matrices=False)
+        s[-1] = s_min
+        w = (u * s) @ vt
+    m = torch.randn(N, Z, generator=g, dtype=torch.float64)
+    return m, w, g
+
+
+@pytest.mark.parametrize("s_min", [None, 1e-2, 1e-5])
+def test_affine_kl_in_float64_matches_torch_distributions(s_min):
+    m, w, _ = affine_case(s_min=s_min)
+    q = torch.distributions.MultivariateNormal(m, scale_tril=torch.linalg.cholesky(w @ w.T))
+    p = torch.distributions.MultivariateNormal(torch.zeros(32, dtype=torch.float64), torch.eye(32, dtype=torch.float64))
+    ref = torch.distributions.kl_divergence(q, p)
+    torch.testing.assert_close(metrics.affine_posterior_kl(m, w), ref, rtol=1e-9, atol=1e-5)
+    # Given float32 weights (as the model holds them) the value is still the float64 one of those weights.
+    torch.testing.assert_close(metrics.affine_posterior_kl(m.float(), w.float()),
+                               metrics.affine_posterior_kl(m.float().double(), w.float().double()))
+
+
+def test_affine_kl_of_a_rank_deficient_w_is_infinite_not_an_exception():
+    m, w, _ = affine_case(E=16)                                      # noise_dim 16 < latent 32
+    assert torch.isinf(metrics.affine_posterior_kl(m, w)).all()
+    m, w, _ = affine_case(s_min=0.0)
+    assert torch.isinf(metrics.affine_posterior_kl(m, w)).all()
+
+
+def test_affine_densities_match_torch_distributions():
+    m, w, g = affine_case(Z=6, E=8, N=4)
+    post = metrics.AffinePosteriors(m, w)
+    q = torch.distributions.MultivariateNormal(m, covariance_matrix=w @ w.T)
+    z = post.sample(3, g)                                            # (4, 3, 6)
+    torch.testing.assert_close(post.log_prob_own(z), q.log_prob(z.transpose(0, 1)).T)
+    flat = z.reshape(-1, 6)
+    torch.testing.assert_close(post.log_prob_all(flat), q.log_prob(flat.unsqueeze(1)))
+
+
+def test_aggregate_mi_of_a_2d_mixture_vs_grid_integration():
+    # Three 2-D Gaussians with one shared, correlated covariance. On a grid:
+    # I = (1/N) sum_n int q_n log(q_n / q),  KL(q(z) || p) = int q log(q / p).
+    w = torch.tensor([[0.8, 0.3], [-0.2, 0.6]], dtype=torch.float64)
+    m = torch.tensor([[-1.0, 0.5], [0.7, 0.0], [0.2, -1.2]], dtype=torch.float64)
+    post = metrics.AffinePosteriors(m, w)
+    ax = torch.linspace(-9, 9, 1201, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(ax, ax, indexing="ij"), -1).reshape(-1, 2)
+    cell = float(ax[1] - ax[0]) ** 2
+    log_qn = post.log_prob_all(grid)                                 # (G, 3)
+    log_q = torch.logsumexp(log_qn, 1) - math.log(3)
+    true_mi = float((log_qn.exp() * (log_qn - log_q.unsqueeze(1))).sum() * cell / 3)
+    true_kl_agg = float((log_q.exp() * (log_q - metrics.standard_normal_logpdf(grid))).sum() * cell)
+    kl_cond = metrics.affine_posterior_kl(m, w)
+    agg = metrics.aggregate_kl_mi(post, kl_cond, samples_per_x=20_000, generator=torch.Generator().manual_seed(1))
+    assert 0.3 < true_mi < math.log(3)
+    assert abs(agg["mi"] - true_mi) < 4 * agg["mi_se"] + 1e-3, (agg, true_mi)
+    assert abs(agg["kl_agg"] - true_kl_agg) < 4 * agg["mi_se"] + 1e-3, (agg, true_kl_agg)
+    assert agg["log_n"] == pytest.approx(math.log(3))
+
+
+def test_exact_mi_never_exceeds_log_n():
+    # Far-apart posteriors: I(x; z) -> log N from below, and every Monte-Carlo term is <= log N.
+    N, Z = 50, 4
+    m = torch.zeros(N, Z, dtype=torch.float64)
+    m[:, 0] = torch.arange(N, dtype=torch.float64) * 100.0
+    w = torch.eye(Z, dtype=torch.float64) * 0.1
+    post = metrics.AffinePosteriors(m, w)
+    agg = metrics.aggregate_kl_mi(post, metrics.affine_posterior_kl(m, w), samples_per_x=200,
+                                  generator=torch.Generator().manual_seed(0))
+    assert agg["mi"] <= agg["log_n"] + 1e-12
+    assert agg["mi"] == pytest.approx(math.log(N), abs=1e-6)
+
+
+def test_kl_lower_bound_is_below_the_exact_kl_and_above_an_untrained_critic():
+    m, w, g = affine_case(Z=16, E=16, N=6, seed=3)
+    post = metrics.AffinePosteriors(m, w)
+    exact = metrics.affine_posterior_kl(m, w)                        # ~15-30 nats each
+    lower = metrics.kl_lower_bound(post.sample(2048, g), post.sample(4096, g))
+    se = 0.5                                                         # MC error of 4,096 samples, generous
+    assert (lower <= exact + se).all(), (lower, exact)
+    assert (lower >= exact - 1.0).all(), (lower, exact)              # tight: q is Gaussian, r fits it
+    # A critic nu(z) = MLP at initialisation knows nothing: its dual estimate is near 0.
+    torch.manual_seed(0)
+    nu = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.LeakyReLU(), torch.nn.Linear(64, 1)).double()
+    with torch.no_grad():
+        zq = post.sample(128, g)
+        critic = metrics.dual_kl(nu(zq).squeeze(-1), nu(torch.randn(zq.shape, generator=g, dtype=torch.float64)).squeeze(-1))
+    assert (lower > critic + 10).all(), (lower, critic)
+    # Non-Gaussian q (a mixture of two Gaussians per example): still below its KL, which we get by MC.
+    mix = torch.cat([post.sample(2048, g), post.sample(2048, g) + 3.0], 1)   # equal mixture, shifted copy
+    fit, ev = mix[:, ::2], mix[:, 1::2]
+    lower_mix = metrics.kl_lower_bound(fit, ev)
+    comp = post.log_prob_own(ev)
+    comp2 = post.log_prob_own(ev - 3.0)
+    true_mix = (torch.logaddexp(comp, comp2) - math.log(2) - metrics.standard_normal_logpdf(ev)).mean(1)
+    assert (lower_mix <= true_mix + se).all(), (lower_mix, true_mix)
+
+
+def test_dual_kl_accumulator_pools_like_dual_kl():
+    g = torch.Generator().manual_seed(0)
+    nu_q, nu_p = torch.randn(7, 5, generator=g), torch.randn(7, 5, generator=g)
+    acc = metrics.DualKL()
+    for a, b in zip(nu_q.split(3), nu_p.split(3)):
+        acc.add(a, b)
+    assert acc.value() == pytest.approx(float(metrics.dual_kl(nu_q.reshape(-1).double(), nu_p.reshape(-1).double())))
+    zero = metrics.DualKL()
+    zero.add(torch.zeros(4), torch.zeros(4))
+    assert zero.value() == 0.0                                       # nu = 0: 0 - 1 + 1 (the "+1")
+
+
+def test_active_units_subtract_the_sampling_noise_of_sample_means():
+    # 4 dimensions, none informative, posterior variance 1: sample means of S = 8 have variance 1/8
+    # across x, above 0.01, so raw sample means count every unit as active.
+    torch.manual_seed(0)
+    z = torch.randn(2000, 8, 4)
+    means, noise = z.mean(1), z.var(1) / 8
+    assert metrics.active_units(means)[0] == 4
+    assert metrics.active_units(means, mean_noise_var=noise)[0] == 0
+
+
+def test_dual_kl_with_few_prior_samples_is_not_a_lower_bound():
+    # KL ~ 25 nats >> log 128: none of 128 prior samples lands where q lives, so E_p[exp nu] is seen
+    # as ~e^c * (tiny) and a critic log q/p + c is reported as about KL + c: an overshoot, not a bound.
+    Z = 32
+    g = torch.Generator().manual_seed(0)
+    mu = torch.full((Z,), 0.9, dtype=torch.float64)
+    std = torch.full((Z,), 0.5, dtype=torch.float64)
+    q = torch.distributions.Independent(torch.distributions.Normal(mu, std), 1)
+    p = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(Z, dtype=torch.float64),
+                                                                   torch.ones(Z, dtype=torch.float64)), 1)
+    true_kl = float(torch.distributions.kl_divergence(q, p))
+    zq = mu + std * torch.randn(200, 128, Z, generator=g, dtype=torch.float64)   # 200 sentences x 128
+    zp = torch.randn(200, 128, Z, generator=g, dtype=torch.float64)
+    c = 5.0
+    est = metrics.dual_kl(q.log_prob(zq) - p.log_prob(zq) + c, q.log_prob(zp) - p.log_prob(zp) + c)
+    assert 20 < true_kl < 30
+    assert float(est.mean()) > true_kl + 0.8 * c, (float(est.mean()), true_kl)
