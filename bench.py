@@ -43,6 +43,7 @@ class Config:
     cuda: bool = option(False, "insist on a CUDA GPU (an error if there is none)")
     cpu: bool = option(False, "run on the CPU even if a GPU is present")
     threads: int = option(0, "CPU threads torch may use (0: all cores; 1 when other work shares the machine)")
+    precision: str = option("fp32", "fp32, or bf16 autocast of the LSTMs and Linear layers", choices=["fp32", "bf16"])
     steps: int = option(100, "timed training steps per model")
     warmup: int = option(10, "untimed steps per model before timing (allocator, cuDNN autotune)")
     quick: bool = option(False, "10 timed steps after 2 warm-up steps (under a minute on a CPU)")
@@ -51,21 +52,21 @@ class Config:
     no_save: bool = option(False, "print the table only")
 
 
-def build(name: str, corpus: data.Corpus, device):
+def build(name: str, corpus: data.Corpus, device, precision: str):
     """The script's default config for the corpus, its model and optimisers, and a step function."""
     module = {"vae": vae, "ivae": ivae, "ivae_mi": ivae_mi}[name]
     cfg = module.Config(data=corpus.spec.name)
     for k, v in module.CORPUS_DEFAULTS.get(corpus.spec.name, module.CORPUS_DEFAULTS["ptb"]).items():
         setattr(cfg, k, v)
-    no_autocast = lambda: torch.autocast(device.type, enabled=False)   # noqa: E731 (the scripts' fp32 path)
+    autocast = data.autocast_for(device, precision)                      # as the scripts' --precision
     if name == "vae":
         model = module.build(cfg, len(corpus.vocab), device)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        return lambda batch: module.train_step(model, opt, batch, 1.0, cfg, no_autocast)
+        return lambda batch: module.train_step(model, opt, batch, 1.0, cfg, autocast)
     model, nu_xz, nu_z = module.build(cfg, len(corpus.vocab), device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     nu_opt = torch.optim.Adam(list(nu_xz.parameters()) + list(nu_z.parameters()), lr=cfg.nu_lr)
-    return lambda batch: module.train_step(model, nu_xz, nu_z, opt, nu_opt, batch, 1.0, cfg, no_autocast)
+    return lambda batch: module.train_step(model, nu_xz, nu_z, opt, nu_opt, batch, 1.0, cfg, autocast)
 
 
 def sync(device) -> None:
@@ -73,9 +74,10 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_model(name: str, corpus: data.Corpus, batches: list, warmup: int, seed: int, device) -> dict:
+def time_model(name: str, corpus: data.Corpus, batches: list, warmup: int, seed: int, device,
+               precision: str = "fp32") -> dict:
     data.set_seed(seed)
-    step = build(name, corpus, device)
+    step = build(name, corpus, device, precision)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for batch in batches[:warmup]:
@@ -116,7 +118,7 @@ def main(argv=None) -> dict:
     print(f"device: {described}; {cfg.warmup} warm-up + {cfg.steps} timed steps of batch 32 from {corpus.spec.name}")
     table = {}
     for name in cfg.models:
-        table[name] = time_model(name, corpus, batches, cfg.warmup, cfg.seed, device)
+        table[name] = time_model(name, corpus, batches, cfg.warmup, cfg.seed, device, cfg.precision)
     base = table.get("vae", {}).get("ms_per_step")
     print(f"{'model':<9}{'ms/step':>10}{'tokens/s':>11}{'sent/s':>9}{'peak MB':>9}{'vs vae':>8}")
     for name, r in table.items():
@@ -127,12 +129,13 @@ def main(argv=None) -> dict:
     result = {"device": described, "torch": torch.__version__, "python": platform.python_version(),
               "date": datetime.date.today().isoformat(), "command": "python " + " ".join(sys.argv if argv is None
                                                                                       else ["bench.py", *argv]),
-              "corpus": corpus.spec.name, "batch_size": 32, "warmup": cfg.warmup, "steps": cfg.steps,
+              "corpus": corpus.spec.name, "precision": cfg.precision, "batch_size": 32, "warmup": cfg.warmup, "steps": cfg.steps,
               "table": table}
     if not cfg.no_save:
         os.makedirs(cfg.out_dir, exist_ok=True)
         tag = "cuda" if device.type == "cuda" else "cpu"
-        path = os.path.join(cfg.out_dir, f"{tag}_{result['date']}{'_quick' if cfg.quick else ''}.json")
+        path = os.path.join(cfg.out_dir, f"{tag}_{cfg.precision}_{torch.get_num_threads()}t_{result['date']}"
+                                         f"{'_quick' if cfg.quick else ''}.json")
         data.write_json(path, result)
         print(f"wrote {path}")
     return result

@@ -55,6 +55,7 @@ Deviations from the authors' code (and why)
 import argparse
 import csv
 import json
+import math
 import os
 import random
 import re
@@ -738,6 +739,26 @@ def pick_device(cuda: bool, cpu: bool, parser: argparse.ArgumentParser, threads:
     return torch.device("cuda" if (torch.cuda.is_available() and not cpu) else "cpu")
 
 
+def bf16_native(device: torch.device) -> bool:
+    """Whether bf16 matrix products run natively: CUDA GPUs with bf16, CPUs with avx512_bf16 or AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def precision_in_use(device: torch.device, precision: str) -> str:
+    """--precision resolved: "bf16" for bf16, and for auto where the hardware has it natively; else "fp32"."""
+    return "bf16" if precision == "bf16" or (precision == "auto" and bf16_native(device)) else "fp32"
+
+
+def autocast_for(device: torch.device, precision: str):
+    """The autocast context of the LSTMs and Linear layers, as a zero-argument function (call it in a
+    `with`). Losses, exp(nu), KLs and logsumexps are computed outside it, in fp32 or fp64."""
+    if precision_in_use(device, precision) == "bf16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return lambda: torch.autocast(device.type, enabled=False)
+
+
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)}), torch {torch.__version__}"
@@ -836,6 +857,24 @@ class GracefulInterrupt:
     def __exit__(self, *exc):
         signal.signal(signal.SIGINT, self.previous)
         return False
+
+
+def eta_minutes(step: int, total: int, sec_per_step: float, steps_per_epoch: int, val_every: int,
+                val_seconds: Optional[float], test_in_validations: float) -> str:
+    """The progress line's ETA: the training steps left, plus the validations still to come (after every
+    epoch and every val_every steps) and the final test, both timed by the last validation (the test
+    costs `test_in_validations` validations: its decoder passes over a validation's)."""
+    train = (total - step) * sec_per_step / 60
+    if val_seconds is None:
+        return f"ETA {train:5.1f} min + evaluations (timed at the first validation)"
+
+    def count(every):                                                    # multiples of `every` in (step, total]
+        return total // every - step // every
+    n_val = count(steps_per_epoch)
+    if val_every:
+        n_val += count(val_every) - count(math.lcm(steps_per_epoch, val_every))
+    evals = (n_val + test_in_validations) * val_seconds / 60
+    return f"ETA {train + evals:5.1f} min ({train:.1f} train, {evals:.1f} validation + test)"
 
 
 def check_finite(means: dict, step: int, ckpt_path: str, hint: str) -> None:

@@ -112,15 +112,18 @@ class Config:
     nu_steps: int = option(5, "critic updates per training step (Eq. 9), fresh prior samples each")
     beta_start: float = option(0.1, "KL weight at step 0; rises linearly to 1")
     warmup_epochs: float = option(10.0, "epochs over which beta rises to 1 (0: beta = 1 throughout)")
-    bf16: bool = option(False, "bf16 autocast for the LSTMs on CUDA (critic exp and KL stay fp32/fp64)")
+    precision: str = option("auto", "bf16 autocast of the LSTMs and Linear layers, or fp32; auto: bf16 where "
+                                    "the hardware has it natively (CUDA, CPUs with avx512_bf16 / AMX)",
+                            choices=["auto", "fp32", "bf16"])
     # evaluation (§5.1) and honest bounds
     eval_samples: int = option(128, "posterior samples per sentence at the final test (authors: 128)")
     iw_samples: int = option(500, "importance samples per sentence for the final test IW bound")
     fit_samples: int = option(512, "posterior samples per sentence to fit the Gaussian of the KL lower "
                                    "bound and of the IW proposal (kept apart from the evaluated samples)")
-    val_samples: int = option(128, "posterior samples per sentence at validation (selection only)")
-    val_iw_samples: int = option(50, "importance samples per sentence at validation (selection only)")
-    val_limit: int = option(0, "validate on N sentences spread evenly over the validation split (0: all)")
+    val_samples: int = option(8, "posterior samples per sentence at validation (selection only)")
+    val_iw_samples: int = option(8, "importance samples per sentence at validation (selection only)")
+    val_limit: int = option(1000, "validate on N sentences spread evenly over the validation split "
+                                   "(0: all)")
     val_every: int = option(0, "validate every N training steps (0: at the end of every epoch)")
     eval_tokens: int = option(32768, "decoder tokens (sentences x samples x length) per forward pass at "
                                      "evaluation; bounds the memory of the logits")
@@ -141,7 +144,7 @@ class Config:
 RUN_CONTROL = {"data_dir", "out_dir", "cuda", "cpu", "threads", "epochs", "max_steps", "resume", "eval_only",
                "eval_samples", "iw_samples", "fit_samples", "val_samples", "val_iw_samples", "val_limit",
                "val_every", "eval_tokens", "eval_limit", "log_every", "save_every", "num_samples", "temperature",
-               "max_decode_len", "interpolate", "bf16",
+               "max_decode_len", "interpolate", "precision",
                "fwd_rev_ppl", "fwd_rev_samples"}
 
 
@@ -273,15 +276,18 @@ def beta_at(step: int, steps_per_epoch: int, cfg: Config) -> float:
     return min(1.0, cfg.beta_start + (1.0 - cfg.beta_start) * step / (cfg.warmup_epochs * steps_per_epoch))
 
 
-def critic_step(nu_xz: Critic, nu_z: Critic, nu_opt, h: torch.Tensor, z: torch.Tensor, generator=None):
+def critic_step(nu_xz: Critic, nu_z: Critic, nu_opt, h: torch.Tensor, z: torch.Tensor, z_prior: torch.Tensor):
     r"""One ascent step of Eq. (9) for both critics on the same posterior samples, fresh prior samples.
 
         nu(x, z):  KL(q(z|x) || p) ~ mean_i nu(x_i, z_i) - mean_i exp nu(x_i, z'_i) + 1,  z_i ~ q(z|x_i)
         nu(z):     KL(q(z)   || p) ~ mean_i nu(z_i)      - mean_i exp nu(z'_i)      + 1,  z'_i ~ p(z)
-    h, z: (B, H), (B, Z), both detached. Returns the two estimates (before the step)."""
-    z_prior = torch.randn(z.shape, device=z.device, generator=generator)
-    kl_cond = metrics.dual_kl(nu_xz(z, h), nu_xz(z_prior, h))           # E_x KL(q(z|x) || p)
-    kl_agg = metrics.dual_kl(nu_z(z), nu_z(z_prior))                     # KL(q(z) || p)
+    h, z, z_prior: (B, H), (B, Z), (B, Z), all constants here. Returns the two estimates (before the step)."""
+    B = z.shape[0]
+    # Speed: the posterior and the prior samples go through each critic in ONE forward pass of 2B rows.
+    zz, hh = torch.cat([z, z_prior]), torch.cat([h, h])                  # (2B, Z), (2B, H)
+    nu_c, nu_a = nu_xz(zz, hh), nu_z(zz)                                 # (2B,), (2B,)
+    kl_cond = metrics.dual_kl(nu_c[:B], nu_c[B:])                        # E_x KL(q(z|x) || p)
+    kl_agg = metrics.dual_kl(nu_a[:B], nu_a[B:])                         # KL(q(z) || p)
     nu_opt.zero_grad(set_to_none=True)
     (-(kl_cond + kl_agg)).backward()                                     # maximise both estimates
     nu_opt.step()
@@ -299,8 +305,9 @@ def train_step(model: IVAEMI, nu_xz: Critic, nu_z: Critic, opt, nu_opt, batch: d
     z = model.posterior(h, 1).squeeze(1)                                 # (B, Z): one sample per sentence
 
     # Eq. (9): the critics chase the current posterior. h and z are constants for them.
-    for _ in range(cfg.nu_steps):
-        kl_cond, kl_agg = critic_step(nu_xz, nu_z, nu_opt, h.detach(), z.detach())
+    z_prior = torch.randn(cfg.nu_steps, *z.shape, device=z.device)       # fresh p(z) samples, one draw
+    for i in range(cfg.nu_steps):
+        kl_cond, kl_agg = critic_step(nu_xz, nu_z, nu_opt, h.detach(), z.detach(), z_prior[i])
 
     # Eq. (14): minimise rec + beta * E_q(z) nu(z) over encoder, G_phi and decoder. The batch's samples
     # z_i ~ q(z|x_i), x_i ~ data, are samples of the aggregated posterior q(z). As in Eq. (10), the
@@ -359,6 +366,7 @@ def evaluate(model: IVAEMI, nu_xz: Critic, nu_z: Critic, examples: list, cfg: Co
     # to cfg.seed (12345 here, 777 and 4242 below) are arbitrary: each use gets its own stream.
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 12345)
     affine = cfg.encoder_layers == 0
+    autocast = data.autocast_for(device, cfg.precision)
     S, K = n_samples, iw_samples
     tot = {"rec": 0.0, "kl": 0.0, "kl_lower": 0.0, "iw": 0.0}
     kl_agg = metrics.DualKL()
@@ -366,10 +374,12 @@ def evaluate(model: IVAEMI, nu_xz: Critic, nu_z: Critic, examples: list, cfg: Co
     for batch in data.Batcher(examples, cfg.batch_size, shuffle=False).epoch(0):
         batch = batch.to(device)
         x, lengths = batch.tokens, batch.lengths
-        h = model.encoder(x, lengths).float()                            # (B, H)
+        with autocast():
+            h = model.encoder(x, lengths).float()                        # (B, H)
         # Affine: one draw of max(S, K) samples serves rec (all of them) and the IW bound (the first K).
         z = model.posterior(h, max(S, K) if affine else S, gen)          # (B, S', Z)
-        nll = batched_nll(model.decoder, x, z, cfg.eval_tokens)          # (B, S')
+        with autocast():
+            nll = batched_nll(model.decoder, x, z, cfg.eval_tokens)      # (B, S'), fp32 (sentence_nll)
         tot["rec"] += float(nll.double().mean(1).sum())
 
         # The paper's critic estimates on the first S samples, S fresh prior samples each.
@@ -397,7 +407,8 @@ def evaluate(model: IVAEMI, nu_xz: Critic, nu_z: Critic, examples: list, cfg: Co
                 zk = metrics.sample_proposal(r, K, gen)                  # (K, B, Z) float64
                 log_r = r.log_prob(zk).T                                 # (B, K)
                 zk = zk.transpose(0, 1)                                  # (B, K, Z)
-                nll_k = batched_nll(model.decoder, x, zk.float(), cfg.eval_tokens)
+                with autocast():
+                    nll_k = batched_nll(model.decoder, x, zk.float(), cfg.eval_tokens)
                 tot["iw"] += float(metrics.iw_bound(-nll_k, zk, log_r).sum())
         if len(kept) < keep_samples:
             kept += list(zs[:keep_samples - len(kept)].cpu())
@@ -517,13 +528,19 @@ def train(cfg, corpus, model, nu_xz, nu_z, opt, nu_opt, state, device, log: data
     valid = corpus.examples["valid"][:cfg.eval_limit] if cfg.eval_limit else corpus.examples["valid"]
     if cfg.val_limit and cfg.val_limit < len(valid):                     # an even spread, fixed for the run
         valid = valid[::len(valid) // cfg.val_limit][:cfg.val_limit]
+    test = corpus.examples["test"][:cfg.eval_limit] if cfg.eval_limit else corpus.examples["test"]
+
+    def passes(n, S, K):                           # decoder passes of an evaluation: the bulk of its time
+        return n * (max(S, K) if cfg.encoder_layers == 0 else S + K)   # (q(z|x) known: one draw serves rec and IW)
+    test_in_validations = passes(len(test), cfg.eval_samples, cfg.iw_samples) / \
+        passes(len(valid), cfg.val_samples, cfg.val_iw_samples)
+    val_seconds = None                                                   # wall time of the last validation
     steps_per_epoch = len(batcher)
     total = cfg.epochs * steps_per_epoch
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
     step, best = state["step"], state["best"]
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (cfg.bf16 and device.type == "cuda") \
-        else (lambda: torch.autocast(device.type, enabled=False))
+    autocast = data.autocast_for(device, cfg.precision)
     ckpt_path, best_path = os.path.join(cfg.out_dir, "checkpoint.pt"), os.path.join(cfg.out_dir, "best.pt")
 
     def save(path=ckpt_path):
@@ -550,19 +567,24 @@ def train(cfg, corpus, model, nu_xz, nu_z, opt, nu_opt, state, device, log: data
                     means = {k: float(v) / n_acc for k, v in acc.items()}   # one device sync per interval
                     data.check_finite(means, step, ckpt_path,               # never save non-finite weights
                                       "The usual cause is exp(nu) overflowing when a critic's output grows "
-                                      "large: lower --nu_lr or --lr, or drop --bf16.")
+                                      "large: lower --nu_lr or --lr, or use --precision fp32.")
                 if step % cfg.log_every == 0 or step == total:
                     dt = time.time() - t0
-                    eta = (total - step) * dt / n_acc
+                    eta = data.eta_minutes(step, total, dt / n_acc, steps_per_epoch, cfg.val_every, val_seconds,
+                                           test_in_validations)
                     print(f"step {step:>6}/{total} | ep {step / steps_per_epoch:5.2f} | rec {means['rec']:7.2f} | "
                           f"KL {means['kl']:6.2f} | KLq {means['kl_agg']:6.2f} | beta {beta:.3f} | "
                           f"|g| {means['grad_norm']:5.2f} | {n_acc / dt:5.1f} step/s {tokens / dt:7.0f} tok/s | "
-                          f"ETA {eta / 60:5.1f} min", flush=True)
+                          f"{eta}", flush=True)
                     acc, n_acc, tokens, t0 = {}, 0, 0, time.time()
                 if end_of_epoch or (cfg.val_every and step % cfg.val_every == 0):   # selection on IW-NLL
+                    t_val = time.time()
                     row, _, _ = evaluate(model, nu_xz, nu_z, valid, cfg, device, cfg.val_samples,
                                          cfg.val_iw_samples)
-                    row = {"step": step, "epoch": step / steps_per_epoch, "split": "valid", "beta": beta, **row}
+                    val_seconds = time.time() - t_val
+                    t0 += val_seconds                              # steps/s counts training only
+                    row = {"step": step, "epoch": step / steps_per_epoch, "split": "valid", "beta": beta, **row,
+                           "val_seconds": round(val_seconds, 1)}
                     print(metrics.format_row(f"valid @ step {step}", row), flush=True)
                     for note in metrics.honest_notes(row):
                         print("  note:", note, flush=True)
@@ -638,7 +660,7 @@ def main(argv=None) -> dict:
         parser.error(str(err))
     cfg = resolve_defaults(cfg, corpus.spec.name if cfg.data in data.CORPORA else "ptb")
     os.makedirs(cfg.out_dir, exist_ok=True)
-    print(f"device: {data.describe_device(device)}")
+    print(f"device: {data.describe_device(device)}, precision {data.precision_in_use(device, cfg.precision)}")
     print(f"corpus {corpus.spec.name}: " + ", ".join(f"{s} {len(e):,}" for s, e in corpus.examples.items())
           + f" sentences, vocabulary {len(corpus.vocab):,}")
 

@@ -89,14 +89,20 @@ class Config:
     warmup_epochs: float = option(10.0, "monotonic: epochs over which beta rises from beta_start")
     cycles: int = option(4, "cyclical: number of cycles M over the whole run (Fu et al.: 4)")
     ratio: float = option(0.5, "cyclical: fraction R of each cycle during which beta rises (Fu et al.: 0.5)")
-    bf16: bool = option(False, "bf16 autocast for the LSTMs on CUDA (KL and logsumexp stay fp32/fp64)")
+    precision: str = option("auto", "bf16 autocast of the LSTMs and Linear layers, or fp32; auto: bf16 where "
+                                    "the hardware has it natively (CUDA, CPUs with avx512_bf16 / AMX)",
+                            choices=["auto", "fp32", "bf16"])
     # evaluation
     eval_samples: int = option(128, "posterior samples per sentence for rec (as ivae.py)")
     iw_samples: int = option(500, "importance samples per sentence for the final test IW bound (He et al.)")
-    val_iw_samples: int = option(50, "importance samples per sentence for the per-epoch validation")
+    val_samples: int = option(8, "posterior samples per sentence at validation (selection only)")
+    val_iw_samples: int = option(8, "importance samples per sentence at validation (selection only)")
+    val_limit: int = option(1000, "validate on N sentences spread evenly over the validation split "
+                                   "(0: all)")
+    val_every: int = option(0, "validate every N training steps (0: at the end of every epoch)")
     eval_tokens: int = option(32768, "decoder tokens (sentences x samples x length) per forward pass at "
                                      "evaluation; bounds the memory of the logits")
-    eval_limit: int = option(0, "evaluate on the first N sentences of a split only (0: all)")
+    eval_limit: int = option(0, "evaluate on the first N sentences of each split only (0: all; smoke runs)")
     log_every: int = option(100, "training steps between progress lines")
     save_every: int = option(1000, "training steps between checkpoints (also at every evaluation)")
     # sampling and interpolation
@@ -110,8 +116,9 @@ class Config:
 
 
 RUN_CONTROL = {"data_dir", "out_dir", "cuda", "cpu", "threads", "epochs", "max_steps", "resume", "eval_only",
-               "eval_samples", "iw_samples", "val_iw_samples", "eval_tokens", "eval_limit", "log_every",
-               "save_every", "num_samples", "temperature", "max_decode_len", "interpolate", "bf16",
+               "eval_samples", "iw_samples", "val_samples", "val_iw_samples", "val_limit", "val_every",
+               "eval_tokens", "eval_limit", "log_every",
+               "save_every", "num_samples", "temperature", "max_decode_len", "interpolate", "precision",
                "fwd_rev_ppl", "fwd_rev_samples"}
 
 
@@ -261,58 +268,56 @@ def diag_gaussian_logpdf(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
     return -0.5 * ((z - mu).pow(2) / logvar.exp() + logvar + math.log(2 * math.pi)).sum(-1)
 
 
-def iw_bound(decoder: Decoder, x, mu, logvar, K: int, max_tokens: int, gen) -> torch.Tensor:
-    """He et al. (2019): -log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x). -> (B,)"""
-    zk = GaussianPosterior.sample(mu, logvar, K, gen)                    # (B, K, Z)
-    log_q = diag_gaussian_logpdf(zk.double(), mu.double().unsqueeze(1), logvar.double().unsqueeze(1))
-    log_prior = diag_gaussian_logpdf(zk.double(), torch.zeros_like(zk, dtype=torch.float64),
-                                     torch.zeros_like(zk, dtype=torch.float64))
-    log_joint = -batched_nll(decoder, x, zk, max_tokens).double() + log_prior
-    return metrics.iw_nll(log_joint, log_q)
-
-
 @torch.no_grad()
-def evaluate(model: VAE, examples: list, cfg: Config, device, iw_samples: int, keep_samples: int = 0):
-    r"""All §5.1 metrics of one split:
+def evaluate(model: VAE, examples: list, cfg: Config, device, n_samples: int, iw_samples: int,
+             keep_samples: int = 0):
+    r"""All §5.1 metrics of one split. q(z|x) is Gaussian, so KL, MI and the IW proposal are exact:
 
         rec  = mean_x mean_s -log p(x | z_s),  z_s ~ q(z|x)
         KL   = mean_x KL(q(z|x) || N(0, I))              (closed form, metrics.gaussian_kl)
-        MI   = metrics.gaussian_mi over all sentences of the split, one sample each
+        MI   = metrics.gaussian_mi over all sentences of the split, one sample each (exact densities,
+               Monte-Carlo over z: the estimator of ivae.py's `mi_exact`); log_n = log N bounds it
         AU   = #dims with Var_x mu(x)_d >= 0.01;  -ELBO = rec + KL;  PPL = exp(sum (rec + KL) / #words)
-        IW   = mean_x iw_bound,  IW-PPL = exp(sum IW / #words)
-    """
+        IW   = metrics.iw_bound with q(z|x) as the proposal (He et al. 2019),  IW-PPL = exp(sum IW / #words)
+    One draw of max(S, K) samples per sentence serves both: rec averages all of them, IW uses the first K."""
     model.eval()
     # Evaluation's own randomness; the offsets added to cfg.seed here and below (12345, 777, 4242) are
     # arbitrary and only give each use its own reproducible stream, apart from training's.
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 12345)
-    examples = examples[:cfg.eval_limit] if cfg.eval_limit else examples
+    autocast = data.autocast_for(device, cfg.precision)
+    S, K = n_samples, iw_samples
     tot = {"rec": 0.0, "kl": 0.0, "iw": 0.0, "n": 0, "words": 0}
     mus, logvars, zs, kept = [], [], [], []
     for batch in data.Batcher(examples, cfg.batch_size, shuffle=False).epoch(0):
         batch = batch.to(device)
         x, lengths = batch.tokens, batch.lengths
-        mu, logvar = model.posterior(model.encoder(x, lengths).float())
-        z = GaussianPosterior.sample(mu, logvar, cfg.eval_samples, gen)  # (B, S, Z)
-        tot["rec"] += float(batched_nll(model.decoder, x, z, cfg.eval_tokens).mean(1).sum())
+        with autocast():
+            h = model.encoder(x, lengths).float()                        # (B, H)
+        mu, logvar = model.posterior(h)
+        z = GaussianPosterior.sample(mu, logvar, max(S, K), gen)         # (B, S', Z)
+        with autocast():
+            nll = batched_nll(model.decoder, x, z, cfg.eval_tokens)      # (B, S'), fp32 (sentence_nll)
+        tot["rec"] += float(nll.double().mean(1).sum())
         tot["kl"] += float(metrics.gaussian_kl(mu, logvar).sum())
-        if iw_samples:
-            tot["iw"] += float(iw_bound(model.decoder, x, mu, logvar, iw_samples, cfg.eval_tokens, gen).sum())
+        if K:
+            log_q = diag_gaussian_logpdf(z[:, :K].double(), mu.double().unsqueeze(1), logvar.double().unsqueeze(1))
+            tot["iw"] += float(metrics.iw_bound(-nll[:, :K], z[:, :K], log_q).sum())
         mus.append(mu.cpu())
         logvars.append(logvar.cpu())
         zs.append(z[:, 0].cpu())
         if len(kept) < keep_samples:
-            kept += list(z[:keep_samples - len(kept)].cpu())
+            kept += list(z[:keep_samples - len(kept), :S].cpu())
         tot["n"] += x.shape[0]
         tot["words"] += int((lengths - 1).sum())                         # words + </s>, not <s>
     n, words = tot["n"], tot["words"]
     mu_all = torch.cat(mus)
     au, au_var = metrics.active_units(mu_all)
     out = {"n_sentences": n, "n_words": words, "rec": tot["rec"] / n, "kl": tot["kl"] / n,
-           "mi": metrics.gaussian_mi(mu_all, torch.cat(logvars), torch.cat(zs)), "au": au}
+           "mi": metrics.gaussian_mi(mu_all, torch.cat(logvars), torch.cat(zs)), "au": au, "log_n": math.log(n)}
     out.update(nelbo=out["rec"] + out["kl"], ppl=metrics.perplexity(tot["rec"] + tot["kl"], words))
-    if iw_samples:
-        out.update(iw_nll=tot["iw"] / n, iw_ppl=metrics.perplexity(tot["iw"], words), iw_samples=iw_samples)
-    out["eval_samples"] = cfg.eval_samples
+    if K:
+        out.update(iw_nll=tot["iw"] / n, iw_ppl=metrics.perplexity(tot["iw"], words), iw_samples=K)
+    out["eval_samples"] = S
     model.train()
     return out, au_var, (torch.stack(kept) if kept else None)
 
@@ -401,14 +406,23 @@ def train(cfg, corpus, model, opt, state, device, log: data.CsvLog) -> int:
     """Train from state["step"] to the end (epochs or max_steps); validate after every epoch and keep
     the checkpoint with the best validation IW-NLL in best.pt. Returns the last step."""
     batcher = data.Batcher(corpus.examples["train"], cfg.batch_size, seed=cfg.seed)
+    valid = corpus.examples["valid"][:cfg.eval_limit] if cfg.eval_limit else corpus.examples["valid"]
+    if cfg.val_limit and cfg.val_limit < len(valid):                     # an even spread, fixed for the run
+        valid = valid[::len(valid) // cfg.val_limit][:cfg.val_limit]
+    test = corpus.examples["test"][:cfg.eval_limit] if cfg.eval_limit else corpus.examples["test"]
+
+    def passes(n, S, K):                           # decoder passes of an evaluation: the bulk of its time
+        return n * max(S, K)                       # one draw of q(z|x) serves rec and IW
+    test_in_validations = passes(len(test), cfg.eval_samples, cfg.iw_samples) / \
+        passes(len(valid), cfg.val_samples, cfg.val_iw_samples)
+    val_seconds = None                                                   # wall time of the last validation
     steps_per_epoch = len(batcher)
     total = cfg.epochs * steps_per_epoch
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
     schedule_steps = cfg.epochs * steps_per_epoch                        # cycles span the planned run
     step, best = state["step"], state["best"]
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (cfg.bf16 and device.type == "cuda") \
-        else (lambda: torch.autocast(device.type, enabled=False))
+    autocast = data.autocast_for(device, cfg.precision)
     ckpt_path, best_path = os.path.join(cfg.out_dir, "checkpoint.pt"), os.path.join(cfg.out_dir, "best.pt")
 
     def save(path=ckpt_path):
@@ -432,17 +446,22 @@ def train(cfg, corpus, model, opt, state, device, log: data.CsvLog) -> int:
                 saving = end_of_epoch or step % cfg.save_every == 0 or step >= total or stop.requested
                 if step % cfg.log_every == 0 or saving:
                     means = {k: float(v) / n_acc for k, v in acc.items()}   # one device sync per interval
-                    data.check_finite(means, step, ckpt_path, "Lower --lr, or drop --bf16.")
+                    data.check_finite(means, step, ckpt_path, "Lower --lr, or use --precision fp32.")
                 if step % cfg.log_every == 0 or step == total:
                     dt = time.time() - t0
-                    eta = (total - step) * dt / n_acc
+                    eta = data.eta_minutes(step, total, dt / n_acc, steps_per_epoch, cfg.val_every, val_seconds,
+                                           test_in_validations)
                     print(f"step {step:>6}/{total} | ep {step / steps_per_epoch:5.2f} | rec {means['rec']:7.2f} | "
                           f"KL {means['kl']:6.2f} | beta {beta:.3f} | |g| {means['grad_norm']:5.2f} | "
-                          f"{n_acc / dt:5.1f} step/s {tokens / dt:7.0f} tok/s | ETA {eta / 60:5.1f} min", flush=True)
+                          f"{n_acc / dt:5.1f} step/s {tokens / dt:7.0f} tok/s | {eta}", flush=True)
                     acc, n_acc, tokens, t0 = {}, 0, 0, time.time()
-                if end_of_epoch:                                   # validation; selection on IW-NLL
-                    row, _, _ = evaluate(model, corpus.examples["valid"], cfg, device, cfg.val_iw_samples)
-                    row = {"step": step, "epoch": step / steps_per_epoch, "split": "valid", "beta": beta, **row}
+                if end_of_epoch or (cfg.val_every and step % cfg.val_every == 0):   # selection on IW-NLL
+                    t_val = time.time()
+                    row, _, _ = evaluate(model, valid, cfg, device, cfg.val_samples, cfg.val_iw_samples)
+                    val_seconds = time.time() - t_val
+                    t0 += val_seconds                              # steps/s counts training only
+                    row = {"step": step, "epoch": step / steps_per_epoch, "split": "valid", "beta": beta, **row,
+                           "val_seconds": round(val_seconds, 1)}
                     print(metrics.format_row(f"valid @ step {step}", row), flush=True)
                     metrics.warn_collapse(row, cfg.latent)
                     log.write(row)
@@ -464,11 +483,12 @@ def train(cfg, corpus, model, opt, state, device, log: data.CsvLog) -> int:
 # ----------------------------------------------------------------------------------------------------
 
 def check_config(cfg: Config, parser) -> None:
-    for name in ["epochs", "latent", "batch_size", "eval_samples", "eval_tokens", "log_every", "save_every",
-                 "max_decode_len", "cycles", "fwd_rev_samples"]:
+    for name in ["epochs", "latent", "batch_size", "eval_samples", "val_samples", "eval_tokens", "log_every",
+                 "save_every", "max_decode_len", "cycles", "fwd_rev_samples"]:
         if getattr(cfg, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(cfg, name)}")
-    for name in ["max_steps", "iw_samples", "val_iw_samples", "eval_limit", "num_samples", "emb_dim", "hidden",
+    for name in ["max_steps", "iw_samples", "val_iw_samples", "val_limit", "val_every", "eval_limit",
+                 "num_samples", "emb_dim", "hidden",
                  "warmup_epochs", "lr", "clip", "init_range", "temperature"]:
         if getattr(cfg, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(cfg, name)}")
@@ -501,7 +521,7 @@ def main(argv=None) -> dict:
         if not getattr(cfg, k):                                         # 0 = the authors' value
             setattr(cfg, k, v)
     os.makedirs(cfg.out_dir, exist_ok=True)
-    print(f"device: {data.describe_device(device)}")
+    print(f"device: {data.describe_device(device)}, precision {data.precision_in_use(device, cfg.precision)}")
     print(f"corpus {corpus.spec.name}: " + ", ".join(f"{s} {len(e):,}" for s, e in corpus.examples.items())
           + f" sentences, vocabulary {len(corpus.vocab):,}")
 
@@ -529,7 +549,8 @@ def main(argv=None) -> dict:
             state["selected_step"] = sel["step"]
     train_time = time.time() - t_start
 
-    result, au_var, kept = evaluate(model, corpus.examples["test"], cfg, device, cfg.iw_samples, keep_samples=5)
+    examples = corpus.examples["test"][:cfg.eval_limit] if cfg.eval_limit else corpus.examples["test"]
+    result, au_var, kept = evaluate(model, examples, cfg, device, cfg.eval_samples, cfg.iw_samples, keep_samples=5)
     step = state["step"]
     result = {"split": "test", "step": step, "selected_step": state.get("selected_step", step), **result,
               "train_time_s": round(train_time, 1), "device": data.describe_device(device)}

@@ -347,3 +347,35 @@ def test_rng_state_round_trip_through_a_checkpoint(tmp_path):
     data.set_rng_state(data.load_checkpoint(str(tmp_path / "c.pt"), "cpu")["rng"])
     assert (pyrandom.random(), np.random.rand(), torch.rand(2).tolist()) == first
     assert not (tmp_path / "c.pt.tmp").exists()                          # written through a temporary file
+
+
+def test_eta_counts_the_validations_left_and_the_final_test():
+    # 100 steps of 0.6 s = 1 min of training; validations at steps 20, 40, 50, 60, 80, 100 (epoch ends
+    # at 50 and 100, every 20 steps; 100 counted once), 1 min each, and a test worth 3 validations.
+    line = data.eta_minutes(0, 100, 0.6, 50, 20, 60.0, 3.0)
+    assert line.startswith("ETA  10.0 min") and "1.0 train, 9.0 validation + test" in line
+    assert data.eta_minutes(60, 100, 0.6, 50, 0, 60.0, 3.0).startswith("ETA   4.4 min")   # 0.4 + (1 + 3)
+    assert "timed at the first validation" in data.eta_minutes(0, 100, 0.6, 50, 0, None, 3.0)
+
+
+def test_precision_resolves_auto_by_hardware():
+    cpu = torch.device("cpu")
+    assert data.precision_in_use(cpu, "fp32") == "fp32" and data.precision_in_use(cpu, "bf16") == "bf16"
+    assert data.precision_in_use(cpu, "auto") == ("bf16" if data.bf16_native(cpu) else "fp32")
+    with data.autocast_for(cpu, "bf16")():
+        assert torch.nn.Linear(4, 4)(torch.randn(2, 4)).dtype == torch.bfloat16
+    with data.autocast_for(cpu, "fp32")():
+        assert torch.nn.Linear(4, 4)(torch.randn(2, 4)).dtype == torch.float32
+
+
+def test_threads_flag_sets_torch_threads_and_rejects_negatives():
+    import argparse
+    parser = argparse.ArgumentParser()
+    before = torch.get_num_threads()
+    try:
+        data.pick_device(False, True, parser, threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(SystemExit):
+        data.pick_device(False, True, parser, threads=-1)

@@ -45,7 +45,7 @@ def test_critic_trained_by_the_scripts_code_recovers_gaussian_kl():
             for g in opt.param_groups:
                 g["lr"] = 2e-4
         h, z, _ = sample(512)
-        ivae.critic_step(nu_xz, nu_z, opt, h, z)
+        ivae.critic_step(nu_xz, nu_z, opt, h, z, torch.randn_like(z))
     with torch.no_grad():
         h, z, mu = sample(100_000)
         true_kl = float(metrics.gaussian_kl(mu, (sigma ** 2).log().expand_as(mu)).mean())

@@ -33,7 +33,7 @@ def test_nu_z_estimates_the_kl_of_a_gaussian_aggregate():
         if step == 560:
             for g in opt.param_groups:
                 g["lr"] = 2e-4
-        ivae_mi.critic_step(nu_xz, nu_z, opt, torch.randn(512, 3), q.sample((512,)))
+        ivae_mi.critic_step(nu_xz, nu_z, opt, torch.randn(512, 3), q.sample((512,)), torch.randn(512, 2))
     with torch.no_grad():
         z = q.sample((100_000,))
         est = float(metrics.dual_kl(nu_z(z), nu_z(torch.randn_like(z))))
