@@ -129,8 +129,8 @@ def main(argv=None) -> dict:
     result = {"device": described, "torch": torch.__version__, "python": platform.python_version(),
               "date": datetime.date.today().isoformat(), "command": "python " + " ".join(sys.argv if argv is None
                                                                                       else ["bench.py", *argv]),
-              "corpus": corpus.spec.name, "precision": cfg.precision, "batch_size": 32, "warmup": cfg.warmup, "steps": cfg.steps,
-              "table": table}
+              "corpus": corpus.spec.name, "precision": cfg.precision, "batch_size": 32, "warmup": cfg.warmup,
+              "steps": cfg.steps, "table": table}
     if not cfg.no_save:
         os.makedirs(cfg.out_dir, exist_ok=True)
         tag = "cuda" if device.type == "cuda" else "cpu"

@@ -724,6 +724,8 @@ def main(argv=None) -> dict:
     rows = [r for r in log.rows() if r.get("split") == "valid"]
     metrics.plot_curves(rows, ["rec", "kl", "kl_lower", "kl_exact", "mi", "mi_exact", "au", "iw_nll"],
                         os.path.join(cfg.out_dir, "curves.png"))
+    metrics.plot_critic_vs_exact(rows, os.path.join(cfg.out_dir, "critic_vs_exact.png"),
+                                 f"{os.path.basename(__file__)} on {corpus.spec.name}, validation")
     metrics.plot_active_units(au_var, 0.01, os.path.join(cfg.out_dir, "active_units.png"))
     if kept is not None:
         metrics.plot_latent_pca(kept, os.path.join(cfg.out_dir, "posterior_pca.png"),

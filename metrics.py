@@ -17,8 +17,8 @@ Paper section -> code
                                                  distinct_intra, distinct_inter
     Table 5 forward / reverse PPL, style RPPL -> NGramLM (5-gram, interpolated modified Kneser-Ney),
                                                  forward_reverse_ppl
-    (reporting)                               -> format_row, warn_collapse, plot_curves,
-                                                 plot_active_units, plot_latent_pca
+    (reporting)                               -> format_row, honest_notes, warn_collapse, plot_curves,
+                                                 plot_critic_vs_exact, plot_active_units, plot_latent_pca
 
 Shapes: B examples, S samples per example, Z latent dimensions.
 Reductions are written out: KLs are summed over latent dimensions and returned per example; callers
@@ -194,8 +194,10 @@ def defensive_proposal(samples: torch.Tensor, widen: float = 1.5,
     wide = torch.diag_embed(widen ** 2 * torch.diagonal(full.covariance_matrix, dim1=1, dim2=2))
     loc = torch.stack([full.loc, full.loc], 1)                           # (B, 2, Z)
     cov = torch.stack([full.covariance_matrix, wide], 1)                 # (B, 2, Z, Z)
-    mix = torch.distributions.Categorical(probs=torch.full(loc.shape[:2], 0.5, dtype=loc.dtype, device=loc.device))
-    return torch.distributions.MixtureSameFamily(mix, torch.distributions.MultivariateNormal(loc, covariance_matrix=cov))
+    mix = torch.distributions.Categorical(probs=torch.full(loc.shape[:2], 0.5, dtype=loc.dtype,
+                                                           device=loc.device))
+    return torch.distributions.MixtureSameFamily(mix, torch.distributions.MultivariateNormal(loc,
+                                                                                            covariance_matrix=cov))
 
 
 def sample_proposal(r: torch.distributions.Distribution, K: int, generator=None) -> torch.Tensor:
@@ -856,6 +858,38 @@ def plot_curves(rows: list, keys: Sequence[str], path: str, x: str = "step") -> 
         ax.set_title(key)
         ax.set_xlabel(x)
         ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_critic_vs_exact(rows: list, path: str, title: str = "", x: str = "step") -> None:
+    """The KL of q(z|x) three ways over training (rows of log.csv): the critic's estimate (the paper's
+    number), the certified lower bound, and the exact value (affine encoder); MI beside log N."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    series = [("kl_exact", "exact KL(q(z|x) || p)", "tab:green"), ("kl_lower", "certified lower bound", "tab:blue"),
+              ("kl", "critic nu(x, z) (the paper's KL)", "tab:red")]
+    for key, label, color in series:
+        pts = [(float(r[x]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
+        if pts:
+            axes[0].plot(*zip(*pts), marker="o", ms=3, label=label, color=color)
+    axes[0].set_ylabel("nats per sentence")
+    axes[0].set_title("KL term of the ELBO")
+    for key, label, color in [("mi_exact", "exact MI", "tab:green"), ("mi", "critic MI (the paper's)", "tab:red"),
+                              ("log_n", "log N (the most N sentences allow)", "gray")]:
+        pts = [(float(r[x]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
+        if pts:
+            axes[1].plot(*zip(*pts), marker="o" if key != "log_n" else None, ms=3, label=label, color=color,
+                         ls="--" if key == "log_n" else "-")
+    axes[1].set_title("mutual information I(x; z)")
+    for ax in axes:
+        ax.set_xlabel(x)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
