@@ -219,3 +219,42 @@ def test_objective_uses_nu_xz():
         ivae.train_step(m, a, b, opt, nu_opt, batch, 1.0, cfg, lambda: torch.autocast("cpu", enabled=False))
         after.append(m.state_dict())
     assert not all(torch.equal(after[0][k], after[1][k]) for k in after[0])
+
+
+@pytest.mark.slow
+def test_critic_in_the_operating_regime_ideal_vs_jointly_trained():
+    # The regime a PTB run reaches: Z = 32, KL ~ 40 nats, batch 32. q(z|x) = N(A h, 0.3^2 I), known KL.
+    # Measured behaviour, asserted as such:
+    #  * the IDEAL critic nu* = log q/p, 128 + 128 samples, recovers the KL up to about +1: at KL >> log 128
+    #    no prior sample lands where q lives, so E_p[exp nu*] (= 1) is seen as ~0 (RESEARCH.md: 24.7 -> 25.7);
+    #  * the script's critic trained the authors' way (Adam 1e-5, 5 updates per step, 300 steps) reports
+    #    under a quarter of it (seen: 3.8 of 40.9).
+    torch.manual_seed(0)
+    Z, H, B, sigma = 32, 64, 32, 0.3
+    A = torch.randn(Z, H) / math.sqrt(H)
+
+    def sample(n, s=1):
+        h = torch.randn(n, H)
+        mu = h @ A.T
+        return h, mu.unsqueeze(1) + sigma * torch.randn(n, s, Z), mu
+
+    def log_ratio(z, mu):                                            # log q(z|x) - log p(z)
+        return (-0.5 * ((z - mu) / sigma).pow(2) - math.log(sigma) + 0.5 * z.pow(2)).sum(-1)
+
+    h, z, mu = sample(200, 128)
+    zp = torch.randn(200, 128, Z)
+    true_kl = float((0.5 * (mu.pow(2).sum(-1) + Z * (sigma ** 2 - math.log(sigma ** 2) - 1))).mean())
+    ideal = float(metrics.dual_kl(log_ratio(z, mu.unsqueeze(1)), log_ratio(zp, mu.unsqueeze(1))).mean())
+    assert 35 < true_kl < 50
+    assert true_kl - 0.5 < ideal < true_kl + 1.5, (ideal, true_kl)
+
+    nu_xz, nu_z = ivae.Critic(Z, H, 512, 3), ivae.Critic(Z, 0, 512, 3)
+    opt = torch.optim.Adam(list(nu_xz.parameters()) + list(nu_z.parameters()), lr=1e-5)
+    for _ in range(300):
+        hb, zb, _ = sample(B)
+        prior = torch.randn(5, B, Z)
+        for i in range(5):
+            ivae.critic_step(nu_xz, nu_z, opt, hb, zb.squeeze(1), prior[i])
+    with torch.no_grad():
+        trained = float(metrics.dual_kl(nu_xz(z, h.unsqueeze(1)), nu_xz(zp, h.unsqueeze(1))).mean())
+    assert trained < 0.25 * true_kl, (trained, true_kl)
