@@ -580,8 +580,9 @@ def main(argv=None) -> dict:
         f.write("".join(f"{show(ref)}\t=>\t{show(hs[0])}\n" for ref, hs in list(zip(refs, hyps))[:20]))
     rows = [r for r in log.rows() if r.get("split") == "valid"]
     metrics.plot_curves(rows, ["rec", "ppl"], os.path.join(cfg.out_dir, "curves.png"))
-    print(f"wrote {cfg.out_dir}/: config.json log.csv metrics.json checkpoint.pt best.pt responses.txt samples.txt "
-          "curves.png")
+    written = [f for f in "config.json log.csv metrics.json checkpoint.pt best.pt responses.txt samples.txt curves.png".split() if os.path.exists(os.path.join(cfg.out_dir, f))]
+    names = "config.json log.csv metrics.json checkpoint.pt best.pt responses.txt samples.txt curves.png".split()
+    print(f"wrote {cfg.out_dir}/: " + " ".join(f for f in names if os.path.exists(os.path.join(cfg.out_dir, f))))
     return result
 
 

@@ -722,8 +722,8 @@ def main(argv=None) -> dict:
             for i, (a, b) in enumerate(zip(neg, pos))))
     rows = [r for r in log.rows() if r.get("split") == "valid"]
     metrics.plot_curves(rows, ["ppl", "kl_agg", "acc", "bleu"], os.path.join(cfg.out_dir, "curves.png"))
-    print(f"wrote {cfg.out_dir}/: config.json log.csv metrics.json checkpoint.pt best.pt transfers.txt samples.txt "
-          "curves.png")
+    names = "config.json log.csv metrics.json checkpoint.pt best.pt transfers.txt samples.txt curves.png".split()
+    print(f"wrote {cfg.out_dir}/: " + " ".join(f for f in names if os.path.exists(os.path.join(cfg.out_dir, f))))
     return result
 
 

@@ -167,13 +167,19 @@ def test_authors_sizes():
 
 
 def test_reconstruction_noise_is_on_h():
-    """noise_r perturbs h before G: same eps, different code only when noise_r > 0; none by default."""
-    model, _ = tiny_model()
+    """z = G([h + noise_r * n; eps]) with n, eps ~ N(0, I) drawn in that order; no noise by default."""
+    model, cfg = tiny_model()
     neg, _ = tiny_batches()
     gen = lambda: torch.Generator().manual_seed(3)
-    plain = model.encoder(neg.tokens, neg.lengths, generator=gen())
-    assert torch.equal(plain, model.encoder(neg.tokens, neg.lengths, generator=gen()))
-    assert not torch.allclose(plain, model.encoder(neg.tokens, neg.lengths, generator=gen(), noise_r=0.1))
+    h = model.encoder.features(neg.tokens, neg.lengths)                 # (B, H)
+    g = gen()
+    n = torch.randn(h.shape, generator=g)
+    eps = torch.randn(h.shape[0], 1, cfg.noise_dim, generator=g)
+    expected = model.encoder.g(torch.cat([(h + 0.1 * n).unsqueeze(1), eps], -1))
+    assert torch.allclose(model.encoder(neg.tokens, neg.lengths, generator=gen(), noise_r=0.1), expected)
+    eps = torch.randn(h.shape[0], 1, cfg.noise_dim, generator=gen())
+    assert torch.allclose(model.encoder(neg.tokens, neg.lengths, generator=gen()),
+                          model.encoder.g(torch.cat([h.unsqueeze(1), eps], -1)))
 
 
 def test_balanced_batches():
@@ -242,16 +248,27 @@ def test_classifier_own_seed_saved_once_and_ceiling(tmp_path, monkeypatch):
 
 
 def test_validation_scores_a_fixed_subset_and_selects(style_dir, tmp_path, monkeypatch):
-    seen = []
+    seen, gscores = [], iter([1.0, 3.0, 2.0])
     real = st.evaluate
-    monkeypatch.setattr(st, "evaluate", lambda *a, **k: (seen.append((a[2], k.get("limit"))), real(*a, **k))[1])
-    st.main(["--data_dir", style_dir, "--out_dir", str(tmp_path / "run"), "--classifier_dir", str(tmp_path / "clf"),
-             *TINY, "--epochs", "2"])
-    assert seen == [("valid", 10), ("valid", 10), ("test", 0)]
+
+    def spy(*a, **k):
+        seen.append((a[2], k.get("limit")))
+        result, lines = real(*a, **k)
+        if a[2] == "valid":
+            result["gscore"] = next(gscores)                             # a known best: the second epoch
+        return result, lines
+    monkeypatch.setattr(st, "evaluate", spy)
+    out = st.main(["--data_dir", style_dir, "--out_dir", str(tmp_path / "run"), "--classifier_dir",
+                   str(tmp_path / "clf"), *TINY, "--epochs", "3"])
+    assert seen == [("valid", 10)] * 3 + [("test", 0)]
     rows = [r for r in data.CsvLog(str(tmp_path / "run" / "log.csv"), resume_step=10 ** 9).rows() if r["split"] == "valid"]
-    assert [int(r["n_sentences"]) for r in rows] == [10, 10]
+    assert [int(r["n_sentences"]) for r in rows] == [10, 10, 10]
     best = data.load_checkpoint(str(tmp_path / "run" / "best.pt"), "cpu")
-    assert best["best"] == pytest.approx(max(float(r["gscore"]) for r in rows))
+    assert best["best"] == 3.0 and best["step"] == int(rows[1]["step"]) == out["selected_step"]
+    monkeypatch.undo()
+    again = st.main(["--out_dir", str(tmp_path / "run"), "--classifier_dir", str(tmp_path / "clf"), "--data_dir",
+                     style_dir, *TINY, "--eval_only"])                 # --eval_only reads best.pt
+    assert again["ppl"] == pytest.approx(out["ppl"]) and again["acc"] == out["acc"]
 
 
 def test_transfer_your_own_sentence(style_dir, tmp_path, capsys, monkeypatch):
