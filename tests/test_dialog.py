@@ -111,7 +111,7 @@ def test_bleu_keeps_end_token_as_dialogwae():
     assert out["bleu_r"] == pytest.approx(r) and out["bleu_p"] == pytest.approx(p)
     without = metrics.bleu_recall_precision([[h[:3] for h in hyps]], [ref[:4]], n=3)
     assert out["bleu_r"] != pytest.approx(without["bleu_r"])            # the end token matters
-    assert out["intra_dist1"] == pytest.approx((1 + 1 / 3) / 2)         # Distinct sees words only
+    assert out["inter_dist1"] == pytest.approx(4 / 6)                    # Distinct sees words only: i am fine ok
 
 
 def test_embeddings_must_match_emb_dim(dialog_dir, tmp_path, capsys):
