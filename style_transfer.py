@@ -277,19 +277,19 @@ def train_iteration(model: StyleModel, opts: dict, batches: tuple, cfg: Config, 
     """batches = (negative batch, positive batch). Every encoder/decoder loss is its own clipped SGD step,
     once per sentiment batch; `g_*` are the gradient norms of encoder + decoders before clipping."""
     out = {k: 0.0 for k in ("rec", "kl", "cls_loss", "fool", "g_rec", "g_fool", "g_kl")}
-    for style, b in enumerate(batches):                                  # 1. reconstruction
+    for b in batches:                                                  # 1. reconstruction
         z = model.encoder(b.tokens, b.lengths, noise_r=noise_at(iteration, cfg)).squeeze(1)   # (B, Z)
         # -log p(x | z, y), the mean over tokens (</s> included) as the authors' masked cross-entropy
         rec = model.decoders.nll(b.tokens, z, b.labels).sum() / (b.lengths - 1).sum()
         out["g_rec"] += step(opts["ae"], rec, cfg.clip) / 2
         out["rec"] += float(rec.detach()) / 2
-    for style, b in enumerate(batches):                                  # 2. L_class, classifier's side
+    for b in batches:                                                  # 2. L_class, classifier's side
         with torch.no_grad():
             z = model.encoder(b.tokens, b.lengths).squeeze(1)
         cls_loss = F.binary_cross_entropy_with_logits(model.class_logit(z), b.labels.float())
         step(opts["cls"], cls_loss)
         out["cls_loss"] += float(cls_loss.detach()) / 2
-    for style, b in enumerate(batches):                                  # 3. L_class, encoder's side
+    for b in batches:                                                  # 3. L_class, encoder's side
         z = model.encoder(b.tokens, b.lengths).squeeze(1)
         fool = F.binary_cross_entropy_with_logits(model.class_logit(z), 1.0 - b.labels.float())
         out["g_fool"] += step(opts["ae"], cfg.class_weight * fool, cfg.clip) / 2
@@ -308,7 +308,7 @@ def train_iteration(model: StyleModel, opts: dict, batches: tuple, cfg: Config, 
     #    the -E_p exp(nu) term depends on it).
     z_p = model.prior_sample(batches[0].tokens.shape[0], batches[0].tokens.device)
     step(opts["prior"], -model.critic(z_p).exp().mean())
-    for style, b in enumerate(batches):                                  # 6. Eq. (14): encoder's KL step
+    for b in batches:                                                  # 6. Eq. (14): encoder's KL step
         z = model.encoder(b.tokens, b.lengths).squeeze(1)
         # Eq. (14): min_phi E_q nu(z) (E_p exp(nu) has no phi); the critic's gradient is discarded
         out["g_kl"] += step(opts["ae"], cfg.kl_weight * model.critic(z).mean(), cfg.clip) / 2
