@@ -15,25 +15,34 @@ Paper section -> code section
     Table 8 BLEU-R/P/F1, BOW-A/E/G, intra/inter-dist-1/2          -> "Evaluation" (metrics.py)
 
 Run
-    python dialog.py --data dailydialog --embeddings ../shared/data/glove/glove.6B.50d.dialog.txt
+    python dialog.py --data dailydialog --embeddings ../shared/data/glove/glove.6B.50d.dialog.txt --emb_dim 50
     python dialog.py --data switchboard --cuda                       # needs switchboard's train.jsonl
-    python dialog.py --data dailydialog --max_steps 300 --eval_limit 100 --cpu      # a smoke run
+    python dialog.py --data dailydialog --max_steps 300 --eval_limit 100 --threads 1 --out_dir /tmp/dd  # smoke
+    python dialog.py --eval_only --context "hi ." --context "how are you ?"     # ten responses to your context
+    printf 'hi .\n\nhow are you ?\n' | python dialog.py --eval_only --context -  # stdin: utterances, blank-line separated
+    (add --temperature 0.7 to sample the words too, instead of greedy decoding of each sampled z)
 
 Shapes: B examples, C context utterances, U tokens per utterance, T response tokens, E embedding,
 H utterance-encoder hidden (each way), Hc context hidden, Z latent, K responses sampled per context.
 
 Training, one iteration (the authors' three steps):
-    1. nu_steps critic updates maximising E_q nu(z, c) - E_p exp(nu(z', c)) + 1 (z ~ q(z|x,c), z' ~ p(z|c))
+    1. nu_steps critic updates maximising E_q nu(z, c) - E_p exp(nu(z', c)) + 1 (z ~ q(z|x,c), z' ~ p(z|c)),
+       fresh posterior and prior samples for each update (as the authors)
     2. autoencoder: minimise -log p(x | z, c), z ~ q(z|x,c) (SGD, lr 1, clip 1, StepLR x0.6 / 10 epochs);
-       sum over tokens, mean over examples
+       sum over tokens, mean over examples. Dropout (DialogWAE / the authors): 0.5 on the utterance encoder's
+       and the decoder's input embeddings, 0.25 on the context GRU's input
     3. posterior and prior: minimise beta * the dual KL estimate (RMSprop 5e-5); the prior's samples
        enter through -E_p exp(nu), the posterior's through E_q nu.
     beta rises from 0.1 to 1 over 10 epochs on Switchboard; DailyDialog uses beta = 1 (the authors).
 
+Validation after every epoch: reconstruction NLL of the validation responses (posterior z); the checkpoint
+with the lowest is kept as best.pt and evaluated on test (as the LM scripts select on validation).
+
 Evaluation (Table 8), per test context: K = 10 responses decoded greedily from 10 prior samples.
     BLEU-R / BLEU-P / BLEU-F1: max / mean over the K of nltk sentence BLEU (method7) with the reference,
         averaged over contexts; F1 of the averages. n = 3 as the authors' code (`bleu_*`), and n = 4 as the
-        paper's text says (`bleu4_*`).
+        paper's text says (`bleu4_*`). Tokens as DialogWAE's indexes2sent gives them: the reference and each
+        response keep their `</s>` (a response that never ends has none), no `<s>`.
     BOW-A / E / G: embedding average / extrema / greedy similarity (Liu et al. 2016), max over the K,
         averaged; needs --embeddings. With the GloVe 6B 50-d file here (the paper used Twitter 200-d) these
         compare between our runs only.
@@ -45,7 +54,10 @@ Deviations from the authors' code (and why)
       mean exp(nu) (metrics.dual_kl).
     * Rec sums the token NLLs of a response (the house convention, like the LM scripts) instead of
       averaging them; the gradient clip (1) bounds the SGD step either way.
-    * No model selection: the model after the last step is evaluated (validation loss is logged).
+    * Model selection on validation reconstruction NLL (best.pt); the authors evaluate every epoch's model.
+    * --embeddings must have --emb_dim's dimension (an error otherwise, never a silent change of the
+      model's size); rows of words missing from the file keep the uniform(-0.1, 0.1) init of all rows
+      (DialogWAE's). The file here is GloVe 6B 50-d (so --emb_dim 50), the authors' Twitter 200-d.
     * All MLPs (posterior, prior, generators, critic) use Tanh between layers and no BatchNorm (our choice
       of activation; the authors' critic has BatchNorm, which couples a batch's samples); widths are
       `--mlp_width` (200).
@@ -53,6 +65,7 @@ Deviations from the authors' code (and why)
       quirks); contexts hold up to 10 previous utterances (the authors' window holds 9).
 """
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -82,12 +95,13 @@ class Config:
     embeddings: str = option("", "GloVe-format word vectors to initialise the embeddings and for BOW metrics")
     samples_per_context: int = option(10, "responses sampled per test context (Table 8: 10)")
     # model (DialogWAE's sizes)
-    emb_dim: int = option(200, "embedding size when no --embeddings file is given")
+    emb_dim: int = option(200, "word embedding size (DialogWAE: 200); an --embeddings file must match it")
     utt_hidden: int = option(300, "utterance encoder: bidirectional GRU units each way")
     ctx_hidden: int = option(300, "context encoder GRU units")
     latent: int = option(200, "latent z")
     mlp_width: int = option(200, "width of the posterior, prior, generator and critic MLPs")
-    dropout: float = option(0.5, "dropout on the utterance encoder's input embeddings")
+    dropout: float = option(0.5, "dropout on the utterance encoder's and the decoder's input embeddings (authors)")
+    ctx_dropout: float = option(0.25, "dropout on the context GRU's input (authors)")
     max_context: int = option(10, "previous utterances in a context window")
     # training (the authors' schedule)
     batch_size: int = option(32, "examples per batch")
@@ -104,13 +118,15 @@ class Config:
     eval_limit: int = option(0, "evaluate on the first N test contexts only (0: all)")
     bleu_n: int = option(3, "BLEU n-gram order of bleu_r/p/f1 (authors' code: 3); bleu4_* always uses 4")
     max_decode_len: int = option(40, "longest response, in tokens")
+    temperature: float = option(0.0, "decoding of each sampled z: 0 greedy (Table 8); > 0 sample softmax(logits / T)")
     responses_shown: int = option(50, "contexts written to responses.txt")
     log_every: int = option(100, "training steps between progress lines")
     save_every: int = option(1000, "training steps between checkpoints (also at every epoch's end)")
 
 
 RUN_CONTROL = {"data_dir", "out_dir", "cuda", "cpu", "threads", "epochs", "max_steps", "resume", "eval_only",
-               "samples_per_context", "eval_limit", "bleu_n", "max_decode_len", "responses_shown", "log_every",
+               "samples_per_context", "eval_limit", "bleu_n", "max_decode_len", "temperature", "responses_shown",
+               "log_every",
                "save_every"}
 
 
@@ -146,7 +162,11 @@ class DialogModel(nn.Module):
     def __init__(self, vocab_size: int, emb_dim: int, cfg: Config):
         super().__init__()
         self.emb = nn.Embedding(vocab_size, emb_dim, padding_idx=data.PAD_ID)
-        self.drop = nn.Dropout(cfg.dropout)
+        with torch.no_grad():                                            # DialogWAE: uniform(-0.1, 0.1)
+            self.emb.weight.uniform_(-0.1, 0.1)
+            self.emb.weight[data.PAD_ID] = 0.0
+        self.drop = nn.Dropout(cfg.dropout)                              # utterance encoder + decoder inputs
+        self.ctx_drop = nn.Dropout(cfg.ctx_dropout)                      # context GRU input
         self.utt_rnn = nn.GRU(emb_dim, cfg.utt_hidden, batch_first=True, bidirectional=True)
         self.ctx_rnn = nn.GRU(2 * cfg.utt_hidden + 2, cfg.ctx_hidden, batch_first=True)   # + 2: who spoke
         self.posterior = GaussianThenGenerator(2 * cfg.utt_hidden + cfg.ctx_hidden, cfg.mlp_width, cfg.latent)
@@ -170,7 +190,7 @@ class DialogModel(nn.Module):
         """
         B, C, U = batch.context.shape
         utt = self.encode_utterances(batch.context.view(B * C, U), batch.utt_lengths.view(B * C)).view(B, C, -1)
-        inp = torch.cat([utt, F.one_hot(batch.speakers, 2).float()], -1)
+        inp = self.ctx_drop(torch.cat([utt, F.one_hot(batch.speakers, 2).float()], -1))   # (B, C, 2H+2)
         packed = nn.utils.rnn.pack_padded_sequence(inp, batch.context_lengths.cpu(), batch_first=True,
                                                    enforce_sorted=False)
         _, h = self.ctx_rnn(packed)
@@ -181,7 +201,7 @@ class DialogModel(nn.Module):
 
     def decode_logits(self, x_in: torch.Tensor, z: torch.Tensor, c: torch.Tensor, state=None):
         h0 = torch.cat([z, c], -1).unsqueeze(0) if state is None else state
-        out, state = self.dec_rnn(self.emb(x_in), h0)
+        out, state = self.dec_rnn(self.drop(self.emb(x_in)), h0)
         return self.out(out), state                                      # (B, T, V)
 
     def nll(self, x: torch.Tensor, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -214,13 +234,12 @@ def beta_at(step: int, steps_per_epoch: int, cfg: Config, corpus: str) -> float:
 def train_step(model: DialogModel, opts: dict, batch: data.Batch, beta: float, cfg: Config) -> dict:
     c = model.encode_context(batch)                                      # (B, Hc)
     x = model.encode_utterances(batch.tokens, batch.lengths)             # (B, 2H)
-    # 1. The critic: KL(q(z|x,c) || p(z|c)) = max_nu E_q nu(z, c) - E_p exp(nu(z', c)) + 1.
-    with torch.no_grad():
-        cd = c.detach()
-        zq = model.posterior(torch.cat([x, c], -1))
+    # 1. The critic, Eq. (7)-(9) form: KL(q(z|x,c) || p(z|c)) = max_nu E_q nu(z, c) - E_p exp(nu(z', c)) + 1
+    cd, xc = c.detach(), torch.cat([x, c], -1).detach()
     for _ in range(cfg.nu_steps):
-        with torch.no_grad():
-            zp = model.prior(cd)                                         # fresh prior samples each update
+        with torch.no_grad():                                            # fresh samples of both each update
+            zq = model.posterior(xc)                                     # (B, Z)
+            zp = model.prior(cd)                                         # (B, Z)
         kl = metrics.dual_kl(model.critic(zq, cd), model.critic(zp, cd))
         opts["nu"].zero_grad(set_to_none=True)
         (-kl).backward()
@@ -249,35 +268,59 @@ def train_step(model: DialogModel, opts: dict, batch: data.Batch, beta: float, c
 # ----------------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def greedy(model: DialogModel, z: torch.Tensor, c: torch.Tensor, max_len: int) -> list:
+def decode(model: DialogModel, z: torch.Tensor, c: torch.Tensor, max_len: int, temperature: float = 0.0,
+           generator=None) -> list:
+    """Responses decoded from (z, c), each (N, .) -> token-id lists (read them up to </s>).
+    temperature 0: greedy (argmax, Table 8); > 0: each token sampled from softmax(logits / temperature)."""
     N = z.shape[0]
     token = torch.full((N, 1), data.BOS_ID, dtype=torch.long, device=z.device)
     state, out = None, []
     for _ in range(max_len):
-        logits, state = model.decode_logits(token, z, c, state)
-        token = logits[:, -1].argmax(-1, keepdim=True)
+        logits, state = model.decode_logits(token, z, c, state)         # (N, 1, V)
+        if temperature > 0:
+            token = torch.multinomial(F.softmax(logits[:, -1] / temperature, -1), 1, generator=generator)
+        else:
+            token = logits[:, -1].argmax(-1, keepdim=True)               # (N, 1)
         out.append(token)
         if bool((torch.cat(out, 1) == data.EOS_ID).any(1).all()):
             break
     return torch.cat(out, 1).tolist()
 
 
+def bleu_tokens(ids: list, vocab: data.Vocab) -> list:
+    """Ids -> the words BLEU sees, as DialogWAE's indexes2sent: <s> and <pad> dropped, up to AND including the
+    first </s> (a response that never ends has none).  [<s>, hi, </s>, <pad>] -> [hi, </s>]"""
+    words = []
+    for i in ids:
+        if i in (data.BOS_ID, data.PAD_ID):
+            continue
+        words.append(vocab.itos[i])
+        if i == data.EOS_ID:
+            break
+    return words
+
+
 def response_scores(hyps_per_context: list, references: list, vectors: dict, bleu_n: int) -> dict:
-    """Table 8's columns from words (metrics.py does the arithmetic)."""
+    """Table 8's columns (metrics.py does the arithmetic). Token lists as bleu_tokens gives them: BLEU sees
+    the `</s>` as DialogWAE and the authors; BOW and Distinct see the words only."""
     out = metrics.bleu_recall_precision(hyps_per_context, references, n=bleu_n)
     out.update({f"bleu4_{k[5:]}": v for k, v in metrics.bleu_recall_precision(hyps_per_context, references, n=4).items()})
+    words = lambda ws: [w for w in ws if w != data.EOS]
+    hyps = [[words(h) for h in hs] for hs in hyps_per_context]
+    refs = [words(r) for r in references]
     if vectors:
-        out.update(metrics.bow_metrics(hyps_per_context, references, vectors))
+        out.update(metrics.bow_metrics(hyps, refs, vectors))
     for n in (1, 2):
-        out[f"intra_dist{n}"] = sum(metrics.distinct_intra(h, n) for h in hyps_per_context) / len(references)
-        out[f"inter_dist{n}"] = sum(metrics.distinct_inter(h, n) for h in hyps_per_context) / len(references)
+        out[f"intra_dist{n}"] = sum(metrics.distinct_intra(h, n) for h in hyps) / len(refs)
+        out[f"inter_dist{n}"] = sum(metrics.distinct_inter(h, n) for h in hyps) / len(refs)
     return out
 
 
 @torch.no_grad()
 def evaluate(model: DialogModel, corpus: data.Corpus, split: str, cfg: Config, device, vectors: dict,
              sample: bool = True) -> tuple:
-    """Reconstruction NLL per response (posterior z) and, with `sample`, Table 8 from K prior samples."""
+    """Reconstruction NLL per response (posterior z) and, with `sample`, Table 8 from K prior samples.
+    Returns (metrics, (contexts, references, responses)) with the words as bleu_tokens gives them."""
     model.eval()
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 12345)
     examples = corpus.examples[split][:cfg.eval_limit or None]
@@ -285,16 +328,16 @@ def evaluate(model: DialogModel, corpus: data.Corpus, split: str, cfg: Config, d
     nll, words, hyps, refs, contexts = 0.0, 0, [], [], []
     for idx in data.batch_plan([len(e.response) for e in examples], cfg.batch_size, 0, 0, shuffle=False):
         batch = data.collate([examples[i] for i in idx]).to(device)
-        c = model.encode_context(batch)
-        x = model.encode_utterances(batch.tokens, batch.lengths)
+        c = model.encode_context(batch)                                  # (B, Hc)
+        x = model.encode_utterances(batch.tokens, batch.lengths)         # (B, 2H)
         nll += float(model.nll(batch.tokens, model.posterior(torch.cat([x, c], -1), gen), c).sum())
         words += int((batch.lengths - 1).sum())
         if sample:
             cK = c.repeat_interleave(K, 0)                               # (B*K, Hc)
-            ids = greedy(model, model.prior(cK, gen), cK, cfg.max_decode_len)
+            ids = decode(model, model.prior(cK, gen), cK, cfg.max_decode_len, cfg.temperature, gen)
             for j, i in enumerate(idx):
-                hyps.append([corpus.vocab.decode(s) for s in ids[j * K:(j + 1) * K]])
-                refs.append(corpus.vocab.decode(examples[i].response))
+                hyps.append([bleu_tokens(s, corpus.vocab) for s in ids[j * K:(j + 1) * K]])
+                refs.append(bleu_tokens(examples[i].response, corpus.vocab))
                 contexts.append([corpus.vocab.decode(u) for u in examples[i].context])
     result = {"n_contexts": len(examples), "rec": nll / len(examples), "ppl": metrics.perplexity(nll, words)}
     if sample:
@@ -304,32 +347,63 @@ def evaluate(model: DialogModel, corpus: data.Corpus, split: str, cfg: Config, d
 
 
 def write_responses(path: str, contexts, refs, hyps, n: int, split_name: str) -> None:
+    show = lambda ws: " ".join(w for w in ws if w != data.EOS)
     with open(path, "w", encoding="utf-8") as f:
         f.write(f"# {split_name}: context (oldest first), reference, then the sampled responses\n")
         for ctx, ref, hs in list(zip(contexts, refs, hyps))[:n]:
             f.write("".join(f"context> {' '.join(u)}\n" for u in ctx))
-            f.write(f"reference> {' '.join(ref)}\n")
-            f.write("".join(f"sample {k}> {' '.join(h)}\n" for k, h in enumerate(hs)) + "\n")
+            f.write(f"reference> {show(ref)}\n")
+            f.write("".join(f"sample {k}> {show(h)}\n" for k, h in enumerate(hs)) + "\n")
 
 
 # ----------------------------------------------------------------------------------------------------
-# PLUMBING: embeddings, training loop, checkpoints, main()
+# Your own context: --eval_only --context "hi ." --context "how are you ?" (or --context - for stdin)
 # ----------------------------------------------------------------------------------------------------
 
-def checkpoint_state(cfg, vocab, model, opts, sched, step_, emb_dim) -> dict:
+@torch.no_grad()
+def respond(model: DialogModel, vocab: data.Vocab, utterances: list, cfg: Config, device) -> list:
+    """K = samples_per_context responses to a context typed as text (oldest utterance first; speakers
+    alternate and the responder speaks after the last one). Tokenised as the corpus (data.wordpunct_lower);
+    words outside the vocabulary are read as <unk>, with a note on stderr. -> K word lists."""
+    model.eval()
+    turns = [data.wordpunct_lower(u) for u in utterances]
+    unknown = sorted({w for t in turns for w in t if w not in vocab})
+    if unknown:
+        print(f"not in the vocabulary (read as <unk>): {', '.join(unknown)}", file=sys.stderr)
+    n = len(turns)
+    dialog = [(t, i % 2) for i, t in enumerate(turns)] + [([], n % 2)]   # the response itself is a stand-in
+    example = data.dialog_examples([dialog], vocab, cfg.max_context)[-1]
+    batch = data.collate([example]).to(device)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 4242)
+    cK = model.encode_context(batch).repeat(cfg.samples_per_context, 1)  # (K, Hc)
+    ids = decode(model, model.prior(cK, gen), cK, cfg.max_decode_len, cfg.temperature, gen)
+    return [vocab.decode(s) for s in ids]
+
+
+# ----------------------------------------------------------------------------------------------------
+# PLUMBING: training loop, checkpoints, main()
+# ----------------------------------------------------------------------------------------------------
+
+def checkpoint_state(cfg, vocab, model, opts, sched, step_, best) -> dict:
     return {"config": asdict(cfg), "vocab": vocab.state_dict(), "model": model.state_dict(),
             "opts": {k: o.state_dict() for k, o in opts.items()}, "sched": sched.state_dict(), "step": step_,
-            "best": None, "emb_dim": emb_dim, "rng": data.rng_state()}
+            "best": best, "rng": data.rng_state()}
 
 
-def train(cfg, corpus, model, opts, sched, start, emb_dim, device, log) -> int:
+def train(cfg, corpus, model, opts, sched, state, device, log) -> int:
+    """Train from state["step"] to the end (epochs or max_steps); validate after every epoch and keep the
+    checkpoint with the lowest validation reconstruction NLL in best.pt. Returns the last step."""
     batcher = data.Batcher(corpus.examples["train"], cfg.batch_size, seed=cfg.seed, equal_length=False)
     steps_per_epoch = len(batcher)
     total = cfg.epochs * steps_per_epoch
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
-    step_ = start
-    ckpt_path = os.path.join(cfg.out_dir, "checkpoint.pt")
+    step_, best = state["step"], state["best"]
+    ckpt_path, best_path = os.path.join(cfg.out_dir, "checkpoint.pt"), os.path.join(cfg.out_dir, "best.pt")
+
+    def save(path=ckpt_path):
+        data.save_checkpoint(checkpoint_state(cfg, corpus.vocab, model, opts, sched, step_, best), path)
+
     print(f"training: {steps_per_epoch} batches per epoch, steps {step_} -> {total}", flush=True)
     acc, n_acc, t0 = {}, 0, time.time()
     with data.GracefulInterrupt() as stop:
@@ -354,14 +428,16 @@ def train(cfg, corpus, model, opts, sched, start, emb_dim, device, log) -> int:
                           f"KL {means['kl']:6.2f} | beta {beta:.2f} | {n_acc / dt:5.1f} step/s | "
                           f"ETA {(total - step_) * dt / n_acc / 60:5.1f} min", flush=True)
                     acc, n_acc, t0 = {}, 0, time.time()
-                if end_of_epoch:
+                if end_of_epoch:                                         # validation; selection on rec
                     row, _ = evaluate(model, corpus, "valid", cfg, device, {}, sample=False)
                     row = {"step": step_, "epoch": step_ / steps_per_epoch, "split": "valid", "beta": beta, **row}
                     print(f"valid @ step {step_}: rec {row['rec']:.2f} | PPL {row['ppl']:.2f}", flush=True)
                     log.write(row)
+                    if best is None or row["rec"] < best:
+                        best = row["rec"]
+                        save(best_path)
                 if saving:
-                    data.save_checkpoint(checkpoint_state(cfg, corpus.vocab, model, opts, sched, step_, emb_dim),
-                                         ckpt_path)
+                    save()
                 if step_ >= total or stop.requested:
                     break
     if stop.requested:
@@ -369,8 +445,37 @@ def train(cfg, corpus, model, opts, sched, start, emb_dim, device, log) -> int:
     return step_
 
 
+def read_context(values: list, parser) -> list:
+    """--context values; '-' reads stdin, where utterances are separated by blank lines."""
+    utterances = []
+    for v in values:
+        if v == "-":
+            blocks = sys.stdin.read().split("\n\n")
+            utterances += [" ".join(b.split()) for b in blocks if b.strip()]
+        elif v.strip():
+            utterances.append(v)
+    if values and not utterances:
+        parser.error("--context: no utterance given")
+    return utterances
+
+
+def parse(argv=None) -> tuple:
+    """(cfg, parser, context utterances): the Config flags plus --context, which may be given several times
+    (data.parse_config knows only Config fields, so --context is added here; it is not a setting)."""
+    parser = data.config_parser(Config, "Dialog response generation with implicit latents (§5.3)")
+    parser.add_argument("--context", action="append", default=[],
+                        help="with --eval_only: one utterance of a context to answer, oldest first (repeat the "
+                             "flag); '-' reads stdin, utterances separated by blank lines")
+    args = vars(parser.parse_args(argv))
+    values = args.pop("context")
+    cfg = Config(**args)
+    if values and not cfg.eval_only:
+        parser.error("--context needs --eval_only (and a trained model in --out_dir)")
+    return cfg, parser, read_context(values, parser)
+
+
 def main(argv=None) -> dict:
-    cfg, parser = data.parse_config(Config, "Dialog response generation with implicit latents (§5.3)", argv)
+    cfg, parser, utterances = parse(argv)
     for name in ("epochs", "samples_per_context", "emb_dim", "utt_hidden", "ctx_hidden", "latent", "mlp_width",
                  "max_context", "batch_size", "ae_decay_epochs", "bleu_n", "max_decode_len", "log_every",
                  "save_every"):
@@ -379,8 +484,11 @@ def main(argv=None) -> dict:
     for name in ("max_steps", "eval_limit", "nu_steps", "ae_lr", "gen_lr", "nu_lr", "clip", "responses_shown"):
         if getattr(cfg, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(cfg, name)}")
-    if not 0 <= cfg.dropout < 1:
-        parser.error(f"--dropout must be in [0, 1), got {cfg.dropout}")
+    for name in ("dropout", "ctx_dropout"):
+        if not 0 <= getattr(cfg, name) < 1:
+            parser.error(f"--{name} must be in [0, 1), got {getattr(cfg, name)}")
+    if cfg.temperature < 0:
+        parser.error(f"--temperature must be >= 0 (0: greedy), got {cfg.temperature}")
     if cfg.beta != "auto":
         try:
             float(cfg.beta)
@@ -393,6 +501,21 @@ def main(argv=None) -> dict:
     device = data.pick_device(cfg.cuda, cfg.cpu, parser, cfg.threads)
     ckpt = data.resume_checkpoint(cfg, parser, RUN_CONTROL, device)
     data.set_seed(cfg.seed)
+    if utterances:                                                       # your own context: no corpus needed
+        vocab = data.Vocab.from_state_dict(ckpt["vocab"])
+        model = DialogModel(len(vocab), cfg.emb_dim, cfg).to(device)
+        model.load_state_dict(ckpt["model"])
+        responses = respond(model, vocab, utterances, cfg, device)
+        print("".join(f"context> {u}\n" for u in utterances)
+              + "".join(f"sample {k}> {' '.join(r)}\n" for k, r in enumerate(responses)), end="")
+        return {"context": utterances, "responses": responses, "step": ckpt["step"]}
+    if cfg.embeddings and not ckpt:
+        with open(cfg.embeddings, encoding="utf-8") as f:
+            dim = len(f.readline().split()) - 1
+        if dim != cfg.emb_dim:
+            parser.error(f"--embeddings {cfg.embeddings} holds {dim}-d vectors but --emb_dim is {cfg.emb_dim}: pass "
+                         f"--emb_dim {dim} to initialise the embeddings from the file (the model's size never "
+                         "changes silently)")
     try:
         vocab = data.Vocab.from_state_dict(ckpt["vocab"]) if ckpt else None
         splits = ("test",) if cfg.eval_only else ("train", "valid", "test")
@@ -404,37 +527,42 @@ def main(argv=None) -> dict:
     print(f"corpus {corpus.spec.name}: " + ", ".join(f"{s} {len(e):,}" for s, e in corpus.examples.items())
           + f" responses, vocabulary {len(corpus.vocab):,}")
     vectors = metrics.load_word_vectors(cfg.embeddings, corpus.vocab.itos) if cfg.embeddings else {}
-    emb_dim = ckpt["emb_dim"] if ckpt else (len(next(iter(vectors.values()))) if vectors else cfg.emb_dim)
-    model = DialogModel(len(corpus.vocab), emb_dim, cfg).to(device)
-    if vectors and not ckpt:                                             # GloVe where known, small random else
+    model = DialogModel(len(corpus.vocab), cfg.emb_dim, cfg).to(device)
+    if vectors and not ckpt:          # GloVe where known; the other rows keep DialogModel's uniform(-0.1, 0.1)
         with torch.no_grad():
             hits = [(i, w) for i, w in enumerate(corpus.vocab.itos) if w in vectors]
             for i, w in hits:
                 model.emb.weight[i] = torch.tensor(vectors[w], dtype=torch.float32)
-        print(f"embeddings: {len(hits):,} of {len(corpus.vocab):,} words from {cfg.embeddings} ({emb_dim}-d)")
+        print(f"embeddings: {len(hits):,} of {len(corpus.vocab):,} words from {cfg.embeddings} ({cfg.emb_dim}-d)")
     opts = make_optimizers(model, cfg)
     sched = torch.optim.lr_scheduler.StepLR(opts["ae"], step_size=cfg.ae_decay_epochs, gamma=cfg.ae_decay)
-    start = 0
+    state = {"step": ckpt["step"], "best": ckpt.get("best")} if ckpt else {"step": 0, "best": None}
     if ckpt:
         model.load_state_dict(ckpt["model"])
-        start = ckpt["step"]
         if not cfg.eval_only:
             for k, o in opts.items():
                 o.load_state_dict(ckpt["opts"][k])
             sched.load_state_dict(ckpt["sched"])
             data.set_rng_state(ckpt["rng"])
     data.write_json(os.path.join(cfg.out_dir, "config.json"), asdict(cfg))
-    log = data.CsvLog(os.path.join(cfg.out_dir, "log.csv"), resume_step=start if ckpt else None)
+    log = data.CsvLog(os.path.join(cfg.out_dir, "log.csv"), resume_step=state["step"] if ckpt else None)
     t_start = time.time()
     if not cfg.eval_only:
         try:
-            start = train(cfg, corpus, model, opts, sched, start, emb_dim, device, log)
+            state["step"] = train(cfg, corpus, model, opts, sched, state, device, log)
         except FloatingPointError as err:
             raise SystemExit(f"stopped: {err}")
+        best_path = os.path.join(cfg.out_dir, "best.pt")
+        if os.path.exists(best_path):                                    # report the selected model
+            sel = data.load_checkpoint(best_path, device)
+            model.load_state_dict(sel["model"])
+            state["selected_step"] = sel["step"]
     train_time = time.time() - t_start
 
     result, (contexts, refs, hyps) = evaluate(model, corpus, "test", cfg, device, vectors)
-    result = {"split": "test", "corpus": corpus.spec.name, "step": start, **result,
+    step_ = state["step"]
+    result = {"split": "test", "corpus": corpus.spec.name, "step": step_,
+              "selected_step": state.get("selected_step", step_), **result,
               "samples_per_context": cfg.samples_per_context, "bleu_n": cfg.bleu_n,
               "embeddings": cfg.embeddings or None, "train_time_s": round(train_time, 1),
               "device": data.describe_device(device)}
@@ -446,12 +574,15 @@ def main(argv=None) -> dict:
     log.write({"epoch": "", **result})
     data.write_json(os.path.join(cfg.out_dir, "metrics.json"), result)
     write_responses(os.path.join(cfg.out_dir, "responses.txt"), contexts, refs, hyps, cfg.responses_shown,
-                    f"{corpus.spec.name} test, step {start}")
+                    f"{corpus.spec.name} test, model of step {result['selected_step']}")
+    show = lambda ws: " ".join(w for w in ws if w != data.EOS)
     with open(os.path.join(cfg.out_dir, "samples.txt"), "w", encoding="utf-8") as f:
-        f.write("".join(f"{' '.join(ref)}\t=>\t{' '.join(hs[0])}\n" for ref, hs in list(zip(refs, hyps))[:20]))
+        f.write("".join(f"{show(ref)}\t=>\t{show(hs[0])}\n" for ref, hs in list(zip(refs, hyps))[:20]))
     rows = [r for r in log.rows() if r.get("split") == "valid"]
     metrics.plot_curves(rows, ["rec", "ppl"], os.path.join(cfg.out_dir, "curves.png"))
-    print(f"wrote {cfg.out_dir}/: config.json log.csv metrics.json checkpoint.pt responses.txt samples.txt curves.png")
+    written = [f for f in "config.json log.csv metrics.json checkpoint.pt best.pt responses.txt samples.txt curves.png".split() if os.path.exists(os.path.join(cfg.out_dir, f))]
+    names = "config.json log.csv metrics.json checkpoint.pt best.pt responses.txt samples.txt curves.png".split()
+    print(f"wrote {cfg.out_dir}/: " + " ".join(f for f in names if os.path.exists(os.path.join(cfg.out_dir, f))))
     return result
 
 

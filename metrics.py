@@ -16,7 +16,7 @@ Paper section -> code
                                                  load_word_vectors, bow_similarity, bow_metrics,
                                                  distinct_intra, distinct_inter
     Table 5 forward / reverse PPL, style RPPL -> NGramLM (5-gram, interpolated modified Kneser-Ney),
-                                                 forward_reverse_ppl
+                                                 forward_reverse_ppl, ppl_without_eos, rppl_authors
     (reporting)                               -> format_row, honest_notes, warn_collapse, plot_curves,
                                                  plot_critic_vs_exact, plot_active_units, plot_latent_pca
 
@@ -391,7 +391,13 @@ def bleu_recall_precision(hyps_per_context: Sequence[Sequence[Sequence[str]]],
 
         BLEU-R = mean over contexts of max_k BLEU(ref, hyp_k)      (recall: is some sample close?)
         BLEU-P = mean over contexts of mean_k BLEU(ref, hyp_k)     (precision: are samples close?)
-        BLEU-F1 = 2 P R / (P + R)      (of the averaged P and R, as DialogWAE computes it)"""
+        BLEU-F1 = 2 P R / (P + R)      (of the averaged P and R, as DialogWAE computes it)
+
+    Tokens: the caller decides; Table 8's convention (DialogWAE's and the authors' indexes2sent, which
+    dialog.py follows) keeps the end token: references and responses without `<s>`, up to and including
+    their first `</s>` (a response cut at the length limit has none). The `</s>` counts as a word in the
+    n-grams and the lengths, which raises the scores (the issue-16 measurement: 3-gram R/P/F1
+    0.177/0.095/0.123 without it vs 0.209/0.132/0.162 with it, same responses)."""
     if len(hyps_per_context) != len(references) or not references:
         raise ValueError("need one list of hypotheses per reference, and at least one reference")
     recall, precision = [], []
@@ -777,6 +783,45 @@ def forward_reverse_ppl(samples: Sequence[Sequence[str]], train_text: Sequence[S
     reverse_lm = NGramLM(order).fit([[w] for w in vocabulary] + samples)
     return {"fwd_ppl": forward, "rev_ppl": reverse_lm.perplexity(train_text),
             "rev_ppl_test": reverse_lm.perplexity(test_text), "fwd_rev_samples": len(samples)}
+
+
+def ppl_without_eos(lm: NGramLM, sentences: Sequence[Sequence[str]]) -> float:
+    r"""Perplexity as the authors' style code reads it from KenLM (`lm.score(s, bos=True, eos=False)`,
+    transfer_yelp/utils_yelp.py get_ppl):
+
+        PPL = exp( - sum_s sum_{i=1..n_s} log p(w_i | <s> w_1 .. w_{i-1}) / sum_s n_s )
+
+    `</s>` is neither scored nor counted; out-of-vocabulary words are scored as `<unk>` and counted."""
+    log_total, n_words = 0.0, 0
+    for sentence in sentences:
+        words = list(sentence)
+        for i, w in enumerate(words):
+            log_total += lm.logprob(w, [BOS] + words[:i])
+        n_words += len(words)
+    if n_words == 0:
+        raise ValueError("perplexity of an empty set of sentences")
+    return math.exp(-log_total / n_words)
+
+
+def rppl_authors(sources: Sequence[Sequence[str]], transfers: Sequence[Sequence[str]],
+                 directions: Sequence[int], order: int = 5) -> dict:
+    r"""Reverse perplexity of style transfer as in the authors' code (transfer_yelp/train_yelp.py,
+    evaluate_autoencoder; KenLM `lmplz -o 5 --skip_symbols "<unk>" --discount_fallback`):
+
+        for each direction d (the target sentiment of the transfer):
+            LM_d   = NGramLM(order) fitted on the transfers of direction d, `<unk>` tokens deleted
+                     (lmplz --skip_symbols)
+            RPPL_d = ppl_without_eos(LM_d, the sources of direction d)
+        RPPL = (RPPL_0 + RPPL_1) / 2          (the mean over the directions present)
+
+    Returns {"rppl": RPPL, "rppl_d": RPPL_d for each direction}. Token lists carry no <s>, </s>."""
+    out = {}
+    for d in sorted(set(directions)):
+        train = [[w for w in t if w != UNK] for t, dd in zip(transfers, directions) if dd == d]
+        lm = NGramLM(order).fit(train)
+        out[f"rppl_{d}"] = ppl_without_eos(lm, [s for s, dd in zip(sources, directions) if dd == d])
+    out["rppl"] = sum(out.values()) / len(out)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------

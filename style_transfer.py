@@ -2,7 +2,7 @@ r"""Unaligned sentiment transfer with iVAE_MI on Yelp (Fang et al., EMNLP 2019, 
 
 Fang, Li, Gao, Dong, Chen. "Implicit Deep Latent Variable Models for Text Generation". EMNLP 2019.
 arXiv:1908.11527. Authors' code: github.com/fangleai/Implicit-LVM, transfer_yelp/ (built on ARAE,
-Zhao et al. 2018).
+Zhao et al. 2018), whose sizes and update structure this script follows.
 
 A sentence x with sentiment y is encoded into a content code z = G(h_x, eps) (an implicit posterior, as
 in ivae_mi.py); two decoders, one per sentiment, reconstruct x from z with p(x | z, y). To transfer, x is
@@ -15,50 +15,75 @@ encoded and decoded by the *other* sentiment's decoder. Two forces keep sentimen
 
 Paper section -> code section
     §5.2 model: encoder + G, two decoders, implicit prior, critic, classifier   -> "Model"
-    §3.2 Eq. (13)-(14) with an implicit prior; L_class                           -> train_step
+    §3.2 Eq. (13)-(14) with an implicit prior; L_class                           -> train_iteration
     Table 7: Acc (fastText), BLEU, PPL, RPPL                                     -> "Evaluation"
-    Table 6: transferred sentences                                               -> transfers.txt
+    Table 6: transferred sentences                                               -> transfers.txt, --transfer
 
 Run
     python style_transfer.py --split standard          # Shen et al.'s split (needs sentiment.train.{0,1})
     python style_transfer.py --split no_train          # the opt-in split for copies without train files
-    python style_transfer.py --split no_train --max_steps 300 --eval_limit 200 --cpu     # a smoke run
+    python style_transfer.py --split no_train --max_steps 200 --threads 1 --out_dir /tmp/st_smoke   # smoke
+    python style_transfer.py --eval_only --transfer "the food was cold and bland ."   # your sentence
+    echo "the staff was rude ." | python style_transfer.py --eval_only --transfer -     # one per line
+    (add --temperature 0.7 to sample instead of greedy decoding; --cuda on a GPU)
 
 Splits. `standard`: Shen et al.'s train / dev / test. `no_train` (opt-in, for the copies here, which lack
 Shen's training files): trains on Shen's test files, validates on Shen's dev files minus Li et al. (2018)'s
 1,000 test sentences, and tests on those 1,000 sentences, which have human rewrites (BLEU-ref). Every
 output (metrics.json, log.csv, transfers.txt) says which split produced it.
 
+One training iteration (the authors' train_yelp.py): a negative and a positive batch, and for each
+sentiment separate clipped SGD steps of encoder + decoders, never one summed loss:
+    1. reconstruction (mean NLL per token), Gaussian noise noise_r on h (annealed)   x2 (neg, pos)
+    2. classifier: tell y from z (Adam)                                               x2
+    3. encoder fools the classifier (flipped label)                                   x2
+    4. critic nu(z): nu_steps updates of the dual KL, batches alternating neg / pos   x4
+    5. prior generator: one Adam step down the dual KL                                x1
+    6. encoder: down E_q nu(z), the only part of the dual KL that depends on it       x2
+
 Evaluation (Table 7), on the test split:
     Acc     share of transfers that a fastText-style classifier (Joulin et al. 2017: mean of unigram and
-            hashed bigram embeddings -> linear), trained on the training split, labels with the target
-            sentiment; its own accuracy on the test sources is reported too (`classifier_acc`).
+            hashed bigram embeddings -> linear) labels with the target sentiment. The classifier is trained
+            once per split with its own seed (--classifier_seed), saved under --classifier_dir and reused by
+            every run; `classifier_acc` is its accuracy on the test sources and `acc_ceiling` its accuracy
+            on Li et al.'s human rewrites (what a perfect human transfer would score; no_train split).
     BLEU    nltk sentence BLEU (method7, n = 3, as the authors' code), x100, mean over sentences, between
             each source and its transfer; `bleu_ref` against Li et al.'s human rewrites where present.
     PPL     reconstruction perplexity of the test sentences, teacher-forced with their own sentiment's
             decoder, z the mean of `eval_samples` posterior samples; words counting </s>.
-    RPPL    metrics.NGramLM(order=5) fitted on the transfers, perplexity of the source sentences.
+    RPPL    `rppl`, the authors' way (metrics.rppl_authors): one 5-gram LM per direction fitted on that
+            direction's transfers (`<unk>` deleted), the direction's sources scored without </s>, the two
+            directions averaged. `rppl_pooled`: one LM on all transfers, </s> scored and counted (ours
+            before); `rppl_vocab`: the same with every vocabulary word prepended once.
     Flu / Sim of Table 7 were human ratings: not reproducible here.
 Paper (Acc / BLEU / PPL / RPPL): ARAE 95 / 32.5 / 6.8 / 395; iVAE_MI 92 / 36.7 / 6.2 / 285.
+
+Validation, after every epoch, on a fixed subset of `val_sentences` validation sentences (both
+sentiments): reconstruction PPL, the critic's KL, and Acc and self-BLEU of their transfers. The checkpoint
+with the best G-score sqrt(Acc * BLEU) (Xu et al. 2018) is kept as best.pt and evaluated on test.
 
 Shapes: B sentences, T tokens, V vocabulary, E embedding, H hidden, Z content code, N prior noise.
 
 Deviations from the authors' code (and why)
     * The critic's KL estimate is the real dual, E_q nu - E_p exp(nu) + 1 (metrics.dual_kl). The authors'
-      critic returns the batch mean before the exp, exp(mean nu), which is not the dual form, and has
+      critic returns the batch mean before the exp, exp(mean nu), which is not the dual form and has no
+      upper bound when q != p (RESEARCH.md: 10.2-56.6 and rising on a toy with true KL 1.0), and has
       BatchNorm inside, which makes a sample's value depend on the rest of its batch; ours has neither.
+    * Model selection on validation G-score (best.pt); the authors report the model after the last epoch.
     * The transfer decodes from the mean of `eval_samples` posterior samples (one draw is noisier).
-    * No model selection: the model after the last step is evaluated (validation metrics are logged each
-      epoch); the authors also report the final model.
     * The fastText classifier is a small PyTorch re-implementation trained here, not the fastText binary.
-    * Our choices where the issue and paper give no size: the encoder's noise is 32-d, G is a 2-layer
-      MLP (128 units, LeakyReLU 0.2), the critic has two hidden layers of 256, the classifier one of
-      128; training batches are padded length buckets (the LM scripts use equal-length batches).
+    * The classifier outputs one logit (BCE with logits); the authors' a sigmoid then BCE: the same loss.
+    * PyTorch's default initialisation (the authors: uniform(-0.1, 0.1) for the seq2seq, N(0, 0.02) MLPs).
+    * Batches are padded length buckets of one sentiment (the authors' batchify also pads within a batch).
 """
+import hashlib
+import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -79,76 +104,82 @@ class Config:
     cpu: bool = option(False, "run on the CPU even if a GPU is present")
     threads: int = option(0, "CPU threads torch may use (0: all cores; 1 when other work shares the machine)")
     epochs: int = option(25, "training epochs (authors: 25)")
-    max_steps: int = option(0, "stop after this many training steps in all (0: no cap; for smoke runs)")
+    max_steps: int = option(0, "stop after this many training iterations in all (0: no cap; for smoke runs)")
     resume: bool = option(False, "continue from out_dir/checkpoint.pt")
-    eval_only: bool = option(False, "no training: evaluate out_dir/checkpoint.pt on test")
+    eval_only: bool = option(False, "no training: evaluate out_dir/best.pt (else checkpoint.pt) on test, or "
+                                    "transfer the --transfer sentences")
     split: str = option("standard", "standard (Shen et al.) or no_train (opt-in: see the docstring)",
                         choices=list(STYLE_SPLITS))
     # model (the authors' transfer_yelp sizes)
-    emb_dim: int = option(128, "word embedding size")
-    hidden: int = option(128, "LSTM hidden size of the encoder and of each decoder")
-    latent: int = option(128, "content code z")
-    noise_dim: int = option(32, "dimensions of the encoder's noise eps (G(h, eps))")
-    prior_noise: int = option(32, "dimensions of the implicit prior's input noise")
-    prior_width: int = option(128, "width of the implicit prior's MLP (128-128-128)")
-    nu_width: int = option(256, "width of the critic nu(z)'s two hidden layers")
-    cls_width: int = option(128, "width of the adversarial classifier's hidden layer")
+    emb_dim: int = option(128, "word embedding size (authors: 128)")
+    hidden: int = option(128, "LSTM hidden size of the encoder and of each decoder; also the code z (authors: 128)")
+    noise_dim: int = option(128, "dimensions of the encoder's noise eps in G(h, eps) (authors: randn_like(h), 128)")
+    prior_noise: int = option(32, "dimensions of the implicit prior's input noise (authors' z_size: 32)")
+    prior_width: int = option(128, "width of the implicit prior's two hidden layers (authors' arch_g 128-128)")
+    nu_width: int = option(128, "width of the critic nu(z)'s two hidden layers (authors' arch_d 128-128)")
+    cls_width: int = option(128, "width of the classifier's two hidden layers (authors' arch_classify 128-128)")
     # training (the authors' schedule)
-    batch_size: int = option(64, "sentences per batch")
-    ae_lr: float = option(1.0, "SGD learning rate of encoder, G and decoders")
-    clip: float = option(1.0, "gradient-norm clip of the autoencoder update")
+    batch_size: int = option(64, "sentences per batch; each iteration takes one negative and one positive batch")
+    ae_lr: float = option(1.0, "SGD learning rate of encoder, G and decoders (each of their steps)")
+    clip: float = option(1.0, "gradient-norm clip of each encoder/decoder step")
+    noise_r: float = option(0.1, "std of the Gaussian noise on h during the reconstruction step (authors: 0.1)")
+    noise_anneal: float = option(0.9995, "noise_r is multiplied by this every 100 iterations (authors)")
     adv_lr: float = option(1e-4, "Adam learning rate of prior generator, critic and classifier (betas 0.5, 0.999)")
-    nu_steps: int = option(4, "critic updates per iteration")
-    kl_weight: float = option(1.0, "weight of E_q nu(z), the dual KL(q(z) || p(z)), in the encoder's loss")
-    class_weight: float = option(1.0, "weight of the encoder's fool-the-classifier loss (ARAE lambda_class)")
+    nu_steps: int = option(4, "critic updates per iteration (authors' niters_gan_d: 4)")
+    kl_weight: float = option(1.0, "weight of E_q nu(z), the dual KL(q(z) || p(z)), in the encoder's KL step")
+    class_weight: float = option(1.0, "weight of the encoder's fool-the-classifier step (ARAE lambda_class)")
     # evaluation
     eval_samples: int = option(16, "posterior samples averaged into the z of a transfer / reconstruction")
-    eval_limit: int = option(0, "evaluate on the first N sentences of a split only (0: all)")
+    eval_limit: int = option(0, "evaluate on N test sentences only, spread over both sentiments (0: all)")
+    val_sentences: int = option(1000, "fixed validation subset scored after every epoch (0: skip validation)")
     max_decode_len: int = option(30, "longest transfer, in tokens")
+    temperature: float = option(0.0, "decoding: 0 greedy (Table 7); > 0 sample from softmax(logits / T)")
+    classifier_dir: str = option("runs/classifiers", "where the Acc classifier is saved once per split and reused")
+    classifier_seed: int = option(0, "seed of the Acc classifier (its own: independent of --seed)")
     fasttext_dim: int = option(64, "fastText classifier: embedding size")
     fasttext_buckets: int = option(2 ** 18, "fastText classifier: hash buckets for bigrams")
     fasttext_epochs: int = option(3, "fastText classifier: training epochs")
     fasttext_lr: float = option(5e-3, "fastText classifier: Adam learning rate (ours; fastText's own SGD "
                                       "schedule does not carry over to Adam)")
-    log_every: int = option(100, "training steps between progress lines")
-    save_every: int = option(1000, "training steps between checkpoints (also at every epoch's end)")
+    log_every: int = option(100, "training iterations between progress lines")
+    save_every: int = option(1000, "training iterations between checkpoints (also at every epoch's end)")
 
 
 RUN_CONTROL = {"data_dir", "out_dir", "cuda", "cpu", "threads", "epochs", "max_steps", "resume", "eval_only", "eval_samples",
-               "eval_limit", "max_decode_len", "fasttext_dim", "fasttext_buckets", "fasttext_epochs", "fasttext_lr", "log_every",
-               "save_every"}
+               "eval_limit", "val_sentences", "max_decode_len", "temperature", "classifier_dir", "classifier_seed",
+               "fasttext_dim", "fasttext_buckets", "fasttext_epochs", "fasttext_lr", "log_every", "save_every"}
 
 
 # ----------------------------------------------------------------------------------------------------
-# PAPER §5.2: the model
+# PAPER §5.2: the model (sizes from the authors' transfer_yelp/models_yelp.py)
 # ----------------------------------------------------------------------------------------------------
-
-def mlp(sizes: list) -> nn.Sequential:
-    mods = []
-    for i in range(len(sizes) - 1):
-        mods.append(nn.Linear(sizes[i], sizes[i + 1]))
-        if i < len(sizes) - 2:
-            mods.append(nn.LeakyReLU(0.2))
-    return nn.Sequential(*mods)
-
 
 class Encoder(nn.Module):
-    """LSTM over the sentence; the last state, L2-normalised (as ARAE), then z = G(h, eps)."""
+    r"""q(z | x): LSTM over the sentence, the last state L2-normalised (as ARAE), then the implicit G:
+
+        h = LSTM(x)_T / |LSTM(x)_T|         (B, H)
+        h <- h + noise_r * N(0, I)          (reconstruction step only; annealed; ARAE's regulariser)
+        z = W2 (W1 [h; eps] + b1) + b2      eps ~ N(0, I_noise_dim); two Linear layers, no nonlinearity
+
+    With no nonlinearity G is affine, so q(z | x) is a Gaussian whose covariance is shared by all x
+    (the authors' choice, kept)."""
 
     def __init__(self, vocab_size: int, cfg: Config):
         super().__init__()
         self.emb = nn.Embedding(vocab_size, cfg.emb_dim)
         self.rnn = nn.LSTM(cfg.emb_dim, cfg.hidden, batch_first=True)
-        self.g = mlp([cfg.hidden + cfg.noise_dim, cfg.latent, cfg.latent])
+        self.g = nn.Sequential(nn.Linear(cfg.hidden + cfg.noise_dim, cfg.hidden), nn.Linear(cfg.hidden, cfg.hidden))
         self.noise_dim = cfg.noise_dim
 
     def features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         out, _ = self.rnn(self.emb(x))                                   # (B, T, H)
-        h = out[torch.arange(x.shape[0], device=x.device), lengths - 1]  # (B, H)
+        h = out[torch.arange(x.shape[0], device=x.device), lengths - 1]  # (B, H), the state at </s>
         return F.normalize(h, dim=-1)
 
-    def forward(self, x, lengths, n_samples: int = 1, generator=None) -> torch.Tensor:
-        h = self.features(x, lengths)
+    def forward(self, x, lengths, n_samples: int = 1, generator=None, noise_r: float = 0.0) -> torch.Tensor:
+        h = self.features(x, lengths)                                    # (B, H)
+        if noise_r > 0:
+            h = h + noise_r * torch.randn(h.shape, device=h.device, generator=generator)
         eps = torch.randn(h.shape[0], n_samples, self.noise_dim, device=h.device, generator=generator)
         return self.g(torch.cat([h.unsqueeze(1).expand(-1, n_samples, -1), eps], -1))   # (B, S, Z)
 
@@ -160,18 +191,19 @@ class Decoders(nn.Module):
     def __init__(self, vocab_size: int, cfg: Config):
         super().__init__()
         self.emb = nn.ModuleList([nn.Embedding(vocab_size, cfg.emb_dim) for _ in range(2)])
-        self.rnn = nn.ModuleList([nn.LSTM(cfg.emb_dim + cfg.latent, cfg.hidden, batch_first=True)
+        self.rnn = nn.ModuleList([nn.LSTM(cfg.emb_dim + cfg.hidden, cfg.hidden, batch_first=True)
                                   for _ in range(2)])
         self.out = nn.Linear(cfg.hidden, vocab_size)
 
     def forward(self, x_in: torch.Tensor, z: torch.Tensor, style: int, state=None):
         N, T = x_in.shape
-        inp = torch.cat([self.emb[style](x_in), z.unsqueeze(1).expand(N, T, z.shape[-1])], -1)
+        inp = torch.cat([self.emb[style](x_in), z.unsqueeze(1).expand(N, T, z.shape[-1])], -1)   # (N, T, E+Z)
         out, state = self.rnn[style](inp, state)
         return self.out(out), state                                      # (N, T, V)
 
     def nll(self, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """-log p(x | z, y) per sentence, each row through its own sentiment's decoder. -> (B,)"""
+        """-log p(x | z, y) per sentence (summed over its tokens, </s> included), each row through its own
+        sentiment's decoder. -> (B,)"""
         out = torch.zeros(x.shape[0], device=x.device)
         for style in (0, 1):
             rows = (y == style).nonzero(as_tuple=True)[0]
@@ -186,18 +218,29 @@ class Decoders(nn.Module):
 class StyleModel(nn.Module):
     def __init__(self, vocab_size: int, cfg: Config):
         super().__init__()
+        W, Z = cfg.prior_width, cfg.hidden
         self.encoder = Encoder(vocab_size, cfg)
         self.decoders = Decoders(vocab_size, cfg)
-        self.prior = mlp([cfg.prior_noise, cfg.prior_width, cfg.prior_width, cfg.latent])   # implicit p(z)
-        self.nu = mlp([cfg.latent, cfg.nu_width, cfg.nu_width, 1])        # critic nu(z), no BatchNorm
-        self.classifier = mlp([cfg.latent, cfg.cls_width, 2])             # y from z
+        # implicit prior p(z) = G_p(noise): the authors' MLP_G, Linear-BN-ReLU twice, then Linear
+        self.prior = nn.Sequential(nn.Linear(cfg.prior_noise, W), nn.BatchNorm1d(W), nn.ReLU(),
+                                   nn.Linear(W, W), nn.BatchNorm1d(W), nn.ReLU(), nn.Linear(W, Z))
+        # critic nu(z): the authors' MLP_D sizes (128-128, LeakyReLU 0.2), without its BatchNorm (see above)
+        self.nu = nn.Sequential(nn.Linear(Z, cfg.nu_width), nn.LeakyReLU(0.2),
+                                nn.Linear(cfg.nu_width, cfg.nu_width), nn.LeakyReLU(0.2), nn.Linear(cfg.nu_width, 1))
+        # adversarial classifier y from z: the authors' MLP_Classify (128-128, BatchNorm on the second layer)
+        C = cfg.cls_width
+        self.classifier = nn.Sequential(nn.Linear(Z, C), nn.ReLU(), nn.Linear(C, C), nn.BatchNorm1d(C), nn.ReLU(),
+                                        nn.Linear(C, 1))
         self.prior_noise = cfg.prior_noise
 
     def prior_sample(self, n: int, device, generator=None) -> torch.Tensor:
         return self.prior(torch.randn(n, self.prior_noise, device=device, generator=generator))   # (n, Z)
 
     def critic(self, z: torch.Tensor) -> torch.Tensor:
-        return self.nu(z).squeeze(-1)
+        return self.nu(z).squeeze(-1)                                    # (n,)
+
+    def class_logit(self, z: torch.Tensor) -> torch.Tensor:
+        return self.classifier(z).squeeze(-1)                            # (n,), logit of "positive"
 
 
 def make_optimizers(model: StyleModel, cfg: Config) -> dict:
@@ -209,46 +252,67 @@ def make_optimizers(model: StyleModel, cfg: Config) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------
-# PAPER §3.2 + §5.2: one training iteration
+# PAPER §3.2 + §5.2: one training iteration (a negative and a positive batch), the authors' structure
 # ----------------------------------------------------------------------------------------------------
 
-def step(opt, loss: torch.Tensor, params=None, clip: float = 0.0) -> None:
+def noise_at(iteration: int, cfg: Config) -> float:
+    """The reconstruction noise on h: noise_r, multiplied by noise_anneal every 100 iterations (authors)."""
+    return cfg.noise_r * cfg.noise_anneal ** (iteration // 100)
+
+
+def step(opt, loss: torch.Tensor, clip: float = 0.0) -> float:
+    """One update of `opt`'s parameters from `loss`; with `clip`, their gradient norm is clipped first.
+    Returns that norm before clipping (0 without clip)."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    norm = 0.0
     if clip:
-        nn.utils.clip_grad_norm_(params, clip)
+        params = [p for g in opt.param_groups for p in g["params"]]
+        norm = float(nn.utils.clip_grad_norm_(params, clip))
     opt.step()
+    return norm
 
 
-def train_step(model: StyleModel, opts: dict, batch: data.Batch, cfg: Config) -> dict:
-    x, lengths, y = batch.tokens, batch.lengths, batch.labels
-    B = x.shape[0]
-    z = model.encoder(x, lengths).squeeze(1)                             # (B, Z), one sample each
-
-    # Eq. (13): the critic chases KL(q(z) || p(z)) with p the implicit prior; fresh prior samples each time.
-    for _ in range(cfg.nu_steps):
-        z_prior = model.prior_sample(B, x.device).detach()
-        kl = metrics.dual_kl(model.critic(z.detach()), model.critic(z_prior))
+def train_iteration(model: StyleModel, opts: dict, batches: tuple, cfg: Config, iteration: int) -> dict:
+    """batches = (negative batch, positive batch). Every encoder/decoder loss is its own clipped SGD step,
+    once per sentiment batch; `g_*` are the gradient norms of encoder + decoders before clipping."""
+    out = {k: 0.0 for k in ("rec", "kl", "cls_loss", "fool", "g_rec", "g_fool", "g_kl")}
+    for b in batches:                                                  # 1. reconstruction
+        z = model.encoder(b.tokens, b.lengths, noise_r=noise_at(iteration, cfg)).squeeze(1)   # (B, Z)
+        # -log p(x | z, y), the mean over tokens (</s> included) as the authors' masked cross-entropy
+        rec = model.decoders.nll(b.tokens, z, b.labels).sum() / (b.lengths - 1).sum()
+        out["g_rec"] += step(opts["ae"], rec, cfg.clip) / 2
+        out["rec"] += float(rec.detach()) / 2
+    for b in batches:                                                  # 2. L_class, classifier's side
+        with torch.no_grad():
+            z = model.encoder(b.tokens, b.lengths).squeeze(1)
+        cls_loss = F.binary_cross_entropy_with_logits(model.class_logit(z), b.labels.float())
+        step(opts["cls"], cls_loss)
+        out["cls_loss"] += float(cls_loss.detach()) / 2
+    for b in batches:                                                  # 3. L_class, encoder's side
+        z = model.encoder(b.tokens, b.lengths).squeeze(1)
+        fool = F.binary_cross_entropy_with_logits(model.class_logit(z), 1.0 - b.labels.float())
+        out["g_fool"] += step(opts["ae"], cfg.class_weight * fool, cfg.clip) / 2
+        out["fool"] += float(fool.detach()) / 2
+    # 4. Eq. (13): the critic chases KL(q(z) || p(z)) = max_nu E_q nu(z) - E_p exp(nu(z)) + 1, with p the
+    #    implicit prior; batches alternate negative / positive, fresh prior samples each update.
+    for i in range(cfg.nu_steps):
+        b = batches[i % 2]
+        with torch.no_grad():
+            z_q = model.encoder(b.tokens, b.lengths).squeeze(1)         # (B, Z)
+            z_p = model.prior_sample(z_q.shape[0], z_q.device)           # (B, Z)
+        kl = metrics.dual_kl(model.critic(z_q), model.critic(z_p))
         step(opts["nu"], -kl)
-
-    # The implicit prior moves towards q(z): it minimises the same estimate, through its samples only
-    # (only the -E_p exp(nu) term depends on it).
-    kl_prior = metrics.dual_kl(model.critic(z.detach()).detach(), model.critic(model.prior_sample(B, x.device)))
-    step(opts["prior"], kl_prior)
-
-    # L_class, classifier's side: tell the sentiment from z.
-    cls_loss = F.cross_entropy(model.classifier(z.detach()), y)
-    step(opts["cls"], cls_loss)
-
-    # Autoencoder (Eq. 14 + L_class): reconstruct with the right decoder, pull q(z) to the prior, fool the
-    # classifier (train it towards the flipped label). Sum over tokens, mean over sentences.
-    rec = model.decoders.nll(x, z, y).mean()
-    kl_term = model.critic(z).mean()                                     # E_q nu(z); E_p exp(nu) has no phi
-    fool = F.cross_entropy(model.classifier(z), 1 - y)
-    loss = rec + cfg.kl_weight * kl_term + cfg.class_weight * fool
-    ae_params = list(model.encoder.parameters()) + list(model.decoders.parameters())
-    step(opts["ae"], loss, ae_params, cfg.clip)
-    return {"rec": rec.detach(), "kl": kl.detach(), "cls_loss": cls_loss.detach(), "fool": fool.detach()}
+        out["kl"] += float(kl.detach()) / max(1, cfg.nu_steps)
+    # 5. The implicit prior moves towards q(z): it minimises the same estimate through its samples (only
+    #    the -E_p exp(nu) term depends on it).
+    z_p = model.prior_sample(batches[0].tokens.shape[0], batches[0].tokens.device)
+    step(opts["prior"], -model.critic(z_p).exp().mean())
+    for b in batches:                                                  # 6. Eq. (14): encoder's KL step
+        z = model.encoder(b.tokens, b.lengths).squeeze(1)
+        # Eq. (14): min_phi E_q nu(z) (E_p exp(nu) has no phi); the critic's gradient is discarded
+        out["g_kl"] += step(opts["ae"], cfg.kl_weight * model.critic(z).mean(), cfg.clip) / 2
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -279,9 +343,12 @@ class FastText(nn.Module):
 
 
 def train_fasttext(sentences: list, labels: list, vocab_size: int, cfg: Config, device) -> FastText:
-    """Word ids without <s>/</s>; a few epochs of Adam, seeded, on the training split."""
-    gen = torch.Generator().manual_seed(cfg.seed + 31)
-    clf = FastText(vocab_size, cfg.fasttext_dim, cfg.fasttext_buckets).to(device)
+    """Word ids without <s>/</s>; a few epochs of Adam on the training split. Seeded by its own
+    --classifier_seed (weights and batch order), so it does not depend on --seed or on what ran before."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.classifier_seed)
+        clf = FastText(vocab_size, cfg.fasttext_dim, cfg.fasttext_buckets).to(device)
+    gen = torch.Generator().manual_seed(cfg.classifier_seed + 31)
     opts = [torch.optim.SparseAdam(clf.bag.parameters(), lr=cfg.fasttext_lr),
             torch.optim.Adam(clf.linear.parameters(), lr=cfg.fasttext_lr)]
     y = torch.tensor(labels, device=device)
@@ -296,20 +363,44 @@ def train_fasttext(sentences: list, labels: list, vocab_size: int, cfg: Config, 
     return clf.eval()
 
 
+def sentiment_classifier(corpus: data.Corpus, cfg: Config, device) -> tuple:
+    """The Acc classifier of this split: loaded from --classifier_dir if it was trained before on the same
+    training text with the same settings, else trained once and saved there. -> (classifier, path)"""
+    key = hashlib.sha1(repr((cfg.split, cfg.fasttext_dim, cfg.fasttext_buckets, cfg.fasttext_epochs, cfg.fasttext_lr,
+                             cfg.classifier_seed, corpus.vocab.itos, corpus.texts["train"])).encode()).hexdigest()[:12]
+    path = os.path.join(cfg.classifier_dir, f"fasttext_{cfg.split}_{key}.pt")
+    clf = FastText(len(corpus.vocab), cfg.fasttext_dim, cfg.fasttext_buckets).to(device)
+    if os.path.exists(path):
+        clf.load_state_dict(data.load_checkpoint(path, device)["model"])
+        print(f"Acc classifier: loaded {path}")
+        return clf.eval(), path
+    train_text = [corpus.vocab.encode(w, add_markers=False) for w in corpus.texts["train"]]
+    clf = train_fasttext(train_text, [e.label for e in corpus.examples["train"]], len(corpus.vocab), cfg, device)
+    os.makedirs(cfg.classifier_dir, exist_ok=True)
+    data.save_checkpoint({"model": clf.state_dict(), "split": cfg.split, "seed": cfg.classifier_seed}, path)
+    print(f"Acc classifier: trained on the {cfg.split} training split and saved to {path}")
+    return clf, path
+
+
 @torch.no_grad()
 def classify(clf: FastText, sentences: list) -> list:
     return [p for i in range(0, len(sentences), 1024) for p in clf(sentences[i:i + 1024]).argmax(-1).tolist()]
 
 
 @torch.no_grad()
-def greedy(model: StyleModel, z: torch.Tensor, style: int, max_len: int) -> list:
-    """Greedy decodes of z (N, Z) with one sentiment's decoder -> token-id lists (stopping at </s>)."""
+def decode(model: StyleModel, z: torch.Tensor, style: int, max_len: int, temperature: float = 0.0,
+           generator=None) -> list:
+    """Decodes of z (N, Z) with one sentiment's decoder -> token-id lists (read them up to </s>).
+    temperature 0: greedy (argmax); > 0: sample each token from softmax(logits / temperature)."""
     N = z.shape[0]
     token = torch.full((N, 1), data.BOS_ID, dtype=torch.long, device=z.device)
     state, out = None, []
     for _ in range(max_len):
-        logits, state = model.decoders(token, z, style, state)
-        token = logits[:, -1].argmax(-1, keepdim=True)
+        logits, state = model.decoders(token, z, style, state)          # (N, 1, V)
+        if temperature > 0:
+            token = torch.multinomial(F.softmax(logits[:, -1] / temperature, -1), 1, generator=generator)
+        else:
+            token = logits[:, -1].argmax(-1, keepdim=True)               # (N, 1)
         out.append(token)
         if bool((torch.cat(out, 1) == data.EOS_ID).any(1).all()):
             break
@@ -317,37 +408,44 @@ def greedy(model: StyleModel, z: torch.Tensor, style: int, max_len: int) -> list
 
 
 def text_scores(sources: list, transfers: list, targets: list, predicted: list, references: list,
-                vocabulary: tuple = ()) -> dict:
+                vocabulary: tuple = (), rppl: bool = True) -> dict:
     """Table 7's automatic columns from words: Acc (share predicted == target), BLEU (x100, mean over
     sentences, method7, n = 3) against the sources and, where given, against the human references, and
-    RPPL (5-gram LM of the transfers, perplexity of the sources).
-
-    RPPL as defined maps every source word the transfers never use to one <unk>, so transfers that
-    repeat a few words can score a *low* RPPL. `rppl_vocab` fits the LM with every vocabulary word
-    prepended once (as the reverse PPL of Table 5), which keeps words apart and penalises such transfers."""
+    with `rppl` the reverse perplexities: `rppl` the authors' way (metrics.rppl_authors: per direction,
+    </s> not scored, averaged), `rppl_pooled` one 5-gram LM of all transfers scored on all sources with
+    </s>, and `rppl_vocab` the pooled one with every vocabulary word prepended once (as the reverse PPL of
+    Table 5), which keeps words apart and penalises transfers that repeat a few words."""
     out = {"acc": 100.0 * sum(p == t for p, t in zip(predicted, targets)) / len(targets),
-           "bleu": 100.0 * sum(metrics.sentence_bleu(s, t, n=3) for s, t in zip(sources, transfers)) / len(sources),
-           "rppl": metrics.NGramLM(order=5).fit(transfers).perplexity(sources)}
-    if vocabulary:
-        out["rppl_vocab"] = metrics.NGramLM(order=5).fit([[w] for w in vocabulary] + list(transfers)).perplexity(sources)
+           "bleu": 100.0 * sum(metrics.sentence_bleu(s, t, n=3) for s, t in zip(sources, transfers)) / len(sources)}
+    if rppl:
+        out.update(metrics.rppl_authors(sources, transfers, targets))
+        out["rppl_pooled"] = metrics.NGramLM(order=5).fit(transfers).perplexity(sources)
+        if vocabulary:
+            out["rppl_vocab"] = metrics.NGramLM(order=5).fit([[w] for w in vocabulary] + list(transfers)).perplexity(sources)
     pairs = [(r, t) for r, t in zip(references, transfers) if r]
     if pairs:
         out["bleu_ref"] = 100.0 * sum(metrics.sentence_bleu(r, t, n=3) for r, t in pairs) / len(pairs)
     return out
 
 
+def spread(n_total: int, limit: int) -> range:
+    """`limit` indices evenly spread over 0..n_total-1 (both sentiments: the examples are negatives first)."""
+    if not limit or limit >= n_total:
+        return range(n_total)
+    return range(0, n_total, max(1, n_total // limit))[:limit]
+
+
 @torch.no_grad()
-def evaluate(model: StyleModel, corpus: data.Corpus, split: str, cfg: Config, device, clf=None) -> tuple:
-    """Transfers of every sentence of `split` and their scores; PPL by teacher forcing. Returns
-    (metrics, transfer lines)."""
+def evaluate(model: StyleModel, corpus: data.Corpus, split: str, cfg: Config, device, clf=None,
+             limit: int = 0, rppl: bool = True) -> tuple:
+    """Transfers of `limit` sentences of `split` (0: all) and their scores; PPL by teacher forcing.
+    Returns (metrics, transfer lines)."""
     model.eval()
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 12345)
     every = corpus.examples[split]
-    keep = range(len(every)) if not cfg.eval_limit else \
-        range(0, len(every), max(1, len(every) // cfg.eval_limit))[:cfg.eval_limit]   # both sentiments
+    keep = spread(len(every), limit)
     examples = [every[i] for i in keep]
     refs = [corpus.references[split][i] for i in keep] if split in corpus.references else [None] * len(keep)
-    n = len(examples)
     nll, words, kl_q, kl_p, m = 0.0, 0, 0.0, 0.0, 0
     sources, transfers, targets, order = [], [], [], []
     for idx in data.batch_plan([len(e.ids) for e in examples], cfg.batch_size, 0, 0, shuffle=False):
@@ -363,25 +461,86 @@ def evaluate(model: StyleModel, corpus: data.Corpus, split: str, cfg: Config, de
         for style in (0, 1):                                             # transfer to the other sentiment
             rows = (batch.labels == style).nonzero(as_tuple=True)[0]
             if len(rows):
-                for r, ids in zip(rows.tolist(), greedy(model, z[rows], 1 - style, cfg.max_decode_len)):
+                ids = decode(model, z[rows], 1 - style, cfg.max_decode_len, cfg.temperature, gen)
+                for r, out in zip(rows.tolist(), ids):
                     order.append(idx[r])
                     sources.append(corpus.vocab.decode(examples[idx[r]].ids))
-                    transfers.append(corpus.vocab.decode(ids))
+                    transfers.append(corpus.vocab.decode(out))
                     targets.append(1 - style)
-    result = {"ppl": metrics.perplexity(nll, words), "kl_agg": kl_q / m - kl_p / m + 1.0, "n_sentences": n}
+    # Eq. (13) at evaluation: KL(q(z) || p(z)) ~ E_q nu - E_p exp(nu) + 1 with the trained critic
+    result = {"ppl": metrics.perplexity(nll, words), "kl_agg": kl_q / m - kl_p / m + 1.0, "n_sentences": len(examples)}
     if clf is not None:
         predicted = classify(clf, [corpus.vocab.encode(t, add_markers=False) for t in transfers])
-        words = tuple(w for w in corpus.vocab.itos if w not in (data.PAD, data.BOS, data.EOS))
-        result.update(text_scores(sources, transfers, targets, predicted, [refs[i] for i in order], words))
+        vocab = tuple(w for w in corpus.vocab.itos if w not in (data.PAD, data.BOS, data.EOS))
+        result.update(text_scores(sources, transfers, targets, predicted, [refs[i] for i in order], vocab, rppl))
+        # G-score (Xu et al. 2018): the geometric mean of Acc and self-BLEU, our selection criterion
+        result["gscore"] = math.sqrt(max(result["acc"], 0.0) * max(result["bleu"], 0.0))
     lines = [f"{1 - t}->{t}\t{' '.join(s)}\t{' '.join(tr)}" + (f"\t{' '.join(refs[i])}" if refs[i] else "")
              for s, tr, t, i in zip(sources, transfers, targets, order)]
     model.train()
     return result, lines
 
 
+def acc_ceiling(clf: FastText, corpus: data.Corpus, split: str) -> dict:
+    """The classifier on Li et al.'s human rewrites: % labelled with the target (flipped) sentiment. A
+    perfect transfer would score about this Acc; empty when the split has no rewrites."""
+    pairs = [(r, e.label) for r, e in zip(corpus.references.get(split, []), corpus.examples[split]) if r]
+    if not pairs:
+        return {}
+    predicted = classify(clf, [corpus.vocab.encode(r, add_markers=False) for r, _ in pairs])
+    return {"acc_ceiling": 100.0 * sum(p == 1 - y for p, (_, y) in zip(predicted, pairs)) / len(pairs)}
+
+
 # ----------------------------------------------------------------------------------------------------
-# PLUMBING: training loop, checkpoints, main()
+# Table 6 for your own sentences: --eval_only --transfer "..." (or --transfer - to read stdin)
 # ----------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def transfer_sentences(model: StyleModel, vocab: data.Vocab, sentences: list, cfg: Config, device) -> list:
+    """Each sentence, tokenised as Shen et al.'s data (lower case, "it 's", "_num_"), transferred to both
+    sentiments. Words outside the vocabulary are read as <unk>, with a note on stderr. -> [(words,
+    to-negative words, to-positive words)]"""
+    model.eval()
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 4242)
+    out = []
+    for text in sentences:
+        words = data.reference_words(text)
+        if not words:
+            print(f"skipped an empty sentence: {text!r}", file=sys.stderr)
+            continue
+        unknown = [w for w in words if w not in vocab]
+        if unknown:
+            print(f"not in the vocabulary (read as <unk>): {', '.join(unknown)}", file=sys.stderr)
+        ids = vocab.encode(words)
+        x = torch.tensor([ids], device=device)                           # (1, T)
+        z = model.encoder(x, torch.tensor([len(ids)], device=device), cfg.eval_samples, gen).mean(1)   # (1, Z)
+        neg, pos = (vocab.decode(decode(model, z, s, cfg.max_decode_len, cfg.temperature, gen)[0]) for s in (0, 1))
+        out.append((words, neg, pos))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# PLUMBING: balanced batches, training loop, checkpoints, main()
+# ----------------------------------------------------------------------------------------------------
+
+def balanced_plan(examples: list, batch_size: int, seed: int, epoch: int) -> list:
+    """One epoch of (negative batch, positive batch) index pairs, as the authors' loop: max(#negative
+    batches, #positive batches) iterations; the shorter side's extra batches are drawn at random from its
+    own. Each side: padded length buckets, shuffled. A pure function of (seed, epoch), so a resumed run
+    sees the same batches."""
+    sides = [[i for i, e in enumerate(examples) if e.label == y] for y in (0, 1)]
+    plans = []
+    for y, side in enumerate(sides):
+        if not side:
+            raise data.DataError(f"the training split holds no {'negative' if y == 0 else 'positive'} sentence")
+        plan = data.batch_plan([len(examples[i].ids) for i in side], batch_size, seed + y, epoch, equal_length=False)
+        plans.append([[side[i] for i in b] for b in plan])
+    n = max(len(p) for p in plans)
+    rng = np.random.default_rng([seed, epoch, 2])
+    for p in plans:
+        p += [p[j] for j in rng.integers(0, len(p), n - len(p))]
+    return list(zip(*plans))
+
 
 def checkpoint_state(cfg, vocab, model, opts, step_, best=None) -> dict:
     return {"config": asdict(cfg), "vocab": vocab.state_dict(), "model": model.state_dict(),
@@ -389,20 +548,29 @@ def checkpoint_state(cfg, vocab, model, opts, step_, best=None) -> dict:
             "rng": data.rng_state()}
 
 
-def train(cfg, corpus, model, opts, start_step, device, log: data.CsvLog) -> int:
-    batcher = data.Batcher(corpus.examples["train"], cfg.batch_size, seed=cfg.seed, equal_length=False)
-    steps_per_epoch = len(batcher)
+def train(cfg, corpus, model, opts, state, device, log: data.CsvLog, clf) -> int:
+    """Train from state["step"] to the end (epochs or max_steps); after every epoch score the fixed
+    validation subset and keep the checkpoint with the best G-score in best.pt. Returns the last step."""
+    examples = corpus.examples["train"]
+    steps_per_epoch = len(balanced_plan(examples, cfg.batch_size, cfg.seed, 0))
     total = cfg.epochs * steps_per_epoch
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
-    step_ = start_step
-    ckpt_path = os.path.join(cfg.out_dir, "checkpoint.pt")
-    print(f"training: {steps_per_epoch} batches per epoch, steps {step_} -> {total}", flush=True)
+    step_, best = state["step"], state["best"]
+    ckpt_path, best_path = os.path.join(cfg.out_dir, "checkpoint.pt"), os.path.join(cfg.out_dir, "best.pt")
+
+    def save(path=ckpt_path):
+        data.save_checkpoint(checkpoint_state(cfg, corpus.vocab, model, opts, step_, best), path)
+
+    print(f"training: {steps_per_epoch} iterations (negative + positive batch) per epoch, steps {step_} -> {total}",
+          flush=True)
     acc, n_acc, t0 = {}, 0, time.time()
     with data.GracefulInterrupt() as stop:
         while step_ < total and not stop.requested:
-            for batch in batcher.epoch(step_ // steps_per_epoch, start=step_ % steps_per_epoch):
-                out = train_step(model, opts, batch.to(device), cfg)
+            plan = balanced_plan(examples, cfg.batch_size, cfg.seed, step_ // steps_per_epoch)
+            for pair in plan[step_ % steps_per_epoch:]:
+                batches = tuple(data.collate([examples[i] for i in idx]).to(device) for idx in pair)
+                out = train_iteration(model, opts, batches, cfg, step_)
                 step_ += 1
                 for k, v in out.items():
                     acc[k] = acc.get(k, 0) + v
@@ -414,19 +582,24 @@ def train(cfg, corpus, model, opts, start_step, device, log: data.CsvLog) -> int
                     data.check_finite(means, step_, ckpt_path, "Lower --ae_lr or --adv_lr.")
                 if step_ % cfg.log_every == 0 or step_ == total:
                     dt = time.time() - t0
-                    print(f"step {step_:>6}/{total} | ep {step_ / steps_per_epoch:5.2f} | rec {means['rec']:6.2f} | "
+                    print(f"step {step_:>6}/{total} | ep {step_ / steps_per_epoch:5.2f} | rec/token {means['rec']:5.2f} | "
                           f"KLq {means['kl']:6.2f} | cls {means['cls_loss']:.3f} | fool {means['fool']:.3f} | "
-                          f"{n_acc / dt:5.1f} step/s | ETA {(total - step_) * dt / n_acc / 60:5.1f} min", flush=True)
+                          f"|g| rec {means['g_rec']:.2f} fool {means['g_fool']:.2f} kl {means['g_kl']:.2f} | "
+                          f"{n_acc / dt:5.2f} it/s | ETA {(total - step_) * dt / n_acc / 60:5.1f} min", flush=True)
                     acc, n_acc, t0 = {}, 0, time.time()
-                if end_of_epoch:
-                    row, _ = evaluate(model, corpus, "valid", cfg, device)
+                if end_of_epoch and cfg.val_sentences:                   # validation; selection on G-score
+                    row, _ = evaluate(model, corpus, "valid", cfg, device, clf, limit=cfg.val_sentences, rppl=False)
                     row = {"step": step_, "epoch": step_ / steps_per_epoch, "split": "valid", "data_split": cfg.split,
                            **row}
-                    print(f"valid @ step {step_}: reconstruction PPL {row['ppl']:.2f} | KL(q(z)||p) {row['kl_agg']:.2f}",
-                          flush=True)
+                    print(f"valid @ step {step_} ({row['n_sentences']} sentences): reconstruction PPL {row['ppl']:.2f} | "
+                          f"KL(q(z)||p) {row['kl_agg']:.2f} | Acc {row['acc']:.1f} | BLEU {row['bleu']:.1f} | "
+                          f"G-score {row['gscore']:.2f}", flush=True)
                     log.write(row)
+                    if best is None or row["gscore"] > best:
+                        best = row["gscore"]
+                        save(best_path)
                 if saving:
-                    data.save_checkpoint(checkpoint_state(cfg, corpus.vocab, model, opts, step_), ckpt_path)
+                    save()
                 if step_ >= total or stop.requested:
                     break
     if stop.requested:
@@ -434,21 +607,51 @@ def train(cfg, corpus, model, opts, start_step, device, log: data.CsvLog) -> int
     return step_
 
 
-def main(argv=None) -> dict:
-    cfg, parser = data.parse_config(Config, "Sentiment transfer with iVAE_MI (Fang et al. 2019, §5.2)", argv)
-    for name in ("epochs", "batch_size", "emb_dim", "hidden", "latent", "noise_dim", "prior_noise", "prior_width",
+def parse(argv=None) -> tuple:
+    """(cfg, parser, sentences): the Config flags plus --transfer, which may be given several times
+    (data.parse_config knows only Config fields, so --transfer is added here; it is not a setting)."""
+    parser = data.config_parser(Config, "Sentiment transfer with iVAE_MI (Fang et al. 2019, §5.2)")
+    parser.add_argument("--transfer", action="append", default=[],
+                        help="with --eval_only: a sentence to transfer to both sentiments (repeat the flag for "
+                             "more; '-' reads stdin, one sentence per line)")
+    args = vars(parser.parse_args(argv))
+    sentences = args.pop("transfer")
+    cfg = Config(**args)
+    for name in ("epochs", "batch_size", "emb_dim", "hidden", "noise_dim", "prior_noise", "prior_width",
                  "nu_width", "cls_width", "eval_samples", "max_decode_len", "fasttext_dim", "fasttext_buckets",
                  "fasttext_epochs", "log_every", "save_every"):
         if getattr(cfg, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(cfg, name)}")
-    for name in ("max_steps", "eval_limit", "nu_steps", "ae_lr", "adv_lr", "clip", "kl_weight", "class_weight"):
+    for name in ("max_steps", "eval_limit", "val_sentences", "nu_steps", "ae_lr", "adv_lr", "clip", "noise_r",
+                 "kl_weight", "class_weight", "temperature"):
         if getattr(cfg, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(cfg, name)}")
+    if not 0 < cfg.noise_anneal <= 1:
+        parser.error(f"--noise_anneal must be in (0, 1], got {cfg.noise_anneal}")
     if cfg.resume and cfg.eval_only:
         parser.error("--resume and --eval_only exclude each other")
+    if sentences and not cfg.eval_only:
+        parser.error("--transfer needs --eval_only (and a trained model in --out_dir)")
+    if "-" in sentences:
+        sentences = [s for s in sentences if s != "-"] + [line for line in sys.stdin.read().splitlines() if line.strip()]
+        if not sentences:
+            parser.error("--transfer -: stdin held no sentence")
+    return cfg, parser, sentences
+
+
+def main(argv=None) -> dict:
+    cfg, parser, sentences = parse(argv)
     device = data.pick_device(cfg.cuda, cfg.cpu, parser, cfg.threads)
     ckpt = data.resume_checkpoint(cfg, parser, RUN_CONTROL, device)
     data.set_seed(cfg.seed)
+    if sentences:                                                        # your own sentences: no corpus needed
+        vocab = data.Vocab.from_state_dict(ckpt["vocab"])
+        model = StyleModel(len(vocab), cfg).to(device)
+        model.load_state_dict(ckpt["model"])
+        rows = transfer_sentences(model, vocab, sentences, cfg, device)
+        for words, neg, pos in rows:
+            print(f"input:       {' '.join(words)}\n-> negative: {' '.join(neg)}\n-> positive: {' '.join(pos)}")
+        return {"transfers": [{"input": w, "negative": n, "positive": p} for w, n, p in rows], "step": ckpt["step"]}
     try:
         vocab = data.Vocab.from_state_dict(ckpt["vocab"]) if ckpt else None
         corpus = data.load_style_corpus(cfg.data_dir, cfg.split, vocab=vocab)
@@ -460,54 +663,67 @@ def main(argv=None) -> dict:
           + f" sentences, vocabulary {len(corpus.vocab):,}")
     model = StyleModel(len(corpus.vocab), cfg).to(device)
     opts = make_optimizers(model, cfg)
-    start = 0
+    state = {"step": ckpt["step"], "best": ckpt.get("best")} if ckpt else {"step": 0, "best": None}
     if ckpt:
         model.load_state_dict(ckpt["model"])
-        start = ckpt["step"]
         if not cfg.eval_only:
             for k, o in opts.items():
                 o.load_state_dict(ckpt["opts"][k])
             data.set_rng_state(ckpt["rng"])
     data.write_json(os.path.join(cfg.out_dir, "config.json"), asdict(cfg))
-    log = data.CsvLog(os.path.join(cfg.out_dir, "log.csv"), resume_step=start if ckpt else None)
+    log = data.CsvLog(os.path.join(cfg.out_dir, "log.csv"), resume_step=state["step"] if ckpt else None)
+    # The Acc classifier: trained once per split (its own seed), saved, reused; it never sees the model.
+    with torch.random.fork_rng(devices=[]):
+        clf, clf_path = sentiment_classifier(corpus, cfg, device)
     t_start = time.time()
     if not cfg.eval_only:
         try:
-            start = train(cfg, corpus, model, opts, start, device, log)
+            state["step"] = train(cfg, corpus, model, opts, state, device, log, clf)
         except FloatingPointError as err:
             raise SystemExit(f"stopped: {err}")
+        best_path = os.path.join(cfg.out_dir, "best.pt")
+        if os.path.exists(best_path):                                    # report the selected model
+            sel = data.load_checkpoint(best_path, device)
+            model.load_state_dict(sel["model"])
+            state["selected_step"] = sel["step"]
+    elif ckpt:
+        state["selected_step"] = ckpt["step"]
     train_time = time.time() - t_start
 
-    # Table 7 on the test split. The classifier is trained on the training split, tested on test sources.
-    train_text = [corpus.vocab.encode(w, add_markers=False) for w in corpus.texts["train"]]
-    clf = train_fasttext(train_text, [e.label for e in corpus.examples["train"]], len(corpus.vocab), cfg, device)
+    # Table 7 on the test split.
     test_text = [corpus.vocab.encode(w, add_markers=False) for w in corpus.texts["test"]]
     labels = [e.label for e in corpus.examples["test"]]
     clf_acc = 100.0 * sum(p == y for p, y in zip(classify(clf, test_text), labels)) / len(labels)
-    result, lines = evaluate(model, corpus, "test", cfg, device, clf)
-    result = {"split": "test", "data_split": cfg.split, "step": start, **result, "classifier_acc": clf_acc,
+    result, lines = evaluate(model, corpus, "test", cfg, device, clf, limit=cfg.eval_limit)
+    step_ = state["step"]
+    result = {"split": "test", "data_split": cfg.split, "step": step_, "selected_step": state.get("selected_step", step_),
+              **result, "classifier_acc": clf_acc, **acc_ceiling(clf, corpus, "test"), "classifier": clf_path,
               "train_time_s": round(train_time, 1), "device": data.describe_device(device)}
-    print(f"test ({cfg.split} split): Acc {result['acc']:.1f} | BLEU {result['bleu']:.1f}"
-          + (f" | BLEU-ref {result['bleu_ref']:.1f}" if "bleu_ref" in result else "")
-          + f" | PPL {result['ppl']:.2f} | RPPL {result['rppl']:.1f} (with the vocabulary {result['rppl_vocab']:.1f})"
+    print(f"test ({cfg.split} split, model of step {result['selected_step']}): Acc {result['acc']:.1f}"
+          + (f" (human rewrites: {result['acc_ceiling']:.1f})" if "acc_ceiling" in result else "")
+          + f" | BLEU {result['bleu']:.1f}" + (f" | BLEU-ref {result['bleu_ref']:.1f}" if "bleu_ref" in result else "")
+          + f" | PPL {result['ppl']:.2f} | RPPL {result['rppl']:.1f} (pooled with </s> {result['rppl_pooled']:.1f})"
           f" | classifier's own test accuracy {clf_acc:.1f}")
     log.write({"epoch": "", **result})
     data.write_json(os.path.join(cfg.out_dir, "metrics.json"), result)
     with open(os.path.join(cfg.out_dir, "transfers.txt"), "w", encoding="utf-8") as f:
-        f.write(f"# split {cfg.split}, step {start}: direction (0 negative, 1 positive)\tsource\ttransfer"
-                + ("\thuman rewrite" if corpus.references.get("test") else "") + "\n" + "\n".join(lines) + "\n")
+        f.write(f"# split {cfg.split}, step {result['selected_step']}: direction (0 negative, 1 positive)\tsource\t"
+                "transfer" + ("\thuman rewrite" if corpus.references.get("test") else "") + "\n" + "\n".join(lines) + "\n")
     for line in lines[:3] + lines[-3:]:
         print("transfer:", line)
     # samples.txt: the implicit prior's samples decoded by each sentiment's decoder (same z on a line).
-    z = model.prior_sample(10, device, torch.Generator(device=device).manual_seed(cfg.seed + 777))
-    neg, pos = (greedy(model, z, style, cfg.max_decode_len) for style in (0, 1))
+    model.eval()
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 777)
+    z = model.prior_sample(10, device, gen)
+    neg, pos = (decode(model, z, style, cfg.max_decode_len, cfg.temperature, gen) for style in (0, 1))
     with open(os.path.join(cfg.out_dir, "samples.txt"), "w", encoding="utf-8") as f:
         f.write("# z from the implicit prior\tnegative decoder\tpositive decoder\n" + "".join(
             f"{i}\t{' '.join(corpus.vocab.decode(a))}\t{' '.join(corpus.vocab.decode(b))}\n"
             for i, (a, b) in enumerate(zip(neg, pos))))
     rows = [r for r in log.rows() if r.get("split") == "valid"]
-    metrics.plot_curves(rows, ["ppl", "kl_agg"], os.path.join(cfg.out_dir, "curves.png"))
-    print(f"wrote {cfg.out_dir}/: config.json log.csv metrics.json checkpoint.pt transfers.txt samples.txt curves.png")
+    metrics.plot_curves(rows, ["ppl", "kl_agg", "acc", "bleu"], os.path.join(cfg.out_dir, "curves.png"))
+    names = "config.json log.csv metrics.json checkpoint.pt best.pt transfers.txt samples.txt curves.png".split()
+    print(f"wrote {cfg.out_dir}/: " + " ".join(f for f in names if os.path.exists(os.path.join(cfg.out_dir, f))))
     return result
 
 
