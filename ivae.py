@@ -10,7 +10,7 @@ Paper section -> code section
     §2   Eq. (3)   ELBO = E_q log p(x|z) - KL(q(z|x) || p(z))          -> "Objective"
     §3.1 Eq. (6)   z = G_phi(x, eps), eps ~ N(0, I)                    -> ImplicitPosterior
          Eq. (7-9) KL(q||p) = max_nu E_q nu - E_p exp(nu) + 1           -> Critic, critic_step
-         Eq. (10)  min_{theta,phi} -E log p(x|z) + E_q nu(x, z)         -> model_step
+         Eq. (10)  min_{theta,phi} -E log p(x|z) + E_q nu(x, z)         -> train_step
     §5.1           MI, AU, PPL, KL annealing, 40 epochs                  -> "Evaluation", Config
     Table 4        interpolation between two sentences                  -> interpolate
     Table 5        forward / reverse PPL of prior samples (--fwd_rev_ppl) -> forward_reverse

@@ -91,6 +91,9 @@ def test_tiny_run_writes_everything(corpus_dir, tmp_path):
     assert saved["nelbo"] == pytest.approx(saved["rec"] + saved["kl"])
     assert saved["mi"] == pytest.approx(saved["kl"] - saved["kl_agg"])
     assert saved["n_sentences"] == 24
+    test_lines = open(f"{corpus_dir}/test.txt").read().split("\n")[:24]
+    assert saved["n_words"] == sum(len(line.split()) + 1 for line in test_lines)   # words and </s>, not <s>
+    assert saved["ppl"] == pytest.approx(math.exp(saved["nelbo"] * 24 / saved["n_words"]))
     rows = data.CsvLog(str(out / "log.csv"), resume_step=10 ** 9).rows()
     assert [r["split"] for r in rows] == ["valid", "valid", "test"]
     assert len((out / "interpolation.txt").read_text().splitlines()) == 11
@@ -258,3 +261,15 @@ def test_critic_in_the_operating_regime_ideal_vs_jointly_trained():
     with torch.no_grad():
         trained = float(metrics.dual_kl(nu_xz(z, h.unsqueeze(1)), nu_xz(zp, h.unsqueeze(1))).mean())
     assert trained < 0.25 * true_kl, (trained, true_kl)
+
+
+def test_encoder_summarises_each_sentence_by_its_state_at_the_end_token():
+    # Padded batch: h_x must be the LSTM's state after the sentence's last real token (</s>), the h_n of
+    # running the LSTM on the sentence alone, not the state at a padding position or one token early.
+    torch.manual_seed(0)
+    enc = ivae.Encoder(vocab_size=12, emb_dim=5, hidden=6)
+    batch = data.collate([[1, 4, 5, 6, 2], [1, 7, 2]])                 # lengths 5 and 3, padded to 5
+    h = enc(batch.tokens, batch.lengths)
+    for i, sentence in enumerate([[1, 4, 5, 6, 2], [1, 7, 2]]):
+        _, (h_n, _) = enc.rnn(enc.emb(torch.tensor([sentence])))
+        torch.testing.assert_close(h[i], h_n[0, 0])
