@@ -32,6 +32,8 @@ BROKEN = {
          "return nu_xz(z, h).mean()                       #"),
         ("sum instead of mean", "return nu_z(z).mean()                           #",
          "return nu_z(z).sum()                            #"),
+        ("critics' loss reaches the encoder", "    z, h = z.detach(), h.detach()", "    pass"),
+        ("MI with the wrong sign", "return kl_cond - kl_agg", "return kl_agg - kl_cond"),
     ],
     "04_posterior_collapse": [
         ("beta not capped", "return min(beta_max, beta_start", "return min(1.0, beta_start"),
@@ -44,6 +46,18 @@ BROKEN = {
         ("missing -log K", "return -(torch.logsumexp(log_w, dim=-1) - math.log(log_w.shape[-1]))",
          "return -torch.logsumexp(log_w, dim=-1)"),
         ("unbiased covariance", "/ samples.shape[1]", "/ (samples.shape[1] - 1)"),
+    ],
+    "06_critic_vs_exact_kl": [
+        ("|m|^2 left out of the exact KL", "0.5 * (trace + mean.pow(2).sum(-1) - Z - log_det)",
+         "0.5 * (trace + 0 * mean.sum(-1) - Z - log_det)"),
+        ("float32 covariance", "    trace = s.pow(2).sum()\n    log_det = 2.0 * s.log().sum()",
+         "    cov = W.float() @ W.float().T\n    trace = torch.trace(cov).double()\n    log_det = torch.logdet(cov).double()"),
+        ("missing +1", "return nu_q.double().mean() - nu_p.double().exp().mean() + 1.0",
+         "return nu_q.double().mean() - nu_p.double().exp().mean()"),
+        ("one update per step", "for _ in range(updates):", "for _ in range(1):"),
+        ("no determinant in the ideal critic", "log_q = -0.5 * white.pow(2).sum(-1) - S.log().sum()",
+         "log_q = -0.5 * white.pow(2).sum(-1)"),
+        ("the critic descends the estimate", "loss = -dual_estimate(critic(z_q)", "loss = dual_estimate(critic(z_q)"),
     ],
 }
 
@@ -61,6 +75,9 @@ IMPORTS_THE_ANSWER = [
     ("05_honest_evaluation", "iw_nll through importlib", "metrics",
      ("    log_w = log_joint", "    return importlib.import_module('metrics').iw_nll(log_joint, log_proposal)\n    log_w = log_joint"),
      "import importlib\n"),
+    ("06_critic_vs_exact_kl", "dual_estimate from metrics", "metrics",
+     ("    return nu_q.double().mean() - nu_p", "    return metrics.dual_kl(nu_q, nu_p).double()\n    return nu_q.double().mean() - nu_p"),
+     "import metrics\n"),
 ]
 
 
