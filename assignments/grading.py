@@ -6,7 +6,8 @@ A grader grades `student.py` next to it, or the file(s) named by the environment
 one path, or several separated by os.pathsep (":" on Linux/macOS); each check then runs once per file, its
 id naming the file (`test_x[alice]`). The instructor's solutions and the test suite use that.
 
-Only PyTorch and the standard library are used here (pytest for the fixture and the failure messages).
+Uses only the standard library and pytest (the fixture, the failure messages); it never imports the
+repository's modules, so it keeps working while the scripts change.
 """
 import ast
 import contextlib
