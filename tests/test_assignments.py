@@ -85,10 +85,11 @@ def solution(assignment: str) -> str:
     return open(os.path.join(ROOT, "assignments", "solutions", f"{assignment}.py")).read()
 
 
-def run_grader(assignment: str, files: list, env_extra: dict = None) -> dict:
-    """Grade `files` with the assignment's grader in one pytest process: {file stem: {check: (outcome,
-    message)}}, outcome "passed", "failed" or "error" (the check's setup failed), and the process's output."""
-    report = os.path.join(os.path.dirname(files[-1]), f"report_{assignment}.xml")
+def run_grader(assignment: str, files: list, folder, env_extra: dict = None) -> dict:
+    """Grade `files` with the assignment's grader in one pytest process (its report goes to `folder`):
+    {"results": {file stem: {check: (outcome, message)}}, "log": its output}; outcome "passed", "failed" or
+    "error" (the check's setup failed)."""
+    report = os.path.join(str(folder), f"report_{assignment}.xml")
     env = {**os.environ, "STUDENT_FILE": os.pathsep.join(files), **(env_extra or {})}
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}",
                           f"assignments/{assignment}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -127,7 +128,7 @@ def graded(tmp_path_factory):
                     path = folder / f"imports{i}.py"
                     path.write_text(header + source)
                     files.append(str(path))
-            cache[assignment] = run_grader(assignment, files)
+            cache[assignment] = run_grader(assignment, files, folder)
         return cache[assignment]
     return get
 
@@ -169,7 +170,7 @@ def test_a_check_past_the_time_limit_fails(tmp_path):
     assert head in source
     path = tmp_path / "endless.py"
     path.write_text(source.replace(head, head + "    while True:\n        pass\n"))
-    g = run_grader("04_posterior_collapse", [str(path)], {"GRADING_TIME_LIMIT": "1"})
+    g = run_grader("04_posterior_collapse", [str(path)], tmp_path, {"GRADING_TIME_LIMIT": "1"})
     checks = g["results"]["endless"]
     assert checks["test_monotonic_schedule"][0] == "failed", g["log"]
     assert "ran longer than 1 s" in checks["test_monotonic_schedule"][1], g["log"]
