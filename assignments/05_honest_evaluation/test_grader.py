@@ -3,19 +3,16 @@ import math
 import os
 import sys
 
-import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from grading import call, load_student  # noqa: E402
+from grading import call, student_fixture  # noqa: E402
 
 D = torch.distributions
 S2 = 0.5                                                 # p(z) = N(0, 1), p(x|z) = N(z, S2)
 
 
-@pytest.fixture(scope="module")
-def student():
-    return load_student(__file__)
+student = student_fixture(__file__)              # student.py, or the file(s) in STUDENT_FILE
 
 
 def setup():
