@@ -278,29 +278,34 @@ def resolve_corpus(data, data_dir: str, splits: Iterable[str] = SPLITS) -> tuple
 # ----------------------------------------------------------------------------------------------------
 
 class LineReport(Counter):
-    """Counts of what the readers mended or skipped: 'empty', 'not_utf8', 'crlf', 'too_long_dropped',
-    'too_long_cut', 'malformed'."""
+    """Counts of what the readers mended or skipped: 'empty', 'not_utf8', 'not_utf8_utterance', 'crlf',
+    'too_long_dropped', 'too_long_cut', 'malformed', 'excluded'."""
 
     def summary(self) -> str:
         words = {"empty": "empty lines skipped", "not_utf8": "lines with non-UTF-8 bytes skipped",
+                 "not_utf8_utterance": "utterances with non-UTF-8 bytes skipped",
                  "crlf": "CRLF line endings read as LF", "too_long_dropped": "over-long sentences dropped",
                  "too_long_cut": "over-long utterances cut", "malformed": "malformed lines skipped",
                  "excluded": "sentences excluded (held out elsewhere)"}
         return ", ".join(f"{n:,} {words.get(k, k)}" for k, n in sorted(self.items()) if n)
 
 
-def read_lines(path: str, report: LineReport) -> list[str]:
+def read_lines(path: str, report: LineReport, keep_bad_bytes: bool = False) -> list[str]:
     """Non-empty lines of a text file, stripped. Decodes each line as UTF-8 on its own, so one bad byte
-    costs one line, not the file."""
+    costs one line, not the file; a UTF-8 byte-order mark at the start of the file is dropped.
+    keep_bad_bytes: keep lines with bad bytes, each bad byte as a lone surrogate (Python's
+    "surrogateescape"), for callers that skip a smaller piece (a dialog's utterance: has_bad_bytes)."""
     lines = []
     with open(path, "rb") as f:
-        for raw in f:
+        for i, raw in enumerate(f):
+            if i == 0 and raw.startswith(b"\xef\xbb\xbf"):              # BOM written by some editors
+                raw = raw[3:]
             raw = raw.rstrip(b"\n")
             if raw.endswith(b"\r"):
                 report["crlf"] += 1
                 raw = raw.rstrip(b"\r")
             try:
-                line = raw.decode("utf-8").strip()
+                line = raw.decode("utf-8", "surrogateescape" if keep_bad_bytes else "strict").strip()
             except UnicodeDecodeError:
                 report["not_utf8"] += 1
                 continue
@@ -309,6 +314,11 @@ def read_lines(path: str, report: LineReport) -> list[str]:
                 continue
             lines.append(line)
     return lines
+
+
+def has_bad_bytes(text: str) -> bool:
+    """True when `text` holds bytes that were not UTF-8 (read_lines(..., keep_bad_bytes=True))."""
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
 def wordpunct_lower(text: str) -> list[str]:
@@ -365,7 +375,7 @@ def read_style(paths: list[str], spec: CorpusSpec, report: LineReport) -> list[t
 def read_dialogs(paths: list[str], spec: CorpusSpec, report: LineReport) -> list[list[tuple[list[str], int]]]:
     """Dialogs as lists of (words, speaker) with speaker 0 or 1."""
     dialogs = []
-    for line in read_lines(paths[0], report):
+    for line in read_lines(paths[0], report, keep_bad_bytes=True):   # a bad byte costs its utterance only
         if spec.fmt == "dailydialog":
             # "utt 1 __eou__ utt 2 __eou__": the piece after the last __eou__ is empty. Speakers alternate.
             texts = [t for t in line.split("__eou__") if t.strip()]
@@ -378,6 +388,9 @@ def read_dialogs(paths: list[str], spec: CorpusSpec, report: LineReport) -> list
                 continue
         dialog = []
         for text, speaker in turns:
+            if has_bad_bytes(text):
+                report["not_utf8_utterance"] += 1
+                continue
             words = fit_length(wordpunct_lower(text), spec, report)
             if words:
                 dialog.append((words, speaker))
