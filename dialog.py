@@ -79,6 +79,7 @@ class Config:
     max_steps: int = option(0, "stop after this many training steps in all (0: no cap; for smoke runs)")
     resume: bool = option(False, "continue from out_dir/checkpoint.pt")
     eval_only: bool = option(False, "no training: evaluate out_dir/checkpoint.pt on test")
+    overwrite: bool = option(False, "start afresh in an out_dir that holds a run (deletes that run)")
     embeddings: str = option("", "GloVe-format word vectors to initialise the embeddings and for BOW metrics")
     samples_per_context: int = option(10, "responses sampled per test context (Table 8: 10)")
     # model (DialogWAE's sizes)
@@ -110,8 +111,8 @@ class Config:
 
 
 RUN_CONTROL = {"data_dir", "out_dir", "cuda", "cpu", "threads", "epochs", "max_steps", "resume", "eval_only",
-               "samples_per_context", "eval_limit", "bleu_n", "max_decode_len", "responses_shown", "log_every",
-               "save_every"}
+               "overwrite", "samples_per_context", "eval_limit", "bleu_n", "max_decode_len", "responses_shown",
+               "log_every", "save_every"}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -317,22 +318,41 @@ def write_responses(path: str, contexts, refs, hyps, n: int, split_name: str) ->
 # ----------------------------------------------------------------------------------------------------
 
 def checkpoint_state(cfg, vocab, model, opts, sched, step_, emb_dim) -> dict:
-    return {"config": asdict(cfg), "vocab": vocab.state_dict(), "model": model.state_dict(),
+    return {"script": data.script_of(cfg), "config": asdict(cfg), "vocab": vocab.state_dict(),
+            "model": model.state_dict(),
             "opts": {k: o.state_dict() for k, o in opts.items()}, "sched": sched.state_dict(), "step": step_,
             "best": None, "emb_dim": emb_dim, "rng": data.rng_state()}
 
 
-def train(cfg, corpus, model, opts, sched, start, emb_dim, device, log) -> int:
+def train(cfg, corpus, model, opts, sched, state, emb_dim, device, log) -> int:
     batcher = data.Batcher(corpus.examples["train"], cfg.batch_size, seed=cfg.seed, equal_length=False)
     steps_per_epoch = len(batcher)
     total = cfg.epochs * steps_per_epoch
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
-    step_ = start
+    step_ = state["step"]
     ckpt_path = os.path.join(cfg.out_dir, "checkpoint.pt")
+    t_begin = time.time() - state["train_time_s"]                        # train_time_s sums every process
+
+    def save(validated=True):
+        ckpt = checkpoint_state(cfg, corpus.vocab, model, opts, sched, step_, emb_dim)
+        data.save_checkpoint({**ckpt, "validated": validated, "train_time_s": time.time() - t_begin}, ckpt_path)
+
+    def validate():
+        print(f"validating at step {step_}", flush=True)
+        with stop.interruptible():                                       # the first Ctrl-C stops it at once
+            row, _ = evaluate(model, corpus, "valid", cfg, device, {}, sample=False)
+        beta = beta_at(step_ - 1, steps_per_epoch, cfg, corpus.spec.name)  # as in the epoch's last step
+        row = {"step": step_, "epoch": step_ / steps_per_epoch, "split": "valid", "beta": beta, **row}
+        print(f"valid @ step {step_}: rec {row['rec']:.2f} | PPL {row['ppl']:.2f}", flush=True)
+        log.write(row)
+
     print(f"training: {steps_per_epoch} batches per epoch, steps {step_} -> {total}", flush=True)
     acc, n_acc, t0 = {}, 0, time.time()
     with data.GracefulInterrupt() as stop:
+        if not state["validated"]:                         # resumed from a checkpoint that awaits its validation
+            validate()
+            save()
         while step_ < total and not stop.requested:
             for batch in batcher.epoch(step_ // steps_per_epoch, start=step_ % steps_per_epoch):
                 beta = beta_at(step_, steps_per_epoch, cfg, corpus.spec.name)
@@ -355,13 +375,10 @@ def train(cfg, corpus, model, opts, sched, start, emb_dim, device, log) -> int:
                           f"ETA {(total - step_) * dt / n_acc / 60:5.1f} min", flush=True)
                     acc, n_acc, t0 = {}, 0, time.time()
                 if end_of_epoch:
-                    row, _ = evaluate(model, corpus, "valid", cfg, device, {}, sample=False)
-                    row = {"step": step_, "epoch": step_ / steps_per_epoch, "split": "valid", "beta": beta, **row}
-                    print(f"valid @ step {step_}: rec {row['rec']:.2f} | PPL {row['ppl']:.2f}", flush=True)
-                    log.write(row)
+                    save(validated=False)                  # first the epoch's checkpoint: nothing is lost
+                    validate()                             # if the validation is interrupted or killed
                 if saving:
-                    data.save_checkpoint(checkpoint_state(cfg, corpus.vocab, model, opts, sched, step_, emb_dim),
-                                         ckpt_path)
+                    save()
                 if step_ >= total or stop.requested:
                     break
     if stop.requested:
@@ -391,7 +408,9 @@ def main(argv=None) -> dict:
     if cfg.resume and cfg.eval_only:
         parser.error("--resume and --eval_only exclude each other")
     device = data.pick_device(cfg.cuda, cfg.cpu, parser, cfg.threads)
-    ckpt = data.resume_checkpoint(cfg, parser, RUN_CONTROL, device)
+    ckpt = data.open_run(cfg, parser, RUN_CONTROL, device)
+    state = {"step": 0, "validated": True, "train_time_s": 0.0}                    # a fresh run; or resumed:
+    state.update({k: ckpt[k] for k in state if k in ckpt} if ckpt else {})
     data.set_seed(cfg.seed)
     try:
         vocab = data.Vocab.from_state_dict(ckpt["vocab"]) if ckpt else None
@@ -414,24 +433,26 @@ def main(argv=None) -> dict:
         print(f"embeddings: {len(hits):,} of {len(corpus.vocab):,} words from {cfg.embeddings} ({emb_dim}-d)")
     opts = make_optimizers(model, cfg)
     sched = torch.optim.lr_scheduler.StepLR(opts["ae"], step_size=cfg.ae_decay_epochs, gamma=cfg.ae_decay)
-    start = 0
+    start = state["step"]
     if ckpt:
         model.load_state_dict(ckpt["model"])
-        start = ckpt["step"]
         if not cfg.eval_only:
             for k, o in opts.items():
                 o.load_state_dict(ckpt["opts"][k])
             sched.load_state_dict(ckpt["sched"])
             data.set_rng_state(ckpt["rng"])
     data.write_json(os.path.join(cfg.out_dir, "config.json"), asdict(cfg))
-    log = data.CsvLog(os.path.join(cfg.out_dir, "log.csv"), resume_step=start if ckpt else None)
+    # A resume drops the log's rows after the checkpoint (and its step's row if it still awaits its
+    # validation); --eval_only leaves log.csv as it is.
+    log = data.CsvLog(os.path.join(cfg.out_dir, "log.csv"), read_only=cfg.eval_only,
+                      resume_step=start - (not state["validated"]) if ckpt else None)
     t_start = time.time()
     if not cfg.eval_only:
         try:
-            start = train(cfg, corpus, model, opts, sched, start, emb_dim, device, log)
+            start = train(cfg, corpus, model, opts, sched, state, emb_dim, device, log)
         except FloatingPointError as err:
             raise SystemExit(f"stopped: {err}")
-    train_time = time.time() - t_start
+    train_time = state["train_time_s"] + time.time() - t_start                # over every process of the run
 
     result, (contexts, refs, hyps) = evaluate(model, corpus, "test", cfg, device, vectors)
     result = {"split": "test", "corpus": corpus.spec.name, "step": start, **result,
@@ -456,4 +477,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    data.run_script(main)

@@ -82,6 +82,7 @@ class Config:
     max_steps: int = option(0, "stop after this many training steps in all (0: no cap; for smoke runs)")
     resume: bool = option(False, "continue from out_dir/checkpoint.pt")
     eval_only: bool = option(False, "no training: evaluate out_dir/checkpoint.pt on test")
+    overwrite: bool = option(False, "start afresh in an out_dir that holds a run (deletes that run)")
     split: str = option("standard", "standard (Shen et al.) or no_train (opt-in: see the docstring)",
                         choices=list(STYLE_SPLITS))
     # model (the authors' transfer_yelp sizes)
@@ -114,9 +115,9 @@ class Config:
     save_every: int = option(1000, "training steps between checkpoints (also at every epoch's end)")
 
 
-RUN_CONTROL = {"data_dir", "out_dir", "cuda", "cpu", "threads", "epochs", "max_steps", "resume", "eval_only", "eval_samples",
-               "eval_limit", "max_decode_len", "fasttext_dim", "fasttext_buckets", "fasttext_epochs", "fasttext_lr", "log_every",
-               "save_every"}
+RUN_CONTROL = {"data_dir", "out_dir", "cuda", "cpu", "threads", "epochs", "max_steps", "resume", "eval_only",
+               "overwrite", "eval_samples", "eval_limit", "max_decode_len", "fasttext_dim", "fasttext_buckets",
+               "fasttext_epochs", "fasttext_lr", "log_every", "save_every"}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -384,22 +385,41 @@ def evaluate(model: StyleModel, corpus: data.Corpus, split: str, cfg: Config, de
 # ----------------------------------------------------------------------------------------------------
 
 def checkpoint_state(cfg, vocab, model, opts, step_, best=None) -> dict:
-    return {"config": asdict(cfg), "vocab": vocab.state_dict(), "model": model.state_dict(),
+    return {"script": data.script_of(cfg), "config": asdict(cfg), "vocab": vocab.state_dict(),
+            "model": model.state_dict(),
             "opts": {k: o.state_dict() for k, o in opts.items()}, "step": step_, "best": best,
             "rng": data.rng_state()}
 
 
-def train(cfg, corpus, model, opts, start_step, device, log: data.CsvLog) -> int:
+def train(cfg, corpus, model, opts, state, device, log: data.CsvLog) -> int:
     batcher = data.Batcher(corpus.examples["train"], cfg.batch_size, seed=cfg.seed, equal_length=False)
     steps_per_epoch = len(batcher)
     total = cfg.epochs * steps_per_epoch
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
-    step_ = start_step
+    step_ = state["step"]
     ckpt_path = os.path.join(cfg.out_dir, "checkpoint.pt")
+    t_begin = time.time() - state["train_time_s"]                        # train_time_s sums every process
+
+    def save(validated=True):
+        ckpt = checkpoint_state(cfg, corpus.vocab, model, opts, step_)
+        data.save_checkpoint({**ckpt, "validated": validated, "train_time_s": time.time() - t_begin}, ckpt_path)
+
+    def validate():
+        print(f"validating at step {step_}", flush=True)
+        with stop.interruptible():                                       # the first Ctrl-C stops it at once
+            row, _ = evaluate(model, corpus, "valid", cfg, device)
+        row = {"step": step_, "epoch": step_ / steps_per_epoch, "split": "valid", "data_split": cfg.split, **row}
+        print(f"valid @ step {step_}: reconstruction PPL {row['ppl']:.2f} | KL(q(z)||p) {row['kl_agg']:.2f}",
+              flush=True)
+        log.write(row)
+
     print(f"training: {steps_per_epoch} batches per epoch, steps {step_} -> {total}", flush=True)
     acc, n_acc, t0 = {}, 0, time.time()
     with data.GracefulInterrupt() as stop:
+        if not state["validated"]:                         # resumed from a checkpoint that awaits its validation
+            validate()
+            save()
         while step_ < total and not stop.requested:
             for batch in batcher.epoch(step_ // steps_per_epoch, start=step_ % steps_per_epoch):
                 out = train_step(model, opts, batch.to(device), cfg)
@@ -419,14 +439,10 @@ def train(cfg, corpus, model, opts, start_step, device, log: data.CsvLog) -> int
                           f"{n_acc / dt:5.1f} step/s | ETA {(total - step_) * dt / n_acc / 60:5.1f} min", flush=True)
                     acc, n_acc, t0 = {}, 0, time.time()
                 if end_of_epoch:
-                    row, _ = evaluate(model, corpus, "valid", cfg, device)
-                    row = {"step": step_, "epoch": step_ / steps_per_epoch, "split": "valid", "data_split": cfg.split,
-                           **row}
-                    print(f"valid @ step {step_}: reconstruction PPL {row['ppl']:.2f} | KL(q(z)||p) {row['kl_agg']:.2f}",
-                          flush=True)
-                    log.write(row)
+                    save(validated=False)                  # first the epoch's checkpoint: nothing is lost
+                    validate()                             # if the validation is interrupted or killed
                 if saving:
-                    data.save_checkpoint(checkpoint_state(cfg, corpus.vocab, model, opts, step_), ckpt_path)
+                    save()
                 if step_ >= total or stop.requested:
                     break
     if stop.requested:
@@ -444,39 +460,47 @@ def main(argv=None) -> dict:
     for name in ("max_steps", "eval_limit", "nu_steps", "ae_lr", "adv_lr", "clip", "kl_weight", "class_weight"):
         if getattr(cfg, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.fasttext_lr <= 0:
+        parser.error(f"--fasttext_lr must be > 0, got {cfg.fasttext_lr}")
     if cfg.resume and cfg.eval_only:
         parser.error("--resume and --eval_only exclude each other")
     device = data.pick_device(cfg.cuda, cfg.cpu, parser, cfg.threads)
-    ckpt = data.resume_checkpoint(cfg, parser, RUN_CONTROL, device)
+    ckpt = data.open_run(cfg, parser, RUN_CONTROL, device)
+    state = {"step": 0, "validated": True, "train_time_s": 0.0}                    # a fresh run; or resumed:
+    state.update({k: ckpt[k] for k in state if k in ckpt} if ckpt else {})
     data.set_seed(cfg.seed)
     try:
         vocab = data.Vocab.from_state_dict(ckpt["vocab"]) if ckpt else None
         corpus = data.load_style_corpus(cfg.data_dir, cfg.split, vocab=vocab)
     except data.DataError as err:
-        parser.error(str(err))
+        hint = (" -- for a copy without Shen et al.'s training files (sentiment.train.*), try --split no_train"
+                if cfg.split == "standard" else "")
+        parser.error(str(err) + hint)
     os.makedirs(cfg.out_dir, exist_ok=True)
     print(f"device: {data.describe_device(device)}")
     print(f"corpus yelp_style, split {cfg.split}: " + ", ".join(f"{s} {len(e):,}" for s, e in corpus.examples.items())
           + f" sentences, vocabulary {len(corpus.vocab):,}")
     model = StyleModel(len(corpus.vocab), cfg).to(device)
     opts = make_optimizers(model, cfg)
-    start = 0
+    start = state["step"]
     if ckpt:
         model.load_state_dict(ckpt["model"])
-        start = ckpt["step"]
         if not cfg.eval_only:
             for k, o in opts.items():
                 o.load_state_dict(ckpt["opts"][k])
             data.set_rng_state(ckpt["rng"])
     data.write_json(os.path.join(cfg.out_dir, "config.json"), asdict(cfg))
-    log = data.CsvLog(os.path.join(cfg.out_dir, "log.csv"), resume_step=start if ckpt else None)
+    # A resume drops the log's rows after the checkpoint (and its step's row if it still awaits its
+    # validation); --eval_only leaves log.csv as it is.
+    log = data.CsvLog(os.path.join(cfg.out_dir, "log.csv"), read_only=cfg.eval_only,
+                      resume_step=start - (not state["validated"]) if ckpt else None)
     t_start = time.time()
     if not cfg.eval_only:
         try:
-            start = train(cfg, corpus, model, opts, start, device, log)
+            start = train(cfg, corpus, model, opts, state, device, log)
         except FloatingPointError as err:
             raise SystemExit(f"stopped: {err}")
-    train_time = time.time() - t_start
+    train_time = state["train_time_s"] + time.time() - t_start                # over every process of the run
 
     # Table 7 on the test split. The classifier is trained on the training split, tested on test sources.
     train_text = [corpus.vocab.encode(w, add_markers=False) for w in corpus.texts["train"]]
@@ -512,4 +536,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    data.run_script(main)
