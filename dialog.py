@@ -77,7 +77,7 @@ class Config:
     threads: int = option(0, "CPU threads torch may use (0: all cores; 1 when other work shares the machine)")
     epochs: int = option(100, "training epochs (DialogWAE: 100)")
     max_steps: int = option(0, "stop after this many training steps in all (0: no cap; for smoke runs)")
-    resume: bool = option(False, "continue from out_dir/checkpoint.pt")
+    resume: bool = option(False, "continue from out_dir/checkpoint.pt (checkpoint.prev.pt if that one is bad)")
     eval_only: bool = option(False, "no training: evaluate out_dir/checkpoint.pt on test")
     overwrite: bool = option(False, "start afresh in an out_dir that holds a run (deletes that run)")
     embeddings: str = option("", "GloVe-format word vectors to initialise the embeddings and for BOW metrics")

@@ -89,7 +89,7 @@ class Config:
     threads: int = option(0, "CPU threads torch may use (0: all cores; 1 when other work shares the machine)")
     epochs: int = option(40, "training epochs (paper: 40)")
     max_steps: int = option(0, "stop after this many training steps in all (0: no cap; for smoke runs)")
-    resume: bool = option(False, "continue from out_dir/checkpoint.pt")
+    resume: bool = option(False, "continue from out_dir/checkpoint.pt (checkpoint.prev.pt if that one is bad)")
     eval_only: bool = option(False, "no training: evaluate out_dir's best (else last) checkpoint on test")
     overwrite: bool = option(False, "start afresh in an out_dir that holds a run (deletes that run)")
     # model (§5.1)
