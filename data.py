@@ -827,8 +827,9 @@ def load_checkpoint(path: str, device, cfg=None) -> dict:
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as err:                     # torch raises RuntimeError, EOFError, UnpicklingError...
+        reason = re.split(r"(?<=\.)\s", str(err).strip())[0]             # torch's first sentence only
         raise CheckpointError(f"{path}: unreadable, truncated or not a checkpoint "
-                              f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+                              f"({type(err).__name__}: {reason})") from None
     if cfg is not None:
         if not isinstance(ckpt, dict) or not {"config", "step", "model"} <= set(ckpt):
             raise CheckpointError(f"{path}: not a checkpoint of this repository (no config, step or model)")
