@@ -850,12 +850,9 @@ def write_json(path: str, obj) -> None:
     atomic_write(path, write)
 
 
-def check_out_dir(cfg, parser: argparse.ArgumentParser) -> None:
-    """--out_dir must be a folder this process can write to (created if missing), checked before any
-    work. A fresh run refuses a folder that holds a run, unless --overwrite, which deletes that run."""
-    out = cfg.out_dir
-    if cfg.overwrite and (cfg.resume or cfg.eval_only):
-        parser.error("--overwrite starts a fresh run: it excludes --resume and --eval_only")
+def check_writable_dir(out: str, parser: argparse.ArgumentParser, create: bool = True) -> None:
+    """--out_dir must be a folder this process can write to (created if missing when `create`): one
+    parser error otherwise, before any work. Every script with an --out_dir calls it."""
     above = os.path.dirname(os.path.abspath(out))
     while not os.path.exists(above):                                     # the nearest existing ancestor
         above = os.path.dirname(above)
@@ -863,8 +860,8 @@ def check_out_dir(cfg, parser: argparse.ArgumentParser) -> None:
         parser.error(f"--out_dir {out} is a file, not a folder: choose another --out_dir")
     if not os.path.isdir(above):
         parser.error(f"--out_dir {out} lies below {above}, which is a file, not a folder: choose another --out_dir")
-    if (cfg.resume or cfg.eval_only) and not os.path.isdir(out):
-        return                                                           # open_run: "no checkpoint in ..."
+    if not create and not os.path.isdir(out):
+        return
     try:
         os.makedirs(out, exist_ok=True)
         probe = os.path.join(out, ".write_test.tmp")                    # os.access says yes to root on a
@@ -873,6 +870,16 @@ def check_out_dir(cfg, parser: argparse.ArgumentParser) -> None:
         os.remove(probe)
     except OSError as err:
         parser.error(f"--out_dir {out} cannot be written to ({err.strerror}): choose another --out_dir")
+
+
+def check_out_dir(cfg, parser: argparse.ArgumentParser) -> None:
+    """A run's --out_dir: a writable folder (check_writable_dir; not created for --resume / --eval_only,
+    whose missing checkpoint open_run reports). A fresh run refuses a folder that holds a run, unless
+    --overwrite, which deletes that run."""
+    out = cfg.out_dir
+    if cfg.overwrite and (cfg.resume or cfg.eval_only):
+        parser.error("--overwrite starts a fresh run: it excludes --resume and --eval_only")
+    check_writable_dir(out, parser, create=not (cfg.resume or cfg.eval_only))
     if cfg.resume or cfg.eval_only:
         return
     held = [name for name in RUN_FILES if os.path.exists(os.path.join(out, name))]

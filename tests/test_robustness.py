@@ -11,11 +11,13 @@ import time
 import pytest
 import torch
 
+import bench
 import data
 import dialog
 import ivae
 import ivae_mi
 import style_transfer
+import toy
 import vae
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -130,6 +132,14 @@ def test_out_dir_that_is_a_file_or_below_a_file(corpus_dir, tmp_path, capsys):
     assert "is a file, not a folder" in err
     err = parser_error(capsys, ivae.main, ["--data", corpus_dir, "--out_dir", str(a_file / "run"), "--cpu"])
     assert f"lies below {a_file}, which is a file" in err
+
+
+@pytest.mark.parametrize("main", [toy.main, bench.main], ids=["toy", "bench"])
+def test_toy_and_bench_check_their_out_dir_too(main, corpus_dir, tmp_path, capsys):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    argv = ["--out_dir", str(a_file), "--cpu"] + (["--data", corpus_dir] if main is bench.main else [])
+    assert "is a file, not a folder" in parser_error(capsys, main, argv)
 
 
 def test_out_dir_that_cannot_be_written(corpus_dir, tmp_path, capsys):
