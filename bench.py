@@ -108,6 +108,8 @@ def main(argv=None) -> dict:
     if bad or not cfg.models:
         parser.error(f"--models takes some of {', '.join(MODELS)}")
     device = data.pick_device(cfg.cuda, cfg.cpu, parser, cfg.threads)
+    if not cfg.no_save:
+        data.check_writable_dir(cfg.out_dir, parser)                     # before minutes of timing
     try:
         corpus = data.load_corpus(cfg.data, cfg.data_dir, ("train",))
     except data.DataError as err:
@@ -142,4 +144,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    data.run_script(main)

@@ -53,6 +53,7 @@ Deviations from the authors' code (and why)
       loaders crash on non-UTF-8 bytes.
 """
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -279,29 +280,34 @@ def resolve_corpus(data, data_dir: str, splits: Iterable[str] = SPLITS) -> tuple
 # ----------------------------------------------------------------------------------------------------
 
 class LineReport(Counter):
-    """Counts of what the readers mended or skipped: 'empty', 'not_utf8', 'crlf', 'too_long_dropped',
-    'too_long_cut', 'malformed'."""
+    """Counts of what the readers mended or skipped: 'empty', 'not_utf8', 'not_utf8_utterance', 'crlf',
+    'too_long_dropped', 'too_long_cut', 'malformed', 'excluded'."""
 
     def summary(self) -> str:
         words = {"empty": "empty lines skipped", "not_utf8": "lines with non-UTF-8 bytes skipped",
+                 "not_utf8_utterance": "utterances with non-UTF-8 bytes skipped",
                  "crlf": "CRLF line endings read as LF", "too_long_dropped": "over-long sentences dropped",
                  "too_long_cut": "over-long utterances cut", "malformed": "malformed lines skipped",
                  "excluded": "sentences excluded (held out elsewhere)"}
         return ", ".join(f"{n:,} {words.get(k, k)}" for k, n in sorted(self.items()) if n)
 
 
-def read_lines(path: str, report: LineReport) -> list[str]:
+def read_lines(path: str, report: LineReport, keep_bad_bytes: bool = False) -> list[str]:
     """Non-empty lines of a text file, stripped. Decodes each line as UTF-8 on its own, so one bad byte
-    costs one line, not the file."""
+    costs one line, not the file; a UTF-8 byte-order mark at the start of the file is dropped.
+    keep_bad_bytes: keep lines with bad bytes, each bad byte as a lone surrogate (Python's
+    "surrogateescape"), for callers that skip a smaller piece (a dialog's utterance: has_bad_bytes)."""
     lines = []
     with open(path, "rb") as f:
-        for raw in f:
+        for i, raw in enumerate(f):
+            if i == 0 and raw.startswith(b"\xef\xbb\xbf"):              # BOM written by some editors
+                raw = raw[3:]
             raw = raw.rstrip(b"\n")
             if raw.endswith(b"\r"):
                 report["crlf"] += 1
                 raw = raw.rstrip(b"\r")
             try:
-                line = raw.decode("utf-8").strip()
+                line = raw.decode("utf-8", "surrogateescape" if keep_bad_bytes else "strict").strip()
             except UnicodeDecodeError:
                 report["not_utf8"] += 1
                 continue
@@ -310,6 +316,11 @@ def read_lines(path: str, report: LineReport) -> list[str]:
                 continue
             lines.append(line)
     return lines
+
+
+def has_bad_bytes(text: str) -> bool:
+    """True when `text` holds bytes that were not UTF-8 (read_lines(..., keep_bad_bytes=True))."""
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
 def wordpunct_lower(text: str) -> list[str]:
@@ -366,7 +377,7 @@ def read_style(paths: list[str], spec: CorpusSpec, report: LineReport) -> list[t
 def read_dialogs(paths: list[str], spec: CorpusSpec, report: LineReport) -> list[list[tuple[list[str], int]]]:
     """Dialogs as lists of (words, speaker) with speaker 0 or 1."""
     dialogs = []
-    for line in read_lines(paths[0], report):
+    for line in read_lines(paths[0], report, keep_bad_bytes=True):   # a bad byte costs its utterance only
         if spec.fmt == "dailydialog":
             # "utt 1 __eou__ utt 2 __eou__": the piece after the last __eou__ is empty. Speakers alternate.
             texts = [t for t in line.split("__eou__") if t.strip()]
@@ -379,6 +390,9 @@ def read_dialogs(paths: list[str], spec: CorpusSpec, report: LineReport) -> list
                 continue
         dialog = []
         for text, speaker in turns:
+            if has_bad_bytes(text):
+                report["not_utf8_utterance"] += 1
+                continue
             words = fit_length(wordpunct_lower(text), spec, report)
             if words:
                 dialog.append((words, speaker))
@@ -793,16 +807,60 @@ def atomic_write(path: str, write) -> None:
     os.replace(tmp, path)
 
 
+# A run's files in out_dir. Every checkpoint keeps its predecessor as NAME.prev.pt, so one bad file
+# (a full disk, a copy cut short) never leaves a run without a checkpoint to continue from.
+RUN_FILES = ("checkpoint.pt", "checkpoint.prev.pt", "best.pt", "best.prev.pt", "log.csv")
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used: unreadable, empty, truncated, or written by another script."""
+
+
+def script_of(cfg) -> str:
+    """The script a Config belongs to ("ivae" for ivae.Config), also when that script runs as __main__."""
+    module = sys.modules[type(cfg).__module__]
+    return os.path.splitext(os.path.basename(getattr(module, "__file__", None) or module.__name__))[0]
+
+
+def prev_path(path: str) -> str:
+    return path[:-len(".pt")] + ".prev.pt"
+
+
 def save_checkpoint(state: dict, path: str) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    """Write `state` to path.tmp, check that it loads back, then keep the old `path` as NAME.prev.pt and
+    rename the new file into place. A failed check leaves both older files untouched."""
+    tmp = f"{path}.tmp"
+    torch.save(state, tmp)
+    load_checkpoint(tmp, "cpu")                                          # raises CheckpointError if bad
+    if os.path.exists(path):
+        os.replace(path, prev_path(path))
+    os.replace(tmp, path)
 
 
-def load_checkpoint(path: str, device) -> dict:
-    """A checkpoint written by save_checkpoint (plain dicts, tensors and lists: weights_only=True)."""
+def load_checkpoint(path: str, device, cfg=None) -> dict:
+    """A checkpoint written by save_checkpoint (plain dicts, tensors and lists: weights_only=True).
+    With `cfg`, also check that it is a run's checkpoint written by cfg's script. Raises CheckpointError
+    naming the file and what is wrong."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: no such file")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{path}: the file is empty (0 bytes)")
     try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise DataError(f"no checkpoint at {path}: train first (without --resume / --eval_only)") from None
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:                     # torch raises RuntimeError, EOFError, UnpicklingError...
+        reason = re.split(r"(?<=\.)\s", str(err).strip())[0]             # torch's first sentence only
+        raise CheckpointError(f"{path}: unreadable, truncated or not a checkpoint "
+                              f"({type(err).__name__}: {reason})") from None
+    if cfg is not None:
+        if not isinstance(ckpt, dict) or not {"config", "step", "model"} <= set(ckpt):
+            raise CheckpointError(f"{path}: not a checkpoint of this repository (no config, step or model)")
+        mine, theirs = script_of(cfg), ckpt.get("script")
+        unknown = set(ckpt["config"]) - {f.name for f in fields(cfg)}
+        if (theirs and theirs != mine) or unknown:     # checkpoints older than the "script" key: by fields
+            who = f"{theirs}.py" if theirs else f"another script (config fields {', '.join(sorted(unknown)[:3])})"
+            raise CheckpointError(f"{path}: written by {who}, not by {mine}.py: use {mine}.py with its own "
+                                  "--out_dir")
+    return ckpt
 
 
 def write_json(path: str, obj) -> None:
@@ -813,19 +871,76 @@ def write_json(path: str, obj) -> None:
     atomic_write(path, write)
 
 
-def resume_checkpoint(cfg, parser: argparse.ArgumentParser, run_control: set, device) -> Optional[dict]:
-    """For --resume (out_dir/checkpoint.pt) or --eval_only (out_dir/best.pt, else checkpoint.pt): load
-    the checkpoint and copy its settings into `cfg`, except the run-control fields a user may change.
-    A model or optimiser flag given with a value other than the checkpoint's is a parser error."""
+def check_writable_dir(out: str, parser: argparse.ArgumentParser, create: bool = True) -> None:
+    """--out_dir must be a folder this process can write to (created if missing when `create`): one
+    parser error otherwise, before any work. Every script with an --out_dir calls it."""
+    above = os.path.dirname(os.path.abspath(out))
+    while not os.path.exists(above):                                     # the nearest existing ancestor
+        above = os.path.dirname(above)
+    if os.path.exists(out) and not os.path.isdir(out):
+        parser.error(f"--out_dir {out} is a file, not a folder: choose another --out_dir")
+    if not os.path.isdir(above):
+        parser.error(f"--out_dir {out} lies below {above}, which is a file, not a folder: choose another --out_dir")
+    if not create and not os.path.isdir(out):
+        return
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, ".write_test.tmp")                    # os.access says yes to root on a
+        with open(probe, "w"):                                           # read-only mount: try for real
+            pass
+        os.remove(probe)
+    except OSError as err:
+        parser.error(f"--out_dir {out} cannot be written to ({err.strerror}): choose another --out_dir")
+
+
+def check_out_dir(cfg, parser: argparse.ArgumentParser) -> None:
+    """A run's --out_dir: a writable folder (check_writable_dir; not created for --resume / --eval_only,
+    whose missing checkpoint open_run reports). A fresh run refuses a folder that holds a run, unless
+    --overwrite, which deletes that run."""
+    out = cfg.out_dir
+    if cfg.overwrite and (cfg.resume or cfg.eval_only):
+        parser.error("--overwrite starts a fresh run: it excludes --resume and --eval_only")
+    check_writable_dir(out, parser, create=not (cfg.resume or cfg.eval_only))
+    if cfg.resume or cfg.eval_only:
+        return
+    held = [name for name in RUN_FILES if os.path.exists(os.path.join(out, name))]
+    if held and not cfg.overwrite:
+        parser.error(f"--out_dir {out} already holds a run ({', '.join(held)}): add --resume to continue it, "
+                     "--overwrite to delete it and start over, or choose another --out_dir")
+    if held:
+        stale = held + [n for n in ("metrics.json",) if os.path.exists(os.path.join(out, n))]
+        for name in stale:
+            os.remove(os.path.join(out, name))
+        print(f"--overwrite: deleted the previous run in {out} ({', '.join(stale)})")
+
+
+def open_run(cfg, parser: argparse.ArgumentParser, run_control: set, device) -> Optional[dict]:
+    """Check --out_dir (check_out_dir), then for --resume (out_dir/checkpoint.pt) or --eval_only
+    (out_dir/best.pt, else checkpoint.pt) load the checkpoint and copy its settings into `cfg`, except the
+    run-control fields a user may change. A bad checkpoint falls back to the next good one (NAME.prev.pt,
+    then for --eval_only checkpoint.pt), saying which file was bad and which one is used. A model or
+    optimiser flag given with a value other than the checkpoint's is a parser error."""
+    check_out_dir(cfg, parser)
     if not (cfg.resume or cfg.eval_only):
         return None
-    path = os.path.join(cfg.out_dir, "checkpoint.pt")
-    if cfg.eval_only and os.path.exists(os.path.join(cfg.out_dir, "best.pt")):
-        path = os.path.join(cfg.out_dir, "best.pt")
-    try:
-        ckpt = load_checkpoint(path, device)
-    except DataError as err:
-        parser.error(str(err))
+    names = (["best.pt", "best.prev.pt"] if cfg.eval_only else []) + ["checkpoint.pt", "checkpoint.prev.pt"]
+    paths = [os.path.join(cfg.out_dir, n) for n in names if os.path.exists(os.path.join(cfg.out_dir, n))]
+    if not paths:
+        looked = " and ".join(n for n in names if "prev" not in n)
+        parser.error(f"no checkpoint in {cfg.out_dir} (looked for {looked}): train first (without --resume / "
+                     "--eval_only)")
+    bad = []
+    for path in paths:
+        try:
+            ckpt = load_checkpoint(path, device, cfg)
+            break
+        except CheckpointError as err:
+            bad.append(str(err))
+            print(f"warning: bad checkpoint: {err}", file=sys.stderr, flush=True)
+    else:
+        parser.error("no usable checkpoint: " + "; ".join(bad))
+    if bad:
+        print(f"using {path} instead (step {ckpt['step']})", file=sys.stderr, flush=True)
     defaults = type(cfg)()
     for k, v in ckpt["config"].items():
         if k in run_control or not hasattr(cfg, k):
@@ -839,12 +954,24 @@ def resume_checkpoint(cfg, parser: argparse.ArgumentParser, run_control: set, de
     return ckpt
 
 
+def train_time_before(ckpt: Optional[dict]) -> float:
+    """Seconds of training already in a checkpoint (0 for a fresh run): train_time_s sums every process."""
+    return float(ckpt.get("train_time_s", 0.0)) if ckpt else 0.0
+
+
+class Interrupted(Exception):
+    """A Ctrl-C inside `with stop.interruptible():` (a validation pass): stops it at once."""
+
+
 class GracefulInterrupt:
     """Ctrl-C during training: finish the current step, save, stop (`.requested` turns True); a second
-    Ctrl-C stops at once. Use as `with GracefulInterrupt() as stop: ... if stop.requested: ...`."""
+    Ctrl-C stops at once (KeyboardInterrupt: run_script turns it into one line). Inside
+    `with stop.interruptible():` the first Ctrl-C stops at once too, raising Interrupted, which ends the
+    `with GracefulInterrupt() as stop:` block quietly, `.requested` True. Use as
+    `with GracefulInterrupt() as stop: ... if stop.requested: ...`."""
 
     def __enter__(self):
-        self.requested = False
+        self.requested, self.immediate = False, False
         self.previous = signal.signal(signal.SIGINT, self._handle)
         return self
 
@@ -852,11 +979,40 @@ class GracefulInterrupt:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+        if self.immediate:
+            print("\ninterrupt: stopping the validation now", flush=True)
+            raise Interrupted
         print("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to stop at once)", flush=True)
 
-    def __exit__(self, *exc):
+    @contextlib.contextmanager
+    def interruptible(self):
+        """A block that the first Ctrl-C ends at once (raises Interrupted), e.g. a validation pass that
+        may take many minutes: save the checkpoint before it."""
+        if self.requested:                           # a Ctrl-C during the last step: do not even start
+            raise Interrupted
+        self.immediate = True
+        try:
+            yield
+        finally:
+            self.immediate = False
+
+    def __exit__(self, exc_type, *exc):
         signal.signal(signal.SIGINT, self.previous)
-        return False
+        return exc_type is not None and issubclass(exc_type, Interrupted)
+
+
+def run_script(main) -> None:
+    """`if __name__ == "__main__": data.run_script(main)`: a Ctrl-C that GracefulInterrupt does not
+    handle (the second one, or one outside training) ends the process with one line and exit status 130,
+    never a traceback; so does a new checkpoint that fails to load back (exit status 1)."""
+    try:
+        main()
+    except CheckpointError as err:                   # a checkpoint written during the run did not load back
+        sys.exit(f"stopped: {err}; the older checkpoints in --out_dir are kept")
+    except KeyboardInterrupt:
+        print("\nstopped by Ctrl-C: the last checkpoint saved in --out_dir is kept (continue with --resume)",
+              file=sys.stderr)
+        sys.exit(130)
 
 
 def eta_minutes(step: int, total: int, sec_per_step: float, steps_per_epoch: int, val_every: int,
@@ -886,25 +1042,33 @@ def check_finite(means: dict, step: int, ckpt_path: str, hint: str) -> None:
 
 
 class CsvLog:
-    """log.csv: one row per evaluation. The columns are fixed by the first row; a resumed run first
-    drops the rows written after its checkpoint's step, so no row appears twice."""
+    """log.csv: one row per evaluation. A row with keys the file lacks (the final test row brings
+    selected_step, train_time_s, device, ...) rewrites the file with the union of the columns, so no
+    value is dropped. A resumed run first drops the rows written after its checkpoint's step, so no row
+    appears twice; a fresh run starts an empty log. read_only (--eval_only): the file is left
+    byte-identical, write() does nothing, rows() reads every row."""
 
-    def __init__(self, path: str, resume_step: Optional[int] = None):
-        self.path, self.columns = path, None
-        if resume_step is not None and os.path.exists(path):
-            with open(path, newline="", encoding="utf-8") as f:
-                rows = list(csv.DictReader(f))
-            if rows:
-                self.columns = list(rows[0].keys())
-                kept = [r for r in rows if int(float(r["step"])) <= resume_step]
-                self._rewrite(kept)
-        elif os.path.exists(path):
+    def __init__(self, path: str, resume_step: Optional[int] = None, read_only: bool = False):
+        self.path, self.read_only, self.columns = path, read_only, []
+        if read_only or not os.path.exists(path):
+            return
+        if resume_step is None:
             os.remove(path)
+            return
+        self.columns = self._header()
+        if not self.columns:                                             # an empty file: start afresh
+            os.remove(path)
+            return
+        self._rewrite([r for r in self.rows() if int(float(r["step"])) <= resume_step])
+
+    def _header(self) -> list:
+        with open(self.path, newline="", encoding="utf-8") as f:
+            return next(csv.reader(f), [])
 
     def _rewrite(self, rows):
         def write(tmp):
             with open(tmp, "w", newline="", encoding="utf-8") as f:
-                w = csv.DictWriter(f, fieldnames=self.columns)
+                w = csv.DictWriter(f, fieldnames=self.columns, restval="")
                 w.writeheader()
                 w.writerows(rows)
         atomic_write(self.path, write)
@@ -916,14 +1080,15 @@ class CsvLog:
             return list(csv.DictReader(f))
 
     def write(self, row: dict) -> None:
-        new = not os.path.exists(self.path)
-        if self.columns is None:
-            self.columns = list(row.keys())
+        if self.read_only:
+            return
+        new_keys = [k for k in row if k not in self.columns]
+        if new_keys:                                          # widen the file: every earlier row keeps its values
+            old_rows = self.rows()
+            self.columns += new_keys
+            self._rewrite(old_rows)
         with open(self.path, "a", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow({k: row.get(k, "") for k in self.columns})
+            csv.DictWriter(f, fieldnames=self.columns, restval="").writerow(row)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -90,8 +90,9 @@ class Config:
     threads: int = option(0, "CPU threads torch may use (0: all cores; 1 when other work shares the machine)")
     epochs: int = option(100, "training epochs (DialogWAE: 100)")
     max_steps: int = option(0, "stop after this many training steps in all (0: no cap; for smoke runs)")
-    resume: bool = option(False, "continue from out_dir/checkpoint.pt")
+    resume: bool = option(False, "continue from out_dir/checkpoint.pt (checkpoint.prev.pt if that one is bad)")
     eval_only: bool = option(False, "no training: evaluate out_dir/checkpoint.pt on test")
+    overwrite: bool = option(False, "start afresh in an out_dir that holds a run (deletes that run)")
     embeddings: str = option("", "GloVe-format word vectors to initialise the embeddings and for BOW metrics")
     samples_per_context: int = option(10, "responses sampled per test context (Table 8: 10)")
     # model (DialogWAE's sizes)
@@ -125,9 +126,8 @@ class Config:
 
 
 RUN_CONTROL = {"data_dir", "out_dir", "cuda", "cpu", "threads", "epochs", "max_steps", "resume", "eval_only",
-               "samples_per_context", "eval_limit", "bleu_n", "max_decode_len", "temperature", "responses_shown",
-               "log_every",
-               "save_every"}
+               "overwrite", "samples_per_context", "eval_limit", "bleu_n", "max_decode_len", "temperature",
+               "responses_shown", "log_every", "save_every"}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -385,7 +385,8 @@ def respond(model: DialogModel, vocab: data.Vocab, utterances: list, cfg: Config
 # ----------------------------------------------------------------------------------------------------
 
 def checkpoint_state(cfg, vocab, model, opts, sched, step_, best) -> dict:
-    return {"config": asdict(cfg), "vocab": vocab.state_dict(), "model": model.state_dict(),
+    return {"script": data.script_of(cfg), "config": asdict(cfg), "vocab": vocab.state_dict(),
+            "model": model.state_dict(),
             "opts": {k: o.state_dict() for k, o in opts.items()}, "sched": sched.state_dict(), "step": step_,
             "best": best, "rng": data.rng_state()}
 
@@ -400,13 +401,31 @@ def train(cfg, corpus, model, opts, sched, state, device, log) -> int:
         total = min(total, cfg.max_steps)
     step_, best = state["step"], state["best"]
     ckpt_path, best_path = os.path.join(cfg.out_dir, "checkpoint.pt"), os.path.join(cfg.out_dir, "best.pt")
+    t_begin = time.time() - state["train_time_s"]                        # train_time_s sums every process
 
-    def save(path=ckpt_path):
-        data.save_checkpoint(checkpoint_state(cfg, corpus.vocab, model, opts, sched, step_, best), path)
+    def save(path=ckpt_path, validated=True):
+        ckpt = checkpoint_state(cfg, corpus.vocab, model, opts, sched, step_, best)
+        data.save_checkpoint({**ckpt, "validated": validated, "train_time_s": time.time() - t_begin}, path)
+
+    def validate():                                                      # selection on rec
+        nonlocal best
+        print(f"validating at step {step_}", flush=True)
+        with stop.interruptible():                                       # the first Ctrl-C stops it at once
+            row, _ = evaluate(model, corpus, "valid", cfg, device, {}, sample=False)
+        beta = beta_at(step_ - 1, steps_per_epoch, cfg, corpus.spec.name)  # as in the epoch's last step
+        row = {"step": step_, "epoch": step_ / steps_per_epoch, "split": "valid", "beta": beta, **row}
+        print(f"valid @ step {step_}: rec {row['rec']:.2f} | PPL {row['ppl']:.2f}", flush=True)
+        log.write(row)
+        if best is None or row["rec"] < best:
+            best = row["rec"]
+            save(best_path)
 
     print(f"training: {steps_per_epoch} batches per epoch, steps {step_} -> {total}", flush=True)
     acc, n_acc, t0 = {}, 0, time.time()
     with data.GracefulInterrupt() as stop:
+        if not state["validated"]:                         # resumed from a checkpoint that awaits its validation
+            validate()
+            save()
         while step_ < total and not stop.requested:
             for batch in batcher.epoch(step_ // steps_per_epoch, start=step_ % steps_per_epoch):
                 beta = beta_at(step_, steps_per_epoch, cfg, corpus.spec.name)
@@ -428,14 +447,9 @@ def train(cfg, corpus, model, opts, sched, state, device, log) -> int:
                           f"KL {means['kl']:6.2f} | beta {beta:.2f} | {n_acc / dt:5.1f} step/s | "
                           f"ETA {(total - step_) * dt / n_acc / 60:5.1f} min", flush=True)
                     acc, n_acc, t0 = {}, 0, time.time()
-                if end_of_epoch:                                         # validation; selection on rec
-                    row, _ = evaluate(model, corpus, "valid", cfg, device, {}, sample=False)
-                    row = {"step": step_, "epoch": step_ / steps_per_epoch, "split": "valid", "beta": beta, **row}
-                    print(f"valid @ step {step_}: rec {row['rec']:.2f} | PPL {row['ppl']:.2f}", flush=True)
-                    log.write(row)
-                    if best is None or row["rec"] < best:
-                        best = row["rec"]
-                        save(best_path)
+                if end_of_epoch:
+                    save(validated=False)                  # first the epoch's checkpoint: nothing is lost
+                    validate()                             # if the validation is interrupted or killed
                 if saving:
                     save()
                 if step_ >= total or stop.requested:
@@ -499,7 +513,9 @@ def main(argv=None) -> dict:
     if cfg.resume and cfg.eval_only:
         parser.error("--resume and --eval_only exclude each other")
     device = data.pick_device(cfg.cuda, cfg.cpu, parser, cfg.threads)
-    ckpt = data.resume_checkpoint(cfg, parser, RUN_CONTROL, device)
+    ckpt = data.open_run(cfg, parser, RUN_CONTROL, device)
+    state = {"step": 0, "best": None, "validated": True, "train_time_s": 0.0}       # a fresh run; or resumed:
+    state.update({k: ckpt[k] for k in state if k in ckpt} if ckpt else {})
     data.set_seed(cfg.seed)
     if utterances:                                                       # your own context: no corpus needed
         vocab = data.Vocab.from_state_dict(ckpt["vocab"])
@@ -536,7 +552,6 @@ def main(argv=None) -> dict:
         print(f"embeddings: {len(hits):,} of {len(corpus.vocab):,} words from {cfg.embeddings} ({cfg.emb_dim}-d)")
     opts = make_optimizers(model, cfg)
     sched = torch.optim.lr_scheduler.StepLR(opts["ae"], step_size=cfg.ae_decay_epochs, gamma=cfg.ae_decay)
-    state = {"step": ckpt["step"], "best": ckpt.get("best")} if ckpt else {"step": 0, "best": None}
     if ckpt:
         model.load_state_dict(ckpt["model"])
         if not cfg.eval_only:
@@ -545,7 +560,10 @@ def main(argv=None) -> dict:
             sched.load_state_dict(ckpt["sched"])
             data.set_rng_state(ckpt["rng"])
     data.write_json(os.path.join(cfg.out_dir, "config.json"), asdict(cfg))
-    log = data.CsvLog(os.path.join(cfg.out_dir, "log.csv"), resume_step=state["step"] if ckpt else None)
+    # A resume drops the log's rows after the checkpoint (and its step's row if it still awaits its
+    # validation); --eval_only leaves log.csv as it is.
+    log = data.CsvLog(os.path.join(cfg.out_dir, "log.csv"), read_only=cfg.eval_only,
+                      resume_step=state["step"] - (not state["validated"]) if ckpt else None)
     t_start = time.time()
     if not cfg.eval_only:
         try:
@@ -557,7 +575,7 @@ def main(argv=None) -> dict:
             sel = data.load_checkpoint(best_path, device)
             model.load_state_dict(sel["model"])
             state["selected_step"] = sel["step"]
-    train_time = time.time() - t_start
+    train_time = state["train_time_s"] + time.time() - t_start                # over every process of the run
 
     result, (contexts, refs, hyps) = evaluate(model, corpus, "test", cfg, device, vectors)
     step_ = state["step"]
@@ -587,4 +605,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    data.run_script(main)

@@ -97,8 +97,9 @@ class Config:
     threads: int = option(0, "CPU threads torch may use (0: all cores; 1 when other work shares the machine)")
     epochs: int = option(40, "training epochs (paper: 40)")
     max_steps: int = option(0, "stop after this many training steps in all (0: no cap; for smoke runs)")
-    resume: bool = option(False, "continue from out_dir/checkpoint.pt")
+    resume: bool = option(False, "continue from out_dir/checkpoint.pt (checkpoint.prev.pt if that one is bad)")
     eval_only: bool = option(False, "no training: evaluate out_dir's best (else last) checkpoint on test")
+    overwrite: bool = option(False, "start afresh in an out_dir that holds a run (deletes that run)")
     # model (§5.1)
     emb_dim: int = option(0, "word embedding size (0: 256 for PTB, 512 for Yahoo/Yelp)")
     hidden: int = option(0, "LSTM hidden size of encoder and decoder (0: 256 PTB, 1024 Yahoo/Yelp)")
@@ -148,9 +149,9 @@ class Config:
 
 # Fields a resumed or evaluated run may change; the others come from the checkpoint.
 RUN_CONTROL = {"data_dir", "out_dir", "cuda", "cpu", "threads", "epochs", "max_steps", "resume", "eval_only",
-               "eval_samples", "iw_samples", "fit_samples", "val_samples", "val_iw_samples", "val_limit",
-               "val_every", "eval_tokens", "eval_limit", "log_every", "save_every", "num_samples", "temperature",
-               "max_decode_len", "interpolate", "precision",
+               "overwrite", "eval_samples", "iw_samples", "fit_samples", "val_samples", "val_iw_samples",
+               "val_limit", "val_every", "eval_tokens", "eval_limit", "log_every", "save_every", "num_samples",
+               "temperature", "max_decode_len", "interpolate", "precision",
                "fwd_rev_ppl", "fwd_rev_samples"}
 
 
@@ -522,7 +523,8 @@ def forward_reverse(model: IVAE, corpus: data.Corpus, cfg: Config, device, path:
 # ----------------------------------------------------------------------------------------------------
 
 def checkpoint_state(cfg, vocab, model, nu_xz, nu_z, opt, nu_opt, step, best) -> dict:
-    return {"config": asdict(cfg), "vocab": vocab.state_dict(), "model": model.state_dict(),
+    return {"script": data.script_of(cfg), "config": asdict(cfg), "vocab": vocab.state_dict(),
+            "model": model.state_dict(),
             "nu_xz": nu_xz.state_dict(), "nu_z": nu_z.state_dict(), "opt": opt.state_dict(),
             "nu_opt": nu_opt.state_dict(), "step": step, "best": best, "rng": data.rng_state()}
 
@@ -549,13 +551,39 @@ def train(cfg, corpus, model, nu_xz, nu_z, opt, nu_opt, state, device, log: data
     autocast = data.autocast_for(device, cfg.precision)
     ckpt_path, best_path = os.path.join(cfg.out_dir, "checkpoint.pt"), os.path.join(cfg.out_dir, "best.pt")
 
-    def save(path=ckpt_path):
-        data.save_checkpoint(checkpoint_state(cfg, corpus.vocab, model, nu_xz, nu_z, opt, nu_opt, step, best),
-                             path)
+    t_begin = time.time() - state["train_time_s"]                        # train_time_s sums every process
+
+    def save(path=ckpt_path, validated=True):
+        ckpt = checkpoint_state(cfg, corpus.vocab, model, nu_xz, nu_z, opt, nu_opt, step, best)
+        data.save_checkpoint({**ckpt, "validated": validated, "train_time_s": time.time() - t_begin}, path)
+
+    def validate():                                                      # selection on IW-NLL
+        nonlocal best, val_seconds, t0
+        print(f"validating at step {step}", flush=True)
+        t_val = time.time()
+        with stop.interruptible():                                       # the first Ctrl-C stops it at once
+            row, _, _ = evaluate(model, nu_xz, nu_z, valid, cfg, device, cfg.val_samples, cfg.val_iw_samples)
+        val_seconds = time.time() - t_val
+        t0 += val_seconds                                                # steps/s counts training only
+        beta = beta_at(step - 1, steps_per_epoch, cfg)                   # as in the last training step
+        row = {"step": step, "epoch": step / steps_per_epoch, "split": "valid", "beta": beta, **row,
+               "val_seconds": round(val_seconds, 1)}
+        print(metrics.format_row(f"valid @ step {step}", row), flush=True)
+        for note in metrics.honest_notes(row):
+            print("  note:", note, flush=True)
+        metrics.warn_collapse(row, cfg.latent)
+        log.write(row)
+        score = row.get("iw_nll", row["nelbo"])
+        if best is None or score < best:
+            best = score
+            save(best_path)
 
     print(f"training: {steps_per_epoch} batches per epoch, steps {step} -> {total}", flush=True)
     acc, n_acc, tokens, t0 = {}, 0, 0, time.time()
     with data.GracefulInterrupt() as stop:
+        if not state["validated"]:                         # resumed from a checkpoint that awaits its validation
+            validate()
+            save()
         while step < total and not stop.requested:
             epoch = step // steps_per_epoch
             for batch in batcher.epoch(epoch, start=step % steps_per_epoch):
@@ -567,8 +595,8 @@ def train(cfg, corpus, model, nu_xz, nu_z, opt, nu_opt, state, device, log: data
                     acc[k] = acc.get(k, 0) + v                       # device tensors: no sync per step
                 n_acc += 1
                 tokens += int((batch.lengths - 1).sum())
-                end_of_epoch = step % steps_per_epoch == 0
-                saving = end_of_epoch or step % cfg.save_every == 0 or step >= total or stop.requested
+                validating = step % steps_per_epoch == 0 or (cfg.val_every and step % cfg.val_every == 0)
+                saving = validating or step % cfg.save_every == 0 or step >= total or stop.requested
                 if step % cfg.log_every == 0 or saving:
                     means = {k: float(v) / n_acc for k, v in acc.items()}   # one device sync per interval
                     data.check_finite(means, step, ckpt_path,               # never save non-finite weights
@@ -583,23 +611,9 @@ def train(cfg, corpus, model, nu_xz, nu_z, opt, nu_opt, state, device, log: data
                           f"|g| {means['grad_norm']:5.2f} | {n_acc / dt:5.1f} step/s {tokens / dt:7.0f} tok/s | "
                           f"{eta}", flush=True)
                     acc, n_acc, tokens, t0 = {}, 0, 0, time.time()
-                if end_of_epoch or (cfg.val_every and step % cfg.val_every == 0):   # selection on IW-NLL
-                    t_val = time.time()
-                    row, _, _ = evaluate(model, nu_xz, nu_z, valid, cfg, device, cfg.val_samples,
-                                         cfg.val_iw_samples)
-                    val_seconds = time.time() - t_val
-                    t0 += val_seconds                              # steps/s counts training only
-                    row = {"step": step, "epoch": step / steps_per_epoch, "split": "valid", "beta": beta, **row,
-                           "val_seconds": round(val_seconds, 1)}
-                    print(metrics.format_row(f"valid @ step {step}", row), flush=True)
-                    for note in metrics.honest_notes(row):
-                        print("  note:", note, flush=True)
-                    metrics.warn_collapse(row, cfg.latent)
-                    log.write(row)
-                    score = row.get("iw_nll", row["nelbo"])
-                    if best is None or score < best:
-                        best = score
-                        save(best_path)
+                if validating:
+                    save(validated=False)                  # first the checkpoint: nothing is lost if
+                    validate()                             # the validation is interrupted or killed
                 if saving:
                     save()
                 if step >= total or stop.requested:
@@ -654,8 +668,9 @@ def main(argv=None) -> dict:
     cfg, parser = data.parse_config(Config, "iVAE (Fang et al. 2019, §3.1): implicit posterior, dual KL", argv)
     check_config(cfg, parser)
     device = data.pick_device(cfg.cuda, cfg.cpu, parser, cfg.threads)
-    ckpt = data.resume_checkpoint(cfg, parser, RUN_CONTROL, device)
-    state = {"step": ckpt["step"], "best": ckpt["best"]} if ckpt else {"step": 0, "best": None}
+    ckpt = data.open_run(cfg, parser, RUN_CONTROL, device)
+    state = {"step": 0, "best": None, "validated": True, "train_time_s": 0.0}      # a fresh run; or resumed:
+    state.update({k: ckpt[k] for k in state if k in ckpt} if ckpt else {})
     data.set_seed(cfg.seed)
     try:
         splits = (("train", "test") if cfg.fwd_rev_ppl else ("test",)) if cfg.eval_only else ("train", "valid", "test")
@@ -683,7 +698,10 @@ def main(argv=None) -> dict:
     print(f"parameters: model {sum(p.numel() for p in model.parameters()):,}, "
           f"critics {sum(p.numel() for p in nu_xz.parameters()) + sum(p.numel() for p in nu_z.parameters()):,}")
     data.write_json(os.path.join(cfg.out_dir, "config.json"), asdict(cfg))
-    log = data.CsvLog(os.path.join(cfg.out_dir, "log.csv"), resume_step=state["step"] if ckpt else None)
+    # A resume drops the log's rows after the checkpoint (and its step's row if it still awaits its
+    # validation); --eval_only leaves log.csv as it is.
+    log = data.CsvLog(os.path.join(cfg.out_dir, "log.csv"), read_only=cfg.eval_only,
+                      resume_step=state["step"] - (not state["validated"]) if ckpt else None)
 
     t_start = time.time()
     if not cfg.eval_only:
@@ -698,7 +716,7 @@ def main(argv=None) -> dict:
             nu_xz.load_state_dict(sel["nu_xz"])
             nu_z.load_state_dict(sel["nu_z"])
             state["selected_step"] = sel["step"]
-    train_time = time.time() - t_start
+    train_time = state["train_time_s"] + time.time() - t_start                # over every process of the run
 
     # Final test evaluation: the paper's columns from the training-time critics, and the honest ones.
     examples = corpus.examples["test"][:cfg.eval_limit] if cfg.eval_limit else corpus.examples["test"]
@@ -740,4 +758,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    data.run_script(main)

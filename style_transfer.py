@@ -105,9 +105,10 @@ class Config:
     threads: int = option(0, "CPU threads torch may use (0: all cores; 1 when other work shares the machine)")
     epochs: int = option(25, "training epochs (authors: 25)")
     max_steps: int = option(0, "stop after this many training iterations in all (0: no cap; for smoke runs)")
-    resume: bool = option(False, "continue from out_dir/checkpoint.pt")
+    resume: bool = option(False, "continue from out_dir/checkpoint.pt (checkpoint.prev.pt if that one is bad)")
     eval_only: bool = option(False, "no training: evaluate out_dir/best.pt (else checkpoint.pt) on test, or "
                                     "transfer the --transfer sentences")
+    overwrite: bool = option(False, "start afresh in an out_dir that holds a run (deletes that run)")
     split: str = option("standard", "standard (Shen et al.) or no_train (opt-in: see the docstring)",
                         choices=list(STYLE_SPLITS))
     # model (the authors' transfer_yelp sizes)
@@ -145,9 +146,10 @@ class Config:
     save_every: int = option(1000, "training iterations between checkpoints (also at every epoch's end)")
 
 
-RUN_CONTROL = {"data_dir", "out_dir", "cuda", "cpu", "threads", "epochs", "max_steps", "resume", "eval_only", "eval_samples",
-               "eval_limit", "val_sentences", "max_decode_len", "temperature", "classifier_dir", "classifier_seed",
-               "fasttext_dim", "fasttext_buckets", "fasttext_epochs", "fasttext_lr", "log_every", "save_every"}
+RUN_CONTROL = {"data_dir", "out_dir", "cuda", "cpu", "threads", "epochs", "max_steps", "resume", "eval_only",
+               "overwrite", "eval_samples", "eval_limit", "val_sentences", "max_decode_len", "temperature",
+               "classifier_dir", "classifier_seed", "fasttext_dim", "fasttext_buckets", "fasttext_epochs",
+               "fasttext_lr", "log_every", "save_every"}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -543,7 +545,8 @@ def balanced_plan(examples: list, batch_size: int, seed: int, epoch: int) -> lis
 
 
 def checkpoint_state(cfg, vocab, model, opts, step_, best=None) -> dict:
-    return {"config": asdict(cfg), "vocab": vocab.state_dict(), "model": model.state_dict(),
+    return {"script": data.script_of(cfg), "config": asdict(cfg), "vocab": vocab.state_dict(),
+            "model": model.state_dict(),
             "opts": {k: o.state_dict() for k, o in opts.items()}, "step": step_, "best": best,
             "rng": data.rng_state()}
 
@@ -558,14 +561,33 @@ def train(cfg, corpus, model, opts, state, device, log: data.CsvLog, clf) -> int
         total = min(total, cfg.max_steps)
     step_, best = state["step"], state["best"]
     ckpt_path, best_path = os.path.join(cfg.out_dir, "checkpoint.pt"), os.path.join(cfg.out_dir, "best.pt")
+    t_begin = time.time() - state["train_time_s"]                        # train_time_s sums every process
 
-    def save(path=ckpt_path):
-        data.save_checkpoint(checkpoint_state(cfg, corpus.vocab, model, opts, step_, best), path)
+    def save(path=ckpt_path, validated=True):
+        ckpt = checkpoint_state(cfg, corpus.vocab, model, opts, step_, best)
+        data.save_checkpoint({**ckpt, "validated": validated, "train_time_s": time.time() - t_begin}, path)
+
+    def validate():                                                      # selection on G-score
+        nonlocal best
+        print(f"validating at step {step_}", flush=True)
+        with stop.interruptible():                                       # the first Ctrl-C stops it at once
+            row, _ = evaluate(model, corpus, "valid", cfg, device, clf, limit=cfg.val_sentences, rppl=False)
+        row = {"step": step_, "epoch": step_ / steps_per_epoch, "split": "valid", "data_split": cfg.split, **row}
+        print(f"valid @ step {step_} ({row['n_sentences']} sentences): reconstruction PPL {row['ppl']:.2f} | "
+              f"KL(q(z)||p) {row['kl_agg']:.2f} | Acc {row['acc']:.1f} | BLEU {row['bleu']:.1f} | "
+              f"G-score {row['gscore']:.2f}", flush=True)
+        log.write(row)
+        if best is None or row["gscore"] > best:
+            best = row["gscore"]
+            save(best_path)
 
     print(f"training: {steps_per_epoch} iterations (negative + positive batch) per epoch, steps {step_} -> {total}",
           flush=True)
     acc, n_acc, t0 = {}, 0, time.time()
     with data.GracefulInterrupt() as stop:
+        if not state["validated"]:                         # resumed from a checkpoint that awaits its validation
+            validate()
+            save()
         while step_ < total and not stop.requested:
             plan = balanced_plan(examples, cfg.batch_size, cfg.seed, step_ // steps_per_epoch)
             for pair in plan[step_ % steps_per_epoch:]:
@@ -587,17 +609,9 @@ def train(cfg, corpus, model, opts, state, device, log: data.CsvLog, clf) -> int
                           f"|g| rec {means['g_rec']:.2f} fool {means['g_fool']:.2f} kl {means['g_kl']:.2f} | "
                           f"{n_acc / dt:5.2f} it/s | ETA {(total - step_) * dt / n_acc / 60:5.1f} min", flush=True)
                     acc, n_acc, t0 = {}, 0, time.time()
-                if end_of_epoch and cfg.val_sentences:                   # validation; selection on G-score
-                    row, _ = evaluate(model, corpus, "valid", cfg, device, clf, limit=cfg.val_sentences, rppl=False)
-                    row = {"step": step_, "epoch": step_ / steps_per_epoch, "split": "valid", "data_split": cfg.split,
-                           **row}
-                    print(f"valid @ step {step_} ({row['n_sentences']} sentences): reconstruction PPL {row['ppl']:.2f} | "
-                          f"KL(q(z)||p) {row['kl_agg']:.2f} | Acc {row['acc']:.1f} | BLEU {row['bleu']:.1f} | "
-                          f"G-score {row['gscore']:.2f}", flush=True)
-                    log.write(row)
-                    if best is None or row["gscore"] > best:
-                        best = row["gscore"]
-                        save(best_path)
+                if end_of_epoch and cfg.val_sentences:
+                    save(validated=False)                  # first the epoch's checkpoint: nothing is lost
+                    validate()                             # if the validation is interrupted or killed
                 if saving:
                     save()
                 if step_ >= total or stop.requested:
@@ -628,6 +642,8 @@ def parse(argv=None) -> tuple:
             parser.error(f"--{name} must be >= 0, got {getattr(cfg, name)}")
     if not 0 < cfg.noise_anneal <= 1:
         parser.error(f"--noise_anneal must be in (0, 1], got {cfg.noise_anneal}")
+    if cfg.fasttext_lr <= 0:
+        parser.error(f"--fasttext_lr must be > 0, got {cfg.fasttext_lr}")
     if cfg.resume and cfg.eval_only:
         parser.error("--resume and --eval_only exclude each other")
     if sentences and not cfg.eval_only:
@@ -642,7 +658,9 @@ def parse(argv=None) -> tuple:
 def main(argv=None) -> dict:
     cfg, parser, sentences = parse(argv)
     device = data.pick_device(cfg.cuda, cfg.cpu, parser, cfg.threads)
-    ckpt = data.resume_checkpoint(cfg, parser, RUN_CONTROL, device)
+    ckpt = data.open_run(cfg, parser, RUN_CONTROL, device)
+    state = {"step": 0, "best": None, "validated": True, "train_time_s": 0.0}       # a fresh run; or resumed:
+    state.update({k: ckpt[k] for k in state if k in ckpt} if ckpt else {})
     data.set_seed(cfg.seed)
     if sentences:                                                        # your own sentences: no corpus needed
         vocab = data.Vocab.from_state_dict(ckpt["vocab"])
@@ -656,14 +674,15 @@ def main(argv=None) -> dict:
         vocab = data.Vocab.from_state_dict(ckpt["vocab"]) if ckpt else None
         corpus = data.load_style_corpus(cfg.data_dir, cfg.split, vocab=vocab)
     except data.DataError as err:
-        parser.error(str(err))
+        hint = (" -- for a copy without Shen et al.'s training files (sentiment.train.*), try --split no_train"
+                if cfg.split == "standard" else "")
+        parser.error(str(err) + hint)
     os.makedirs(cfg.out_dir, exist_ok=True)
     print(f"device: {data.describe_device(device)}")
     print(f"corpus yelp_style, split {cfg.split}: " + ", ".join(f"{s} {len(e):,}" for s, e in corpus.examples.items())
           + f" sentences, vocabulary {len(corpus.vocab):,}")
     model = StyleModel(len(corpus.vocab), cfg).to(device)
     opts = make_optimizers(model, cfg)
-    state = {"step": ckpt["step"], "best": ckpt.get("best")} if ckpt else {"step": 0, "best": None}
     if ckpt:
         model.load_state_dict(ckpt["model"])
         if not cfg.eval_only:
@@ -671,7 +690,10 @@ def main(argv=None) -> dict:
                 o.load_state_dict(ckpt["opts"][k])
             data.set_rng_state(ckpt["rng"])
     data.write_json(os.path.join(cfg.out_dir, "config.json"), asdict(cfg))
-    log = data.CsvLog(os.path.join(cfg.out_dir, "log.csv"), resume_step=state["step"] if ckpt else None)
+    # A resume drops the log's rows after the checkpoint (and its step's row if it still awaits its
+    # validation); --eval_only leaves log.csv as it is.
+    log = data.CsvLog(os.path.join(cfg.out_dir, "log.csv"), read_only=cfg.eval_only,
+                      resume_step=state["step"] - (not state["validated"]) if ckpt else None)
     # The Acc classifier: trained once per split (its own seed), saved, reused; it never sees the model.
     with torch.random.fork_rng(devices=[]):
         clf, clf_path = sentiment_classifier(corpus, cfg, device)
@@ -688,7 +710,7 @@ def main(argv=None) -> dict:
             state["selected_step"] = sel["step"]
     elif ckpt:
         state["selected_step"] = ckpt["step"]
-    train_time = time.time() - t_start
+    train_time = state["train_time_s"] + time.time() - t_start                # over every process of the run
 
     # Table 7 on the test split.
     test_text = [corpus.vocab.encode(w, add_markers=False) for w in corpus.texts["test"]]
@@ -728,4 +750,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    data.run_script(main)

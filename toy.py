@@ -205,7 +205,7 @@ def main(argv=None) -> dict:
             parser.error(f"--{name} must be >= 1")
     device = data.pick_device(cfg.cuda, cfg.cpu, parser, cfg.threads)
     print(f"device: {data.describe_device(device)}")
-    os.makedirs(cfg.out_dir, exist_ok=True)
+    data.check_writable_dir(cfg.out_dir, parser)                         # a file or read-only: one message
     models, results = {}, {}
     for name in cfg.models:
         data.set_seed(cfg.seed)
@@ -225,4 +225,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    data.run_script(main)

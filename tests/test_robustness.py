@@ -1,0 +1,301 @@
+"""Nothing lost, no traceback (issue 14): a repeated command, a bad checkpoint, a bad --out_dir, a Ctrl-C
+during validation, and the smaller holes (log columns, total training time, BOM, dialog bytes, messages).
+Each test names the guard it checks; tiny corpora in tmp_path, the model sizes of the scripts' own tests."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import bench
+import data
+import dialog
+import ivae
+import ivae_mi
+import style_transfer
+import toy
+import vae
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VAE_TINY = ["--emb_dim", "16", "--hidden", "16", "--latent", "4", "--batch_size", "8", "--eval_samples", "8",
+            "--iw_samples", "8", "--val_iw_samples", "4", "--log_every", "5", "--cpu", "--num_samples", "3",
+            "--max_decode_len", "12"]
+IVAE_TINY = ["--emb_dim", "16", "--hidden", "16", "--latent", "4", "--noise_dim", "4", "--encoder_width", "16",
+             "--nu_width", "16", "--nu_layers", "2", "--batch_size", "8", "--eval_samples", "8", "--iw_samples", "8",
+             "--fit_samples", "16", "--val_samples", "4", "--cpu", "--threads", "1", "--num_samples", "3",
+             "--max_decode_len", "12"]
+# Every script with a run folder, called the way a user would call it (corpus flags only: each case below
+# stops before a corpus is read).
+SCRIPTS = {"vae": vae.main, "ivae": ivae.main, "ivae_mi": ivae_mi.main, "style_transfer": style_transfer.main,
+           "dialog": dialog.main}
+
+
+def run_vae(corpus_dir, out_dir, *extra):
+    return vae.main(["--data", corpus_dir, "--out_dir", str(out_dir), *VAE_TINY, *extra])
+
+
+def parser_error(capsys, main, argv) -> str:
+    """main(argv) must stop with a parser error (exit status 2): its message."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    return capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------
+# 1. A repeated command never destroys a run (data.check_out_dir: "already holds a run")
+# ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_fresh_run_refuses_a_folder_that_holds_a_run(script, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"the previous run's weights")
+    (out / "log.csv").write_text("step,split\n219,valid\n")
+    err = parser_error(capsys, SCRIPTS[script], ["--out_dir", str(out), "--cpu"])
+    assert "already holds a run" in err and "--resume" in err and "--overwrite" in err
+    assert (out / "checkpoint.pt").read_bytes() == b"the previous run's weights"            # intact
+    assert (out / "log.csv").read_text() == "step,split\n219,valid\n"
+
+
+def test_overwrite_starts_over_and_a_real_run_is_kept_otherwise(corpus_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    run_vae(corpus_dir, out, "--max_steps", "3")
+    before = {n: (out / n).read_bytes() for n in ("checkpoint.pt", "log.csv", "metrics.json")}
+    err = parser_error(capsys, vae.main, ["--data", corpus_dir, "--out_dir", str(out), *VAE_TINY, "--max_steps", "3"])
+    assert "already holds a run (checkpoint.pt, log.csv)" in err
+    assert {n: (out / n).read_bytes() for n in before} == before
+    assert "excludes --resume" in parser_error(capsys, vae.main, ["--out_dir", str(out), "--resume", "--overwrite"])
+    result = run_vae(corpus_dir, out, "--max_steps", "2", "--overwrite")
+    assert result["step"] == 2 and "deleted the previous run" in capsys.readouterr().out
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 2
+
+
+# ----------------------------------------------------------------------------------------------------
+# 2. Bad checkpoints: a message naming the file, and the previous good checkpoint (data.open_run)
+# ----------------------------------------------------------------------------------------------------
+
+def test_a_truncated_checkpoint_falls_back_to_the_previous_one(corpus_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    run_vae(corpus_dir, out, "--max_steps", "6", "--save_every", "3")
+    assert torch.load(out / "checkpoint.prev.pt", weights_only=True)["step"] == 3           # kept by the save
+    good = (out / "checkpoint.pt").read_bytes()
+    (out / "checkpoint.pt").write_bytes(good[:len(good) // 2])                            # a copy cut short
+    with pytest.raises(data.CheckpointError) as err:                                       # not a DataError
+        data.load_checkpoint(str(out / "checkpoint.pt"), "cpu")
+    assert not isinstance(err.value, data.DataError) and "checkpoint.pt" in str(err.value)
+    result = run_vae(corpus_dir, out, "--max_steps", "6", "--resume")
+    messages = capsys.readouterr().err
+    assert f"{out / 'checkpoint.pt'}: unreadable, truncated" in messages
+    assert f"using {out / 'checkpoint.prev.pt'} instead (step 3)" in messages
+    assert result["step"] == 6
+
+
+def test_empty_checkpoints_are_a_message_naming_each_file(corpus_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        (out / name).write_bytes(b"")
+    err = parser_error(capsys, vae.main, ["--data", corpus_dir, "--out_dir", str(out), "--resume", "--cpu"])
+    assert "no usable checkpoint" in err and "Traceback" not in err
+    assert f"{out / 'checkpoint.pt'}: the file is empty" in err
+    assert f"{out / 'checkpoint.prev.pt'}: the file is empty" in err
+
+
+def test_a_foreign_checkpoint_names_the_script_that_wrote_it(corpus_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    run_vae(corpus_dir, out, "--max_steps", "2")
+    err = parser_error(capsys, ivae_mi.main, ["--data", corpus_dir, "--out_dir", str(out), "--resume", "--cpu"])
+    assert f"{out / 'checkpoint.pt'}: written by vae.py, not by ivae_mi.py" in err
+
+
+def test_a_checkpoint_that_does_not_load_back_is_never_renamed_into_place(tmp_path, monkeypatch):
+    path = str(tmp_path / "checkpoint.pt")
+    data.save_checkpoint({"step": 1}, path)
+    monkeypatch.setattr(torch, "save", lambda obj, f: open(f, "wb").write(b"half a zip"))   # a disk gone bad
+    with pytest.raises(data.CheckpointError, match="checkpoint.pt.tmp"):
+        data.save_checkpoint({"step": 2}, path)
+    assert torch.load(path, weights_only=True) == {"step": 1}
+
+
+# ----------------------------------------------------------------------------------------------------
+# 3. --out_dir problems are one message before any work (data.check_out_dir)
+# ----------------------------------------------------------------------------------------------------
+
+def test_out_dir_that_is_a_file_or_below_a_file(corpus_dir, tmp_path, capsys):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    err = parser_error(capsys, vae.main, ["--data", corpus_dir, "--out_dir", str(a_file), "--cpu"])
+    assert "is a file, not a folder" in err
+    err = parser_error(capsys, ivae.main, ["--data", corpus_dir, "--out_dir", str(a_file / "run"), "--cpu"])
+    assert f"lies below {a_file}, which is a file" in err
+
+
+@pytest.mark.parametrize("main", [toy.main, bench.main], ids=["toy", "bench"])
+def test_toy_and_bench_check_their_out_dir_too(main, corpus_dir, tmp_path, capsys):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    argv = ["--out_dir", str(a_file), "--cpu"] + (["--data", corpus_dir] if main is bench.main else [])
+    assert "is a file, not a folder" in parser_error(capsys, main, argv)
+
+
+def test_out_dir_that_cannot_be_written(corpus_dir, tmp_path, capsys):
+    if os.getuid() != 0:                                 # a read-only folder (root writes there anyway)
+        folder = tmp_path / "read_only"
+        folder.mkdir()
+        folder.chmod(0o555)
+    else:                                                # for root: a folder of sysfs, where nobody writes
+        folder = "/sys/kernel"
+        try:
+            with open(os.path.join(folder, ".probe"), "w"):
+                pass
+            os.remove(os.path.join(folder, ".probe"))
+            pytest.skip("no read-only folder to try")
+        except OSError:
+            pass
+    err = parser_error(capsys, vae.main, ["--data", corpus_dir, "--out_dir", str(folder), "--cpu"])
+    assert "cannot be written to" in err
+
+
+# ----------------------------------------------------------------------------------------------------
+# 4. Ctrl-C during validation: a prompt stop with the epoch's checkpoint saved; --resume redoes the
+#    validation and ends equal to an uninterrupted run (GracefulInterrupt.interruptible; save before)
+# ----------------------------------------------------------------------------------------------------
+
+# About 4 s of validation per epoch on one thread (60,000 importance samples of 24 sentences); 14 steps
+# an epoch on the tiny corpus.
+SLOW_VALID = ["--epochs", "2", "--val_iw_samples", "60000", "--log_every", "14"]
+
+
+def start_ivae(corpus_dir, out, *extra):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "ivae.py", "--data", corpus_dir, "--out_dir", str(out), *IVAE_TINY,
+                             *SLOW_VALID, *extra], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def interrupt_validation(proc, times: int = 1) -> tuple:
+    """Wait for the first validation, send `times` SIGINTs: (seconds from the first to the exit, output)."""
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("validating at step 14"):
+            break
+    else:
+        raise AssertionError("no validation began:\n" + "".join(lines))
+    time.sleep(0.5)                                                      # well inside the validation
+    t0 = time.time()
+    for _ in range(times):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+    rest = proc.stdout.read()
+    proc.wait(timeout=60)
+    return time.time() - t0, "".join(lines) + rest
+
+
+def test_ctrl_c_during_validation_stops_at_once_and_resume_matches(corpus_dir, tmp_path):
+    straight = start_ivae(corpus_dir, tmp_path / "a")
+    assert straight.wait(timeout=300) == 0, straight.stdout.read()
+    proc = start_ivae(corpus_dir, tmp_path / "b")
+    seconds, output = interrupt_validation(proc)
+    assert seconds < 2.0, output                                         # the validation alone takes ~4 s
+    assert proc.returncode == 1 and "Traceback" not in output
+    assert "interrupted at step 14: checkpoint saved" in output
+    ckpt = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 14 and ckpt["validated"] is False             # saved before the validation
+    resumed = start_ivae(corpus_dir, tmp_path / "b", "--resume")
+    output = resumed.stdout.read()
+    assert resumed.wait(timeout=300) == 0, output
+    assert "validating at step 14" in output                             # the interrupted validation redone
+    skip = {"train_time_s", "device"}
+    a, b = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("a", "b"))
+    assert {k: v for k, v in a.items() if k not in skip} == {k: v for k, v in b.items() if k not in skip}
+    def valid_rows(run):                                             # every column but the wall times
+        rows = data.CsvLog(str(tmp_path / run / "log.csv"), read_only=True).rows()
+        return [{k: v for k, v in r.items() if k != "val_seconds"} for r in rows if r["split"] == "valid"]
+    assert [r["step"] for r in valid_rows("b")] == ["14", "28"]
+    assert valid_rows("b") == valid_rows("a")
+
+
+def test_a_second_ctrl_c_is_one_line_not_a_traceback(corpus_dir, tmp_path):
+    proc = start_ivae(corpus_dir, tmp_path / "c")
+    seconds, output = interrupt_validation(proc, times=2)
+    assert proc.returncode in (1, 130, -signal.SIGINT) and "Traceback" not in output, output
+    assert torch.load(tmp_path / "c" / "checkpoint.pt", weights_only=True)["step"] == 14
+
+
+# ----------------------------------------------------------------------------------------------------
+# 5. The smaller holes
+# ----------------------------------------------------------------------------------------------------
+
+def test_csv_log_keeps_every_column_of_every_row(tmp_path):
+    log = data.CsvLog(str(tmp_path / "log.csv"))
+    log.write({"step": 1, "split": "valid", "rec": 3.5})
+    log.write({"step": 2, "split": "test", "rec": 3.0, "selected_step": 1, "device": "cpu"})
+    rows = log.rows()
+    assert rows[0] == {"step": "1", "split": "valid", "rec": "3.5", "selected_step": "", "device": ""}
+    assert rows[1] == {"step": "2", "split": "test", "rec": "3.0", "selected_step": "1", "device": "cpu"}
+    resumed = data.CsvLog(str(tmp_path / "log.csv"), resume_step=1)                  # drops step 2, keeps columns
+    resumed.write({"step": 2, "split": "valid", "rec": 2.5})
+    assert [r["rec"] for r in resumed.rows()] == ["3.5", "2.5"] and "device" in resumed.rows()[0]
+
+
+def test_eval_only_leaves_the_log_byte_identical_and_train_time_sums_processes(corpus_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    first = run_vae(corpus_dir, out, "--epochs", "2", "--max_steps", "20")      # best.pt at 14, end at 20
+    test_row = data.CsvLog(str(out / "log.csv"), read_only=True).rows()[-1]
+    assert test_row["split"] == "test" and test_row["selected_step"] == "14" and test_row["device"]
+    assert float(test_row["train_time_s"]) == first["train_time_s"]
+    log_bytes, curves = (out / "log.csv").read_bytes(), (out / "curves.png").stat().st_size
+    again = run_vae(corpus_dir, out, "--eval_only")
+    assert (out / "log.csv").read_bytes() == log_bytes                         # not truncated at best.pt's step
+    assert again["step"] == 14 and (out / "curves.png").stat().st_size == curves
+    # Resumed after training ended, nothing is left to train: train_time_s is still the run's total.
+    trained = torch.load(out / "checkpoint.pt", weights_only=True)["train_time_s"]
+    assert trained > 0
+    resumed = run_vae(corpus_dir, out, "--epochs", "2", "--max_steps", "20", "--resume")
+    assert resumed["train_time_s"] >= round(trained, 1)
+
+
+def test_eval_only_without_checkpoint_names_both_files(corpus_dir, tmp_path, capsys):
+    err = parser_error(capsys, vae.main, ["--data", corpus_dir, "--out_dir", str(tmp_path), "--eval_only", "--cpu"])
+    assert "no checkpoint" in err and "best.pt and checkpoint.pt" in err
+    err = parser_error(capsys, vae.main, ["--data", corpus_dir, "--out_dir", str(tmp_path / "none"), "--resume"])
+    assert "no checkpoint" in err and not (tmp_path / "none").exists()
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_word(tmp_path):
+    for split in ("train", "valid", "test"):
+        (tmp_path / f"{split}.txt").write_bytes("\ufeffaer banknote\nthe cat\n".encode("utf-8"))
+    corpus = data.load_corpus(str(tmp_path), verbose=False)
+    assert "aer" in corpus.vocab and not any(w.startswith("\ufeff") for w in corpus.vocab.itos)
+
+
+def test_a_bad_byte_in_a_dialog_costs_one_utterance(tmp_path):
+    path = tmp_path / "dialogues.txt"
+    path.write_bytes(b"Hi there . __eou__ Caf\xe9 time ? __eou__ Sure . __eou__\nBye . __eou__ Bye . __eou__\n")
+    spec = data.CORPORA["dailydialog"]
+    report = data.LineReport()
+    dialogs = data.read_dialogs([str(path)], spec, report)
+    assert [[" ".join(w) for w, _ in d] for d in dialogs] == [["hi there .", "sure ."], ["bye .", "bye ."]]
+    assert [s for _, s in dialogs[0]] == [0, 0]                          # speakers as in the file: 1st, 3rd
+    assert report["not_utf8_utterance"] == 1 and report["not_utf8"] == 0
+
+
+def test_style_messages_split_hint_and_fasttext_lr(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("IVAE_DATA_DIR", raising=False)
+    folder = tmp_path / "yelp_style"
+    folder.mkdir()
+    for split in ("dev", "test"):                                         # no sentiment.train.*
+        for label in (0, 1):
+            (folder / f"sentiment.{split}.{label}").write_text("good food\n")
+    err = parser_error(capsys, style_transfer.main, ["--data_dir", str(tmp_path), "--out_dir",
+                                                     str(tmp_path / "run"), "--cpu"])
+    assert "sentiment.train.0" in err and "--split no_train" in err
+    err = parser_error(capsys, style_transfer.main, ["--data_dir", str(tmp_path), "--out_dir",
+                                                     str(tmp_path / "run"), "--fasttext_lr", "0"])
+    assert "--fasttext_lr must be > 0" in err
