@@ -1005,8 +1005,8 @@ def check_finite(means: dict, step: int, ckpt_path: str, hint: str) -> None:
 class CsvLog:
     """log.csv: one row per evaluation. A row with keys the file lacks (the final test row brings
     selected_step, train_time_s, device, ...) rewrites the file with the union of the columns, so no
-    value is dropped. A resumed run first drops the rows written after its checkpoint's step, so no row
-    appears twice; a fresh run starts an empty log. read_only (--eval_only): the file is left
+    value is dropped. A resumed run first drops the rows written after its checkpoint's step, and a test
+    row at that step (the resumed run writes its own), so no row appears twice; a fresh run starts an empty log. read_only (--eval_only): the file is left
     byte-identical, write() does nothing, rows() reads every row."""
 
     def __init__(self, path: str, resume_step: Optional[int] = None, read_only: bool = False):
@@ -1020,7 +1020,8 @@ class CsvLog:
         if not self.columns:                                             # an empty file: start afresh
             os.remove(path)
             return
-        self._rewrite([r for r in self.rows() if int(float(r["step"])) <= resume_step])
+        self._rewrite([r for r in self.rows() if int(float(r["step"])) < resume_step
+                       or (int(float(r["step"])) == resume_step and r.get("split") != "test")])
 
     def _header(self) -> list:
         with open(self.path, newline="", encoding="utf-8") as f:
