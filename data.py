@@ -6,8 +6,10 @@ ivae_mi.py, style_transfer.py, dialog.py) import it together with metrics.py, an
 
 Paper section -> code section
     Table 1 (data statistics)                 -> corpus_stats(), `python data.py --data ptb --stats`
-    (no paper section: run plumbing)          -> option/parse_config, set_seed, pick_device, checkpoints,
-                                                 CsvLog: what every script needs around its model
+    (no paper section: run plumbing)          -> option/parse_config, set_seed, pick_device, open_run
+                                                 (--out_dir checks, --resume with a fallback checkpoint),
+                                                 save_checkpoint, GracefulInterrupt, CsvLog, run_script:
+                                                 what every script needs around its model
     §5.1 language modelling (PTB/Yahoo/Yelp)   -> CORPORA['ptb'|'yahoo'|'yelp'], LM examples
     §5.2 style transfer (Shen et al. Yelp)     -> CORPORA['yelp_style'], StyleExample, load_style_corpus
                                                  (and the opt-in split YELP_STYLE_NO_TRAIN)
