@@ -804,6 +804,7 @@ def script_of(cfg) -> str:
 
 
 def prev_path(path: str) -> str:
+    """Where save_checkpoint keeps the checkpoint it replaces: out/checkpoint.pt -> out/checkpoint.prev.pt."""
     return path[:-len(".pt")] + ".prev.pt"
 
 
@@ -837,7 +838,7 @@ def load_checkpoint(path: str, device, cfg=None) -> dict:
             raise CheckpointError(f"{path}: not a checkpoint of this repository (no config, step or model)")
         mine, theirs = script_of(cfg), ckpt.get("script")
         unknown = set(ckpt["config"]) - {f.name for f in fields(cfg)}
-        if (theirs and theirs != mine) or unknown:     # checkpoints older than the "script" key: by fields
+        if (theirs or mine) != mine or (not theirs and unknown):   # older checkpoints lack "script"
             who = f"{theirs}.py" if theirs else f"another script (config fields {', '.join(sorted(unknown)[:3])})"
             raise CheckpointError(f"{path}: written by {who}, not by {mine}.py: use {mine}.py with its own "
                                   "--out_dir")
@@ -933,11 +934,6 @@ def open_run(cfg, parser: argparse.ArgumentParser, run_control: set, device) -> 
         setattr(cfg, k, tuple(v) if isinstance(v, list) else v)
     print(f"loaded {path} (step {ckpt['step']})")
     return ckpt
-
-
-def train_time_before(ckpt: Optional[dict]) -> float:
-    """Seconds of training already in a checkpoint (0 for a fresh run): train_time_s sums every process."""
-    return float(ckpt.get("train_time_s", 0.0)) if ckpt else 0.0
 
 
 class Interrupted(Exception):
