@@ -6,8 +6,10 @@ ivae_mi.py, style_transfer.py, dialog.py) import it together with metrics.py, an
 
 Paper section -> code section
     Table 1 (data statistics)                 -> corpus_stats(), `python data.py --data ptb --stats`
-    (no paper section: run plumbing)          -> option/parse_config, set_seed, pick_device, checkpoints,
-                                                 CsvLog: what every script needs around its model
+    (no paper section: run plumbing)          -> option/parse_config, set_seed, pick_device, open_run
+                                                 (--out_dir checks, --resume with a fallback checkpoint),
+                                                 save_checkpoint, GracefulInterrupt, CsvLog, run_script:
+                                                 what every script needs around its model
     §5.1 language modelling (PTB/Yahoo/Yelp)   -> CORPORA['ptb'|'yahoo'|'yelp'], LM examples
     §5.2 style transfer (Shen et al. Yelp)     -> CORPORA['yelp_style'], StyleExample, load_style_corpus
                                                  (and the opt-in split YELP_STYLE_NO_TRAIN)
@@ -823,6 +825,7 @@ def script_of(cfg) -> str:
 
 
 def prev_path(path: str) -> str:
+    """Where save_checkpoint keeps the checkpoint it replaces: out/checkpoint.pt -> out/checkpoint.prev.pt."""
     return path[:-len(".pt")] + ".prev.pt"
 
 
@@ -856,7 +859,7 @@ def load_checkpoint(path: str, device, cfg=None) -> dict:
             raise CheckpointError(f"{path}: not a checkpoint of this repository (no config, step or model)")
         mine, theirs = script_of(cfg), ckpt.get("script")
         unknown = set(ckpt["config"]) - {f.name for f in fields(cfg)}
-        if (theirs and theirs != mine) or unknown:     # checkpoints older than the "script" key: by fields
+        if (theirs or mine) != mine or (not theirs and unknown):   # older checkpoints lack "script"
             who = f"{theirs}.py" if theirs else f"another script (config fields {', '.join(sorted(unknown)[:3])})"
             raise CheckpointError(f"{path}: written by {who}, not by {mine}.py: use {mine}.py with its own "
                                   "--out_dir")
@@ -954,11 +957,6 @@ def open_run(cfg, parser: argparse.ArgumentParser, run_control: set, device) -> 
     return ckpt
 
 
-def train_time_before(ckpt: Optional[dict]) -> float:
-    """Seconds of training already in a checkpoint (0 for a fresh run): train_time_s sums every process."""
-    return float(ckpt.get("train_time_s", 0.0)) if ckpt else 0.0
-
-
 class Interrupted(Exception):
     """A Ctrl-C inside `with stop.interruptible():` (a validation pass): stops it at once."""
 
@@ -1044,8 +1042,8 @@ def check_finite(means: dict, step: int, ckpt_path: str, hint: str) -> None:
 class CsvLog:
     """log.csv: one row per evaluation. A row with keys the file lacks (the final test row brings
     selected_step, train_time_s, device, ...) rewrites the file with the union of the columns, so no
-    value is dropped. A resumed run first drops the rows written after its checkpoint's step, so no row
-    appears twice; a fresh run starts an empty log. read_only (--eval_only): the file is left
+    value is dropped. A resumed run first drops the rows written after its checkpoint's step, and a test
+    row at that step (the resumed run writes its own), so no row appears twice; a fresh run starts an empty log. read_only (--eval_only): the file is left
     byte-identical, write() does nothing, rows() reads every row."""
 
     def __init__(self, path: str, resume_step: Optional[int] = None, read_only: bool = False):
@@ -1059,7 +1057,8 @@ class CsvLog:
         if not self.columns:                                             # an empty file: start afresh
             os.remove(path)
             return
-        self._rewrite([r for r in self.rows() if int(float(r["step"])) <= resume_step])
+        self._rewrite([r for r in self.rows() if int(float(r["step"])) < resume_step
+                       or (int(float(r["step"])) == resume_step and r.get("split") != "test")])
 
     def _header(self) -> list:
         with open(self.path, newline="", encoding="utf-8") as f:

@@ -239,8 +239,9 @@ def test_csv_log_keeps_every_column_of_every_row(tmp_path):
     rows = log.rows()
     assert rows[0] == {"step": "1", "split": "valid", "rec": "3.5", "selected_step": "", "device": ""}
     assert rows[1] == {"step": "2", "split": "test", "rec": "3.0", "selected_step": "1", "device": "cpu"}
-    resumed = data.CsvLog(str(tmp_path / "log.csv"), resume_step=1)                  # drops step 2, keeps columns
-    resumed.write({"step": 2, "split": "valid", "rec": 2.5})
+    # Resumed at step 2: the old test row at step 2 goes (the resumed run writes its own), the columns stay.
+    resumed = data.CsvLog(str(tmp_path / "log.csv"), resume_step=2)
+    resumed.write({"step": 2, "split": "test", "rec": 2.5})
     assert [r["rec"] for r in resumed.rows()] == ["3.5", "2.5"] and "device" in resumed.rows()[0]
 
 
