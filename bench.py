@@ -55,9 +55,7 @@ class Config:
 def build(name: str, corpus: data.Corpus, device, precision: str):
     """The script's default config for the corpus, its model and optimisers, and a step function."""
     module = {"vae": vae, "ivae": ivae, "ivae_mi": ivae_mi}[name]
-    cfg = module.Config(data=corpus.spec.name)
-    for k, v in module.CORPUS_DEFAULTS.get(corpus.spec.name, module.CORPUS_DEFAULTS["ptb"]).items():
-        setattr(cfg, k, v)
+    cfg = data.lm_defaults(module.Config(data=corpus.spec.name), corpus.spec.name)
     autocast = data.autocast_for(device, precision)                      # as the scripts' --precision
     if name == "vae":
         model = module.build(cfg, len(corpus.vocab), device)

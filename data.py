@@ -64,6 +64,7 @@ import random
 import re
 import signal
 import sys
+import typing
 from collections import Counter
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Iterable, Iterator, Optional
@@ -72,7 +73,7 @@ import numpy as np
 import torch
 
 # ----------------------------------------------------------------------------------------------------
-# PLUMBING: special tokens and the vocabulary
+# Special tokens and the vocabulary
 # ----------------------------------------------------------------------------------------------------
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
@@ -143,7 +144,7 @@ class Vocab:
 
 
 # ----------------------------------------------------------------------------------------------------
-# PLUMBING: the corpora of the paper, where their files live and how they were built
+# The corpora of the paper, where their files live and how they were built
 # ----------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -159,6 +160,22 @@ class CorpusSpec:
     source: str                    # where a user gets the files
     unk_aliases: tuple = ()        # spellings of the unknown word in the files, read as <unk>
     extra_files: tuple = ()        # files needed besides the splits' (e.g. human references)
+
+
+# The authors' language-model sizes and learning rates per corpus (paper §5.1 and their lang_model_*
+# code). vae.py, ivae.py, ivae_mi.py and bench.py fill the Config fields left at 0 from it (lm_defaults).
+LM_DEFAULTS = {"ptb": dict(emb_dim=256, hidden=256, init_range=0.1, lr=1e-3),
+               "yahoo": dict(emb_dim=512, hidden=1024, init_range=0.01, lr=8e-4),
+               "yelp": dict(emb_dim=512, hidden=1024, init_range=0.01, lr=8e-4)}
+
+
+def lm_defaults(cfg, corpus_name: str):
+    """Set each LM_DEFAULTS field that cfg leaves at 0 to the authors' value for the corpus (PTB's for a
+    corpus of your own). Returns cfg."""
+    for k, v in LM_DEFAULTS.get(corpus_name, LM_DEFAULTS["ptb"]).items():
+        if not getattr(cfg, k):
+            setattr(cfg, k, v)
+    return cfg
 
 
 CORPORA = {
@@ -278,7 +295,7 @@ def resolve_corpus(data, data_dir: str, splits: Iterable[str] = SPLITS) -> tuple
 
 
 # ----------------------------------------------------------------------------------------------------
-# PLUMBING: reading files robustly (bad lines are skipped or mended, counted, and reported once)
+# Reading files robustly (bad lines are skipped or mended, counted, and reported once)
 # ----------------------------------------------------------------------------------------------------
 
 class LineReport(Counter):
@@ -408,7 +425,7 @@ READERS = {"text": read_text, "label_text": read_text, "style": read_style,
 
 
 # ----------------------------------------------------------------------------------------------------
-# PLUMBING: examples (ids) and the corpus object
+# Examples (ids) and the corpus object
 # ----------------------------------------------------------------------------------------------------
 
 @dataclass
@@ -555,7 +572,7 @@ def load_style_corpus(data_dir: str, split: str = "standard", splits: Iterable[s
 
 
 # ----------------------------------------------------------------------------------------------------
-# PLUMBING: batching
+# Batching
 # ----------------------------------------------------------------------------------------------------
 
 @dataclass
@@ -691,16 +708,103 @@ class Batcher:
 
 
 # ----------------------------------------------------------------------------------------------------
-# PLUMBING for every script: config -> flags, seeds, device, checkpoints, the CSV log
-# (run plumbing, not model logic: the scripts share it here instead of five copies; cf. cleanrl_utils)
+# Table 1: corpus statistics
 # ----------------------------------------------------------------------------------------------------
 
-def option(default, help: str, choices=None, nargs=None):
-    """A Config field with its --flag help text: `lr: float = option(1e-3, "Adam learning rate")`."""
-    meta = {"help": help, "choices": choices, "nargs": nargs}
+def corpus_stats(corpus: Corpus) -> dict:
+    """Per split: sentences (or dialogs and utterances), min / max / average length in words (without
+    <s> and </s>; add 1 to compare with counts that include </s>), and the vocabulary size."""
+    stats = {"vocab_size": len(corpus.vocab), "vocab_words": len(corpus.vocab) - len(SPECIALS)
+             - (1 if corpus.spec.kind == "dialog" else 0)}
+    for split, examples in corpus.examples.items():
+        if corpus.spec.kind == "dialog":
+            lengths = [len(e.response) - 2 for e in examples]
+            row = {"dialogs": corpus.raw_counts[split], "utterances": len(examples)}
+        elif corpus.spec.kind == "style":
+            lengths = [len(e.ids) - 2 for e in examples]
+            labels = Counter(e.label for e in examples)
+            row = {"sentences": len(examples), "negative": labels[0], "positive": labels[1]}
+        else:
+            lengths = [len(e) - 2 for e in examples]
+            row = {"sentences": len(examples)}
+        row.update(min_len=min(lengths), max_len=max(lengths), avg_len=float(np.mean(lengths)))
+        stats[split] = row
+    return stats
+
+
+def format_stats(corpus: Corpus, stats: dict) -> str:
+    unit = "utterances" if corpus.spec.kind == "dialog" else "sentences"
+    lines = [f"corpus {corpus.spec.name} ({corpus.spec.kind}); lengths in words, without <s> and </s>",
+             f"{'split':<7}{unit:>12}{'min':>6}{'max':>6}{'avg':>8}"]
+    for split in SPLITS:
+        if split in stats:
+            r = stats[split]
+            extra = (f"   ({r['dialogs']:,} dialogs)" if "dialogs" in r else
+                     f"   ({r['negative']:,} negative, {r['positive']:,} positive)" if "negative" in r else "")
+            lines.append(f"{split:<7}{r[unit]:>12,}{r['min_len']:>6}{r['max_len']:>6}{r['avg_len']:>8.2f}{extra}")
+    if "train" in stats:
+        lines.append(f"vocabulary: {stats['vocab_size']:,} entries = {stats['vocab_words']:,} words from the "
+                     f"training split + {stats['vocab_size'] - stats['vocab_words']} specials")
+    else:
+        lines.append("vocabulary: not built (it comes from the training split, which was not read)")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list] = None) -> int:
+    parser = argparse.ArgumentParser(description="Corpora of Fang et al. (2019): find, check, describe.")
+    parser.add_argument("--data", default="ptb", help=f"a corpus name ({', '.join(CORPORA)}) or a folder "
+                        "with train.txt, valid.txt, test.txt")
+    parser.add_argument("--data_dir", default="data", help="where corpora are looked for first "
+                        "(then in $IVAE_DATA_DIR)")
+    parser.add_argument("--stats", action="store_true", help="print the paper's Table 1 statistics")
+    parser.add_argument("--splits", default="train,valid,test", help="comma-separated splits to read "
+                        "(e.g. valid,test for a corpus whose training split you do not have)")
+    args = parser.parse_args(argv)
+    splits = tuple(s for s in args.splits.split(",") if s)
+    if not splits or any(s not in SPLITS for s in splits):
+        parser.error(f"--splits takes a comma-separated subset of {','.join(SPLITS)}")
+    if not args.stats:
+        parser.error("nothing to do: add --stats")
+    # Lengths need no vocabulary: without the training split, describe the others with an empty one.
+    vocab = None if "train" in splits else Vocab([])
+    try:
+        corpus = load_corpus(args.data, args.data_dir, splits, vocab=vocab)
+    except DataError as err:
+        parser.error(str(err))
+    for split in splits:
+        print(f"{split}: {', '.join(corpus.paths[split])}")
+    print(format_stats(corpus, corpus_stats(corpus)))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# RUN PLUMBING for every script: config -> flags, seeds, device, precision, checkpoints, Ctrl-C, the CSV
+# log, the ETA. Not model logic: the scripts share it here instead of five copies (cf. cleanrl_utils).
+# Everything above this section is about corpora; everything in it is about running a script.
+# ----------------------------------------------------------------------------------------------------
+
+def option(default, help: str, choices=None, nargs=None, low=None, run: bool = False):
+    """A Config field with its --flag help text: `lr: float = option(1e-3, "Adam learning rate", low=0)`.
+    low: the smallest value allowed (check_bounds). run: a run-control setting (where and how long to run,
+    what to evaluate) that --resume / --eval_only may change; every other field is the model's and comes
+    back from the checkpoint."""
+    meta = {"help": help, "choices": choices, "nargs": nargs, "low": low, "run": run}
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: tuple(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def run_control(config_cls) -> set:
+    """The names of the fields declared with option(..., run=True)."""
+    return {f.name for f in fields(config_cls) if f.metadata.get("run")}
+
+
+def check_bounds(cfg, parser: argparse.ArgumentParser) -> None:
+    """parser.error for the first field below the `low` of its option()."""
+    for f in fields(cfg):
+        low = f.metadata.get("low")
+        if low is not None and getattr(cfg, f.name) < low:
+            parser.error(f"--{f.name} must be >= {low}, got {getattr(cfg, f.name)}")
 
 
 def config_parser(config_cls, description: str) -> argparse.ArgumentParser:
@@ -708,16 +812,17 @@ def config_parser(config_cls, description: str) -> argparse.ArgumentParser:
     defaults from the field). Booleans are switches; tuples take `nargs` values."""
     parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    types = typing.get_type_hints(config_cls)             # real types, also under `from __future__ import annotations`
     for f in fields(config_cls):
         meta = f.metadata
         default = f.default if f.default is not MISSING else f.default_factory()
         kwargs = {"help": meta.get("help", "")}
-        if f.type is bool:
+        if types[f.name] is bool:
             kwargs["action"] = "store_true"
         elif isinstance(default, tuple):
             kwargs.update(nargs=meta.get("nargs") or "*", default=default, type=str)
         else:
-            kwargs.update(type=f.type, default=default)
+            kwargs.update(type=types[f.name], default=default)
             if meta.get("choices"):
                 kwargs["choices"] = meta["choices"]
         parser.add_argument(f"--{f.name}", **kwargs)
@@ -864,6 +969,18 @@ def load_checkpoint(path: str, device, cfg=None) -> dict:
             raise CheckpointError(f"{path}: written by {who}, not by {mine}.py: use {mine}.py with its own "
                                   "--out_dir")
     return ckpt
+
+
+def load_selected(out_dir: str, device, modules: dict) -> Optional[int]:
+    """After training, the model to report: load out_dir/best.pt's state dicts into `modules` (a dict
+    name -> module, named as in the checkpoint) and return its step; None if no best.pt was written."""
+    path = os.path.join(out_dir, "best.pt")
+    if not os.path.exists(path):
+        return None
+    ckpt = load_checkpoint(path, device)
+    for name, module in modules.items():
+        module.load_state_dict(ckpt[name])
+    return ckpt["step"]
 
 
 def write_json(path: str, obj) -> None:
@@ -1088,76 +1205,6 @@ class CsvLog:
             self._rewrite(old_rows)
         with open(self.path, "a", newline="", encoding="utf-8") as f:
             csv.DictWriter(f, fieldnames=self.columns, restval="").writerow(row)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Table 1: corpus statistics
-# ----------------------------------------------------------------------------------------------------
-
-def corpus_stats(corpus: Corpus) -> dict:
-    """Per split: sentences (or dialogs and utterances), min / max / average length in words (without
-    <s> and </s>; add 1 to compare with counts that include </s>), and the vocabulary size."""
-    stats = {"vocab_size": len(corpus.vocab), "vocab_words": len(corpus.vocab) - len(SPECIALS)
-             - (1 if corpus.spec.kind == "dialog" else 0)}
-    for split, examples in corpus.examples.items():
-        if corpus.spec.kind == "dialog":
-            lengths = [len(e.response) - 2 for e in examples]
-            row = {"dialogs": corpus.raw_counts[split], "utterances": len(examples)}
-        elif corpus.spec.kind == "style":
-            lengths = [len(e.ids) - 2 for e in examples]
-            labels = Counter(e.label for e in examples)
-            row = {"sentences": len(examples), "negative": labels[0], "positive": labels[1]}
-        else:
-            lengths = [len(e) - 2 for e in examples]
-            row = {"sentences": len(examples)}
-        row.update(min_len=min(lengths), max_len=max(lengths), avg_len=float(np.mean(lengths)))
-        stats[split] = row
-    return stats
-
-
-def format_stats(corpus: Corpus, stats: dict) -> str:
-    unit = "utterances" if corpus.spec.kind == "dialog" else "sentences"
-    lines = [f"corpus {corpus.spec.name} ({corpus.spec.kind}); lengths in words, without <s> and </s>",
-             f"{'split':<7}{unit:>12}{'min':>6}{'max':>6}{'avg':>8}"]
-    for split in SPLITS:
-        if split in stats:
-            r = stats[split]
-            extra = (f"   ({r['dialogs']:,} dialogs)" if "dialogs" in r else
-                     f"   ({r['negative']:,} negative, {r['positive']:,} positive)" if "negative" in r else "")
-            lines.append(f"{split:<7}{r[unit]:>12,}{r['min_len']:>6}{r['max_len']:>6}{r['avg_len']:>8.2f}{extra}")
-    if "train" in stats:
-        lines.append(f"vocabulary: {stats['vocab_size']:,} entries = {stats['vocab_words']:,} words from the "
-                     f"training split + {stats['vocab_size'] - stats['vocab_words']} specials")
-    else:
-        lines.append("vocabulary: not built (it comes from the training split, which was not read)")
-    return "\n".join(lines)
-
-
-def main(argv: Optional[list] = None) -> int:
-    parser = argparse.ArgumentParser(description="Corpora of Fang et al. (2019): find, check, describe.")
-    parser.add_argument("--data", default="ptb", help=f"a corpus name ({', '.join(CORPORA)}) or a folder "
-                        "with train.txt, valid.txt, test.txt")
-    parser.add_argument("--data_dir", default="data", help="where corpora are looked for first "
-                        "(then in $IVAE_DATA_DIR)")
-    parser.add_argument("--stats", action="store_true", help="print the paper's Table 1 statistics")
-    parser.add_argument("--splits", default="train,valid,test", help="comma-separated splits to read "
-                        "(e.g. valid,test for a corpus whose training split you do not have)")
-    args = parser.parse_args(argv)
-    splits = tuple(s for s in args.splits.split(",") if s)
-    if not splits or any(s not in SPLITS for s in splits):
-        parser.error(f"--splits takes a comma-separated subset of {','.join(SPLITS)}")
-    if not args.stats:
-        parser.error("nothing to do: add --stats")
-    # Lengths need no vocabulary: without the training split, describe the others with an empty one.
-    vocab = None if "train" in splits else Vocab([])
-    try:
-        corpus = load_corpus(args.data, args.data_dir, splits, vocab=vocab)
-    except DataError as err:
-        parser.error(str(err))
-    for split in splits:
-        print(f"{split}: {', '.join(corpus.paths[split])}")
-    print(format_stats(corpus, corpus_stats(corpus)))
-    return 0
 
 
 if __name__ == "__main__":

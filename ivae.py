@@ -7,61 +7,50 @@ The posterior q(z|x) is a sampler, z = G_phi(h_x, eps), with no density. The KL 
 estimated through its Fenchel dual with an auxiliary network nu(x, z), trained alongside the model.
 
 Paper section -> code section
-    §2   Eq. (3)   ELBO = E_q log p(x|z) - KL(q(z|x) || p(z))          -> "Objective"
     §3.1 Eq. (6)   z = G_phi(x, eps), eps ~ N(0, I)                    -> ImplicitPosterior
+    §2   Eq. (3)   ELBO = E_q log p(x|z) - KL(q(z|x) || p(z))          -> sentence_nll, train_step
          Eq. (7-9) KL(q||p) = max_nu E_q nu - E_p exp(nu) + 1           -> Critic, critic_step
          Eq. (10)  min_{theta,phi} -E log p(x|z) + E_q nu(x, z)         -> train_step
-    §5.1           MI, AU, PPL, KL annealing, 40 epochs                  -> "Evaluation", Config
+    §5.1           KL annealing, 40 epochs; MI, AU, PPL                  -> beta_at, Config, evaluate
     Table 4        interpolation between two sentences                  -> interpolate
     Table 5        forward / reverse PPL of prior samples (--fwd_rev_ppl) -> forward_reverse
 
 Run
     python ivae.py --data ptb                      # GPU if present, else CPU; 40 epochs
-    python ivae.py --data ptb --cuda               # insist on a GPU
-    python ivae.py --data ptb --encoder_layers 0   # the authors' affine G_phi (a Gaussian posterior)
+    python ivae.py --data ptb --encoder_layers 0   # the authors' affine G_phi: q(z|x) Gaussian, KL exact
     python ivae.py --data ptb --max_steps 300 --eval_limit 300 --cpu        # a quick CPU smoke run
-    python ivae.py --out_dir runs/ivae_ptb --eval_only --interpolate "the company said" "i do n't know"
+    python ivae.py --out_dir runs/ivae --eval_only --interpolate "the company said" "i do n't know"
 
-Shapes: B sentences, T tokens (<s> ... </s>), V vocabulary, E embedding, H LSTM hidden, Z latent,
-S posterior samples per sentence, K importance samples per sentence.
+Shapes: B sentences, T tokens (<s> ... </s>), V vocabulary, E embedding (or noise), H LSTM hidden,
+Z latent, S posterior samples per sentence, K importance samples per sentence.
+Minimised: -ELBO = rec + beta * KL, rec the token NLL summed over a sentence, everything averaged over
+sentences. PPL counts the words and </s> of each sentence.
 
-Minimised: -ELBO = rec + beta * KL, with rec the token NLL summed over a sentence and everything
-averaged over sentences. Evaluation reports, per sentence, rec, KL and -ELBO, and PPL per word
-(words and </s>).
-
-Honest numbers: what each reported number is
-    * The paper's columns (`kl`, `kl_agg`, `mi`, `nelbo`, `ppl`) come from the critics trained beside the
-      model. They are estimates, NOT bounds: with finite prior samples the dual can overshoot, and in
-      practice the jointly trained critic reports a small fraction of the true KL (README, "Why the
-      paper's iVAE numbers look so good"), so `nelbo` / `ppl` look better than the model is.
-    * `kl_lower`: a certified lower bound on E_x KL(q(z|x) || p) for any posterior we can sample
-      (metrics.kl_lower_bound). A critic KL below it is wrong by at least the difference.
-    * `iw_nll` / `iw_ppl`: an importance-weighted upper bound on -log p(x) (metrics.iw_bound), the
-      quantity vae.py reports too. Its proposal is q(z|x) itself for the affine encoder, else a mixture
-      of two Gaussians fitted to separate posterior samples; the bound holds for any proposal but can be
-      loose, so a lower IW-NLL is a better guarantee, not proof of a better model.
-    * With `--encoder_layers 0` q(z|x) = N(A h + c, W W^T) is exactly Gaussian and the truth is known:
-      `kl_exact`, `nelbo_exact`, `ppl_exact`, and the exact aggregate `kl_agg_exact`, `mi_exact`
-      (metrics.aggregate_kl_mi). `log_n` = log N bounds every MI on N sentences.
-    * The authors' "refit" of the critic before testing is not done: keeping the best of many noisy
-      critics on a probe reports a maximum, not a measurement (two refits of one checkpoint: 50.7 and
-      68.7); the exact and certified columns above replace it.
-    * Validation (`val_*`, selection only) uses fewer samples, optionally on a spread subset; the final
-      test uses eval_samples / iw_samples on the whole test split.
+What each reported number is (metrics.py has each formula and its source)
+    * The paper's columns `kl`, `kl_agg`, `mi`, `nelbo`, `ppl` come from the critics trained beside the
+      model: estimates, NOT bounds. With 128 prior samples the dual can overshoot, and the jointly
+      trained critic reports a small fraction of the true KL (README, "Why the paper's iVAE numbers
+      look so good"), so `nelbo` / `ppl` look better than the model is.
+    * `kl_lower`: a certified lower bound on E_x KL(q(z|x) || p) for any posterior we can sample.
+    * `iw_nll` / `iw_ppl`: an importance-weighted upper bound on -log p(x), as in vae.py. Proposal: q(z|x)
+      itself for the affine encoder, else two Gaussians fitted to separate samples. Valid, maybe loose.
+    * With `--encoder_layers 0`, q(z|x) = N(A h + c, W W^T) and the truth is known: `kl_exact`,
+      `nelbo_exact`, `ppl_exact`, and the exact aggregate `kl_agg_exact`, `mi_exact` <= `log_n` = log N.
+    * No critic refit before testing: the best of many noisy refits on a probe is a maximum, not a
+      measurement (two refits of one checkpoint gave 50.7 and 68.7); the columns above replace it.
+    * Validation (`val_*`) is for model selection only: few samples, a spread subset. The test uses
+      eval_samples / iw_samples on the whole test split.
 
 Deviations from the paper / the authors' code (and why)
     * G_phi is an MLP (2 hidden layers by default), as the paper draws it; the authors' code uses one
-      Linear on cat(h, eps), which makes q(z|x) Gaussian with a covariance shared by all x
-      (`--encoder_layers 0` gives that).
-    * Model selection: the authors evaluate on test after every epoch; we evaluate on the validation
-      split after every epoch, keep the checkpoint with the best validation IW-NLL (a true bound, so
-      selection cannot reward a critic that underestimates KL), and report test once at the end.
-    * nu(z), which estimates KL(q(z)||p) and so the MI, is trained at every step with the same samples
-      and optimiser settings as nu(x, z) (§5.1); both share one Adam optimiser (disjoint parameters).
-    * Evaluation uses its own seeded generator, so evaluating never changes the training's random stream
-      (a resumed run matches an uninterrupted one).
+      Linear on cat(h, eps) (`--encoder_layers 0`).
+    * Model selection on the validation split's IW-NLL (a true bound, so selection cannot reward a critic
+      that underestimates the KL); test reported once. The authors report test after every epoch.
+    * nu(z), iVAE_MI's critic, is trained here too (same samples, one Adam with nu(x, z)) to report MI.
+    * Evaluation draws from its own seeded generator, so a resumed run matches an uninterrupted one.
 """
-import copy
+from __future__ import annotations
+
 import math
 import os
 import time
@@ -74,86 +63,6 @@ import torch.nn.functional as F
 import data
 import metrics
 from data import option
-
-# ----------------------------------------------------------------------------------------------------
-# Config (every field is a --flag; 0 means "the authors' value for this corpus" where said)
-# ----------------------------------------------------------------------------------------------------
-
-# The authors' sizes and learning rates per corpus (paper §5.1 and their lang_model_* folders).
-CORPUS_DEFAULTS = {"ptb": dict(emb_dim=256, hidden=256, init_range=0.1, lr=1e-3),
-                   "yahoo": dict(emb_dim=512, hidden=1024, init_range=0.01, lr=8e-4),
-                   "yelp": dict(emb_dim=512, hidden=1024, init_range=0.01, lr=8e-4)}
-
-
-@dataclass
-class Config:
-    # the command-line contract shared by every script
-    data: str = option("ptb", "corpus: ptb, yahoo, yelp, or a folder with train.txt valid.txt test.txt")
-    data_dir: str = option("data", "where corpora are looked for first (then $IVAE_DATA_DIR)")
-    out_dir: str = option("runs/ivae", "where config.json, log.csv, metrics.json, checkpoints and plots go")
-    seed: int = option(0, "seed of every random generator")
-    cuda: bool = option(False, "insist on a CUDA GPU (an error if there is none)")
-    cpu: bool = option(False, "run on the CPU even if a GPU is present")
-    threads: int = option(0, "CPU threads torch may use (0: all cores; 1 when other work shares the machine)")
-    epochs: int = option(40, "training epochs (paper: 40)")
-    max_steps: int = option(0, "stop after this many training steps in all (0: no cap; for smoke runs)")
-    resume: bool = option(False, "continue from out_dir/checkpoint.pt (checkpoint.prev.pt if that one is bad)")
-    eval_only: bool = option(False, "no training: evaluate out_dir's best (else last) checkpoint on test")
-    overwrite: bool = option(False, "start afresh in an out_dir that holds a run (deletes that run)")
-    # model (§5.1)
-    emb_dim: int = option(0, "word embedding size (0: 256 for PTB, 512 for Yahoo/Yelp)")
-    hidden: int = option(0, "LSTM hidden size of encoder and decoder (0: 256 PTB, 1024 Yahoo/Yelp)")
-    latent: int = option(32, "latent dimensions Z")
-    noise_dim: int = option(32, "dimensions of the noise eps fed to G_phi (Eq. 6)")
-    encoder_layers: int = option(2, "hidden layers of the MLP G_phi(h, eps); 0 = the authors' affine map")
-    encoder_width: int = option(256, "width of G_phi's hidden layers")
-    nu_width: int = option(512, "width of the critics' hidden layers (authors: 512)")
-    nu_layers: int = option(3, "hidden layers of the critics (authors: 3)")
-    dropout: float = option(0.5, "dropout on decoder input embeddings and before its output layer")
-    init_range: float = option(0.0, "uniform init range of all weights (0: 0.1 PTB, 0.01 Yahoo/Yelp)")
-    # training (§5.1 and the authors' code)
-    batch_size: int = option(32, "sentences per batch (equal-length batches)")
-    lr: float = option(0.0, "Adam learning rate of encoder/decoder (0: 1e-3 PTB, 8e-4 Yahoo/Yelp)")
-    clip: float = option(5.0, "gradient-norm clip of the encoder/decoder update")
-    nu_lr: float = option(1e-5, "Adam learning rate of the critics nu(x, z) and nu(z)")
-    nu_steps: int = option(5, "critic updates per training step (Eq. 9), fresh prior samples each")
-    beta_start: float = option(0.1, "KL weight at step 0; rises linearly to 1")
-    warmup_epochs: float = option(10.0, "epochs over which beta rises to 1 (0: beta = 1 throughout)")
-    precision: str = option("auto", "bf16 autocast of the LSTMs and Linear layers, or fp32; auto: bf16 where "
-                                    "the hardware has it natively (CUDA, CPUs with avx512_bf16 / AMX)",
-                            choices=["auto", "fp32", "bf16"])
-    # evaluation (§5.1) and honest bounds
-    eval_samples: int = option(128, "posterior samples per sentence at the final test (authors: 128)")
-    iw_samples: int = option(500, "importance samples per sentence for the final test IW bound")
-    fit_samples: int = option(512, "posterior samples per sentence to fit the Gaussian of the KL lower "
-                                   "bound and of the IW proposal (kept apart from the evaluated samples)")
-    val_samples: int = option(8, "posterior samples per sentence at validation (selection only)")
-    val_iw_samples: int = option(8, "importance samples per sentence at validation (selection only)")
-    val_limit: int = option(1000, "validate on N sentences spread evenly over the validation split "
-                                   "(0: all)")
-    val_every: int = option(0, "validate every N training steps (0: at the end of every epoch)")
-    eval_tokens: int = option(32768, "decoder tokens (sentences x samples x length) per forward pass at "
-                                     "evaluation; bounds the memory of the logits")
-    eval_limit: int = option(0, "evaluate on the first N sentences of each split only (0: all; smoke runs)")
-    log_every: int = option(100, "training steps between progress lines")
-    save_every: int = option(1000, "training steps between checkpoints (also at every evaluation)")
-    # sampling and interpolation (Table 4)
-    num_samples: int = option(10, "sentences sampled from the prior into samples.txt (greedy and T)")
-    temperature: float = option(1.0, "temperature of the sampled (non-greedy) sentences")
-    max_decode_len: int = option(80, "longest decoded sentence, in tokens")
-    interpolate: tuple = option((), "two sentences to interpolate between (Table 4)", nargs=2)
-    # forward / reverse perplexity (Table 5)
-    fwd_rev_ppl: bool = option(False, "also report forward / reverse PPL of greedy prior samples (Table 5)")
-    fwd_rev_samples: int = option(1280, "prior samples decoded for the forward / reverse PPL (authors: 1,280)")
-
-
-# Fields a resumed or evaluated run may change; the others come from the checkpoint.
-RUN_CONTROL = {"data_dir", "out_dir", "cuda", "cpu", "threads", "epochs", "max_steps", "resume", "eval_only",
-               "overwrite", "eval_samples", "iw_samples", "fit_samples", "val_samples", "val_iw_samples",
-               "val_limit", "val_every", "eval_tokens", "eval_limit", "log_every", "save_every", "num_samples",
-               "temperature", "max_decode_len", "interpolate", "precision",
-               "fwd_rev_ppl", "fwd_rev_samples"}
-
 
 # ----------------------------------------------------------------------------------------------------
 # PAPER §3.1: the model. Encoder LSTM -> h; G_phi(h, eps) -> z; decoder LSTM p(x|z); critics nu.
@@ -245,6 +154,8 @@ class Critic(nn.Module):
 
 
 class IVAE(nn.Module):
+    """Encoder, implicit posterior G_phi and decoder; the critics live apart (their own optimiser)."""
+
     def __init__(self, cfg: Config, vocab_size: int):
         super().__init__()
         self.encoder = Encoder(vocab_size, cfg.emb_dim, cfg.hidden)
@@ -253,7 +164,7 @@ class IVAE(nn.Module):
         self.decoder = Decoder(vocab_size, cfg.emb_dim, cfg.hidden, cfg.latent, cfg.dropout)
 
 
-def build(cfg: Config, vocab_size: int, device):
+def build(cfg: "Config", vocab_size: int, device):
     """The model and the two critics, initialised uniform(+-init_range) as the authors do."""
     model = IVAE(cfg, vocab_size)
     nu_xz = Critic(cfg.latent, cfg.hidden, cfg.nu_width, cfg.nu_layers)
@@ -310,7 +221,9 @@ def train_step(model: IVAE, nu_xz: Critic, nu_z: Critic, opt, nu_opt, batch: dat
     h = h.float()
     z = model.posterior(h, 1).squeeze(1)                                 # (B, Z): one sample per sentence
 
-    # Eq. (9): the critics chase the current posterior. h and z are constants for them.
+    # Eq. (9): the critics chase the current posterior. h and z are constants for them. nu(z) is
+    # iVAE_MI's critic; iVAE trains it beside nu(x, z) on the same samples only to report KL(q(z)||p) and
+    # the MI (§5.1): it never enters this model's loss.
     z_prior = torch.randn(cfg.nu_steps, *z.shape, device=z.device)       # fresh p(z) samples, one draw
     for i in range(cfg.nu_steps):
         kl_cond, kl_agg = critic_step(nu_xz, nu_z, nu_opt, h.detach(), z.detach(), z_prior[i])
@@ -330,6 +243,185 @@ def train_step(model: IVAE, nu_xz: Critic, nu_z: Critic, opt, nu_opt, batch: dat
     opt.step()
     return {"loss": loss.detach(), "rec": rec.detach(), "kl": kl_cond, "kl_agg": kl_agg,
             "grad_norm": grad_norm.detach()}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Settings: the paper's (model, training) first, then the run's. Every field is a --flag; 0 means "the
+# authors' value for this corpus" (data.LM_DEFAULTS) where said. run=True marks what --resume / --eval_only
+# may change; the rest comes back from the checkpoint.
+# ----------------------------------------------------------------------------------------------------
+
+@dataclass
+class Config:
+    # model (§5.1)
+    emb_dim: int = option(0, "word embedding size (0: 256 for PTB, 512 for Yahoo/Yelp)", low=0)
+    hidden: int = option(0, "LSTM hidden size of encoder and decoder (0: 256 PTB, 1024 Yahoo/Yelp)", low=0)
+    latent: int = option(32, "latent dimensions Z", low=1)
+    noise_dim: int = option(32, "dimensions of the noise eps fed to G_phi (Eq. 6)", low=1)
+    encoder_layers: int = option(2, "hidden layers of the MLP G_phi(h, eps); 0 = the authors' affine map", low=0)
+    encoder_width: int = option(256, "width of G_phi's hidden layers", low=1)
+    nu_width: int = option(512, "width of the critics' hidden layers (authors: 512)", low=1)
+    nu_layers: int = option(3, "hidden layers of the critics (authors: 3)", low=0)
+    dropout: float = option(0.5, "dropout on decoder input embeddings and before its output layer")
+    init_range: float = option(0.0, "uniform init range of all weights (0: 0.1 PTB, 0.01 Yahoo/Yelp)", low=0)
+    # training (§5.1 and the authors' code)
+    batch_size: int = option(32, "sentences per batch (equal-length batches)", low=1)
+    lr: float = option(0.0, "Adam learning rate of encoder/decoder (0: 1e-3 PTB, 8e-4 Yahoo/Yelp)", low=0)
+    clip: float = option(5.0, "gradient-norm clip of the encoder/decoder update", low=0)
+    nu_lr: float = option(1e-5, "Adam learning rate of the critics nu(x, z) and nu(z)", low=0)
+    nu_steps: int = option(5, "critic updates per training step (Eq. 9), fresh prior samples each", low=0)
+    beta_start: float = option(0.1, "KL weight at step 0; rises linearly to 1")
+    warmup_epochs: float = option(10.0, "epochs over which beta rises to 1 (0: beta = 1 throughout)", low=0)
+    # the run: the command-line contract shared by every script (data and seed come back from a checkpoint)
+    data: str = option("ptb", "corpus: ptb, yahoo, yelp, or a folder with train.txt valid.txt test.txt")
+    seed: int = option(0, "seed of every random generator")
+    data_dir: str = option("data", "where corpora are looked for first (then $IVAE_DATA_DIR)", run=True)
+    out_dir: str = option("runs/ivae", "where config.json, log.csv, metrics.json, checkpoints and plots go",
+                          run=True)
+    cuda: bool = option(False, "insist on a CUDA GPU (an error if there is none)", run=True)
+    cpu: bool = option(False, "run on the CPU even if a GPU is present", run=True)
+    threads: int = option(0, "CPU threads torch may use (0: all cores; 1 when other work shares the machine)",
+                          run=True)
+    precision: str = option("auto", "bf16 autocast of the LSTMs and Linear layers, or fp32; auto: bf16 where "
+                                    "the hardware has it natively (CUDA, CPUs with avx512_bf16 / AMX)",
+                            choices=["auto", "fp32", "bf16"], run=True)
+    epochs: int = option(40, "training epochs (paper: 40)", low=1, run=True)
+    max_steps: int = option(0, "stop after this many training steps in all (0: no cap; for smoke runs)", low=0,
+                            run=True)
+    resume: bool = option(False, "continue from out_dir/checkpoint.pt (checkpoint.prev.pt if that one is bad)",
+                          run=True)
+    eval_only: bool = option(False, "no training: evaluate out_dir's best (else last) checkpoint on test", run=True)
+    overwrite: bool = option(False, "start afresh in an out_dir that holds a run (deletes that run)", run=True)
+    log_every: int = option(100, "training steps between progress lines", low=1, run=True)
+    save_every: int = option(1000, "training steps between checkpoints (also at every evaluation)", low=1,
+                             run=True)
+    # evaluation (§5.1) and the honest columns
+    eval_samples: int = option(128, "posterior samples per sentence at the final test (authors: 128)", low=1,
+                               run=True)
+    iw_samples: int = option(500, "importance samples per sentence for the final test IW bound", low=0, run=True)
+    fit_samples: int = option(512, "posterior samples per sentence to fit the Gaussian of the KL lower bound "
+                                   "and of the IW proposal (apart from the evaluated samples)", low=1, run=True)
+    val_samples: int = option(8, "posterior samples per sentence at validation (selection only)", low=1, run=True)
+    val_iw_samples: int = option(8, "importance samples per sentence at validation (selection only)", low=0,
+                                 run=True)
+    val_limit: int = option(1000, "validate on N sentences spread evenly over the validation split (0: all)",
+                            low=0, run=True)
+    val_every: int = option(0, "validate every N training steps (0: at the end of every epoch)", low=0, run=True)
+    eval_tokens: int = option(32768, "decoder tokens (sentences x samples x length) per forward pass at "
+                                     "evaluation; bounds the memory of the logits", low=1, run=True)
+    eval_limit: int = option(0, "evaluate on the first N sentences of each split only (0: all; smoke runs)",
+                             low=0, run=True)
+    # sampling, interpolation (Table 4), forward / reverse perplexity (Table 5)
+    num_samples: int = option(10, "sentences sampled from the prior into samples.txt (greedy and T)", low=0,
+                              run=True)
+    temperature: float = option(1.0, "temperature of the sampled (non-greedy) sentences", low=0, run=True)
+    max_decode_len: int = option(80, "longest decoded sentence, in tokens", low=1, run=True)
+    interpolate: tuple = option((), "two sentences to interpolate between (Table 4)", nargs=2, run=True)
+    fwd_rev_ppl: bool = option(False, "also report forward / reverse PPL of greedy prior samples (Table 5)",
+                               run=True)
+    fwd_rev_samples: int = option(1280, "prior samples decoded for the forward / reverse PPL (authors: 1,280)",
+                                  low=1, run=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training loop: the §5.1 schedule, validation for model selection, checkpoints
+# ----------------------------------------------------------------------------------------------------
+
+def train(cfg, corpus, model, nu_xz, nu_z, opt, nu_opt, state, device, log: data.CsvLog) -> int:
+    """Train from state["step"] to the end (epochs or max_steps); validate after every epoch (and every
+    val_every steps), keep the checkpoint with the best validation IW-NLL in best.pt. Returns the last step."""
+    batcher = data.Batcher(corpus.examples["train"], cfg.batch_size, seed=cfg.seed)
+    valid = corpus.examples["valid"][:cfg.eval_limit] if cfg.eval_limit else corpus.examples["valid"]
+    if cfg.val_limit and cfg.val_limit < len(valid):                     # an even spread, fixed for the run
+        valid = valid[::len(valid) // cfg.val_limit][:cfg.val_limit]
+    test = corpus.examples["test"][:cfg.eval_limit] if cfg.eval_limit else corpus.examples["test"]
+
+    def passes(n, S, K):                           # decoder passes of an evaluation: the bulk of its time
+        return n * (max(S, K) if cfg.encoder_layers == 0 else S + K)   # (q(z|x) known: one draw serves rec and IW)
+    test_in_validations = passes(len(test), cfg.eval_samples, cfg.iw_samples) / \
+        passes(len(valid), cfg.val_samples, cfg.val_iw_samples)
+    val_seconds = None                                                   # wall time of the last validation
+    steps_per_epoch = len(batcher)
+    total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    step, best = state["step"], state["best"]
+    autocast = data.autocast_for(device, cfg.precision)
+    ckpt_path, best_path = os.path.join(cfg.out_dir, "checkpoint.pt"), os.path.join(cfg.out_dir, "best.pt")
+
+    t_begin = time.time() - state["train_time_s"]                        # train_time_s sums every process
+
+    def save(path=ckpt_path, validated=True):               # state dicts + config + step + RNG states
+        data.save_checkpoint({"script": data.script_of(cfg), "config": asdict(cfg), "vocab": corpus.vocab.state_dict(),
+                              "model": model.state_dict(), "nu_xz": nu_xz.state_dict(), "nu_z": nu_z.state_dict(),
+                              "opt": opt.state_dict(), "nu_opt": nu_opt.state_dict(), "step": step, "best": best,
+                              "rng": data.rng_state(), "validated": validated,
+                              "train_time_s": time.time() - t_begin}, path)
+
+    def validate():                                                      # selection on IW-NLL
+        nonlocal best, val_seconds, t0
+        print(f"validating at step {step}", flush=True)
+        t_val = time.time()
+        with stop.interruptible():                                       # the first Ctrl-C stops it at once
+            row, _, _ = evaluate(model, nu_xz, nu_z, valid, cfg, device, cfg.val_samples, cfg.val_iw_samples)
+        val_seconds = time.time() - t_val
+        t0 += val_seconds                                                # steps/s counts training only
+        beta = beta_at(step - 1, steps_per_epoch, cfg)                   # as in the last training step
+        row = {"step": step, "epoch": step / steps_per_epoch, "split": "valid", "beta": beta, **row,
+               "val_seconds": round(val_seconds, 1)}
+        print(metrics.format_row(f"valid @ step {step}", row), flush=True)
+        for note in metrics.honest_notes(row):
+            print("  note:", note, flush=True)
+        metrics.warn_collapse(row, cfg.latent)
+        log.write(row)
+        score = row.get("iw_nll", row["nelbo"])
+        if best is None or score < best:
+            best = score
+            save(best_path)
+
+    print(f"training: {steps_per_epoch} batches per epoch, steps {step} -> {total}", flush=True)
+    acc, n_acc, tokens, t0 = {}, 0, 0, time.time()
+    with data.GracefulInterrupt() as stop:
+        if not state["validated"]:                         # resumed from a checkpoint that awaits its validation
+            validate()
+            save()
+        while step < total and not stop.requested:
+            epoch = step // steps_per_epoch
+            for batch in batcher.epoch(epoch, start=step % steps_per_epoch):
+                batch = batch.to(device)
+                beta = beta_at(step, steps_per_epoch, cfg)
+                out = train_step(model, nu_xz, nu_z, opt, nu_opt, batch, beta, cfg, autocast)
+                step += 1
+                for k, v in out.items():
+                    acc[k] = acc.get(k, 0) + v                       # device tensors: no sync per step
+                n_acc += 1
+                tokens += int((batch.lengths - 1).sum())
+                validating = step % steps_per_epoch == 0 or (cfg.val_every and step % cfg.val_every == 0)
+                saving = validating or step % cfg.save_every == 0 or step >= total or stop.requested
+                if step % cfg.log_every == 0 or saving:
+                    means = {k: float(v) / n_acc for k, v in acc.items()}   # one device sync per interval
+                    data.check_finite(means, step, ckpt_path,               # never save non-finite weights
+                                      "The usual cause is exp(nu) overflowing when a critic's output grows "
+                                      "large: lower --nu_lr or --lr, or use --precision fp32.")
+                if step % cfg.log_every == 0 or step == total:
+                    dt = time.time() - t0
+                    eta = data.eta_minutes(step, total, dt / n_acc, steps_per_epoch, cfg.val_every, val_seconds,
+                                           test_in_validations)
+                    print(f"step {step:>6}/{total} | ep {step / steps_per_epoch:5.2f} | rec {means['rec']:7.2f} | "
+                          f"KL {means['kl']:6.2f} | KLq {means['kl_agg']:6.2f} | beta {beta:.3f} | "
+                          f"|g| {means['grad_norm']:5.2f} | {n_acc / dt:5.1f} step/s {tokens / dt:7.0f} tok/s | "
+                          f"{eta}", flush=True)
+                    acc, n_acc, tokens, t0 = {}, 0, 0, time.time()
+                if validating:
+                    save(validated=False)                  # first the checkpoint: nothing is lost if
+                    validate()                             # the validation is interrupted or killed
+                if saving:
+                    save()
+                if step >= total or stop.requested:
+                    break
+    if stop.requested:
+        raise SystemExit(f"interrupted at step {step}: checkpoint saved to {ckpt_path}; continue with --resume")
+    return step
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -445,7 +537,7 @@ def evaluate(model: IVAE, nu_xz: Critic, nu_z: Critic, examples: list, cfg: Conf
 
 
 # ----------------------------------------------------------------------------------------------------
-# Sampling from the prior and interpolation (Table 4)
+# Sampling from the prior, interpolation (Table 4), forward / reverse PPL (Table 5)
 # ----------------------------------------------------------------------------------------------------
 
 @torch.no_grad()
@@ -519,136 +611,12 @@ def forward_reverse(model: IVAE, corpus: data.Corpus, cfg: Config, device, path:
 
 
 # ----------------------------------------------------------------------------------------------------
-# PLUMBING: training loop, checkpoints, logs
-# ----------------------------------------------------------------------------------------------------
-
-def checkpoint_state(cfg, vocab, model, nu_xz, nu_z, opt, nu_opt, step, best) -> dict:
-    return {"script": data.script_of(cfg), "config": asdict(cfg), "vocab": vocab.state_dict(),
-            "model": model.state_dict(),
-            "nu_xz": nu_xz.state_dict(), "nu_z": nu_z.state_dict(), "opt": opt.state_dict(),
-            "nu_opt": nu_opt.state_dict(), "step": step, "best": best, "rng": data.rng_state()}
-
-
-def train(cfg, corpus, model, nu_xz, nu_z, opt, nu_opt, state, device, log: data.CsvLog) -> int:
-    """Train from state["step"] to the end (epochs or max_steps); validate after every epoch and keep
-    the checkpoint with the best validation IW-NLL in best.pt. Returns the last step."""
-    batcher = data.Batcher(corpus.examples["train"], cfg.batch_size, seed=cfg.seed)
-    valid = corpus.examples["valid"][:cfg.eval_limit] if cfg.eval_limit else corpus.examples["valid"]
-    if cfg.val_limit and cfg.val_limit < len(valid):                     # an even spread, fixed for the run
-        valid = valid[::len(valid) // cfg.val_limit][:cfg.val_limit]
-    test = corpus.examples["test"][:cfg.eval_limit] if cfg.eval_limit else corpus.examples["test"]
-
-    def passes(n, S, K):                           # decoder passes of an evaluation: the bulk of its time
-        return n * (max(S, K) if cfg.encoder_layers == 0 else S + K)   # (q(z|x) known: one draw serves rec and IW)
-    test_in_validations = passes(len(test), cfg.eval_samples, cfg.iw_samples) / \
-        passes(len(valid), cfg.val_samples, cfg.val_iw_samples)
-    val_seconds = None                                                   # wall time of the last validation
-    steps_per_epoch = len(batcher)
-    total = cfg.epochs * steps_per_epoch
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
-    step, best = state["step"], state["best"]
-    autocast = data.autocast_for(device, cfg.precision)
-    ckpt_path, best_path = os.path.join(cfg.out_dir, "checkpoint.pt"), os.path.join(cfg.out_dir, "best.pt")
-
-    t_begin = time.time() - state["train_time_s"]                        # train_time_s sums every process
-
-    def save(path=ckpt_path, validated=True):
-        ckpt = checkpoint_state(cfg, corpus.vocab, model, nu_xz, nu_z, opt, nu_opt, step, best)
-        data.save_checkpoint({**ckpt, "validated": validated, "train_time_s": time.time() - t_begin}, path)
-
-    def validate():                                                      # selection on IW-NLL
-        nonlocal best, val_seconds, t0
-        print(f"validating at step {step}", flush=True)
-        t_val = time.time()
-        with stop.interruptible():                                       # the first Ctrl-C stops it at once
-            row, _, _ = evaluate(model, nu_xz, nu_z, valid, cfg, device, cfg.val_samples, cfg.val_iw_samples)
-        val_seconds = time.time() - t_val
-        t0 += val_seconds                                                # steps/s counts training only
-        beta = beta_at(step - 1, steps_per_epoch, cfg)                   # as in the last training step
-        row = {"step": step, "epoch": step / steps_per_epoch, "split": "valid", "beta": beta, **row,
-               "val_seconds": round(val_seconds, 1)}
-        print(metrics.format_row(f"valid @ step {step}", row), flush=True)
-        for note in metrics.honest_notes(row):
-            print("  note:", note, flush=True)
-        metrics.warn_collapse(row, cfg.latent)
-        log.write(row)
-        score = row.get("iw_nll", row["nelbo"])
-        if best is None or score < best:
-            best = score
-            save(best_path)
-
-    print(f"training: {steps_per_epoch} batches per epoch, steps {step} -> {total}", flush=True)
-    acc, n_acc, tokens, t0 = {}, 0, 0, time.time()
-    with data.GracefulInterrupt() as stop:
-        if not state["validated"]:                         # resumed from a checkpoint that awaits its validation
-            validate()
-            save()
-        while step < total and not stop.requested:
-            epoch = step // steps_per_epoch
-            for batch in batcher.epoch(epoch, start=step % steps_per_epoch):
-                batch = batch.to(device)
-                beta = beta_at(step, steps_per_epoch, cfg)
-                out = train_step(model, nu_xz, nu_z, opt, nu_opt, batch, beta, cfg, autocast)
-                step += 1
-                for k, v in out.items():
-                    acc[k] = acc.get(k, 0) + v                       # device tensors: no sync per step
-                n_acc += 1
-                tokens += int((batch.lengths - 1).sum())
-                validating = step % steps_per_epoch == 0 or (cfg.val_every and step % cfg.val_every == 0)
-                saving = validating or step % cfg.save_every == 0 or step >= total or stop.requested
-                if step % cfg.log_every == 0 or saving:
-                    means = {k: float(v) / n_acc for k, v in acc.items()}   # one device sync per interval
-                    data.check_finite(means, step, ckpt_path,               # never save non-finite weights
-                                      "The usual cause is exp(nu) overflowing when a critic's output grows "
-                                      "large: lower --nu_lr or --lr, or use --precision fp32.")
-                if step % cfg.log_every == 0 or step == total:
-                    dt = time.time() - t0
-                    eta = data.eta_minutes(step, total, dt / n_acc, steps_per_epoch, cfg.val_every, val_seconds,
-                                           test_in_validations)
-                    print(f"step {step:>6}/{total} | ep {step / steps_per_epoch:5.2f} | rec {means['rec']:7.2f} | "
-                          f"KL {means['kl']:6.2f} | KLq {means['kl_agg']:6.2f} | beta {beta:.3f} | "
-                          f"|g| {means['grad_norm']:5.2f} | {n_acc / dt:5.1f} step/s {tokens / dt:7.0f} tok/s | "
-                          f"{eta}", flush=True)
-                    acc, n_acc, tokens, t0 = {}, 0, 0, time.time()
-                if validating:
-                    save(validated=False)                  # first the checkpoint: nothing is lost if
-                    validate()                             # the validation is interrupted or killed
-                if saving:
-                    save()
-                if step >= total or stop.requested:
-                    break
-    if stop.requested:
-        raise SystemExit(f"interrupted at step {step}: checkpoint saved to {ckpt_path}; continue with --resume")
-    return step
-
-
-# ----------------------------------------------------------------------------------------------------
 # main(): parse, load, train, evaluate on test, sample, plot
 # ----------------------------------------------------------------------------------------------------
 
-def resolve_defaults(cfg: Config, corpus_name: str) -> Config:
-    base = CORPUS_DEFAULTS.get(corpus_name, CORPUS_DEFAULTS["ptb"])
-    for k, v in base.items():
-        if not getattr(cfg, k):
-            setattr(cfg, k, v)
-    return cfg
-
-
 def check_config(cfg: Config, parser) -> None:
-    positive = ["epochs", "latent", "noise_dim", "encoder_width", "nu_width", "batch_size", "eval_samples",
-                "val_samples", "fit_samples", "eval_tokens", "log_every", "save_every", "max_decode_len",
-                "fwd_rev_samples"]
-    for name in positive:
-        if getattr(cfg, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(cfg, name)}")
-    for name in ["max_steps", "encoder_layers", "nu_layers", "nu_steps", "iw_samples", "val_iw_samples",
-                 "eval_limit", "val_limit", "val_every", "num_samples", "emb_dim", "hidden", "warmup_epochs"]:
-        if getattr(cfg, name) < 0:
-            parser.error(f"--{name} must be >= 0, got {getattr(cfg, name)}")
-    for name in ["lr", "nu_lr", "clip", "init_range", "temperature"]:
-        if getattr(cfg, name) < 0:
-            parser.error(f"--{name} must be >= 0, got {getattr(cfg, name)}")
+    """Bad values are parser errors: the bounds declared in Config, then what no bound can say."""
+    data.check_bounds(cfg, parser)
     if not 0 <= cfg.dropout < 1:
         parser.error(f"--dropout must be in [0, 1), got {cfg.dropout}")
     if not 0 <= cfg.beta_start <= 1:
@@ -658,8 +626,6 @@ def check_config(cfg: Config, parser) -> None:
     if cfg.encoder_layers == 0 and cfg.noise_dim < cfg.latent:
         parser.error(f"--noise_dim {cfg.noise_dim} < --latent {cfg.latent} with the affine encoder gives "
                      "q(z|x) = N(m, W W^T) a singular covariance (rank noise_dim): its KL is infinite")
-    if cfg.interpolate and len(cfg.interpolate) != 2:
-        parser.error("--interpolate takes exactly two sentences")
     if cfg.resume and cfg.eval_only:
         parser.error("--resume and --eval_only exclude each other")
 
@@ -668,7 +634,7 @@ def main(argv=None) -> dict:
     cfg, parser = data.parse_config(Config, "iVAE (Fang et al. 2019, §3.1): implicit posterior, dual KL", argv)
     check_config(cfg, parser)
     device = data.pick_device(cfg.cuda, cfg.cpu, parser, cfg.threads)
-    ckpt = data.open_run(cfg, parser, RUN_CONTROL, device)
+    ckpt = data.open_run(cfg, parser, data.run_control(Config), device)
     state = {"step": 0, "best": None, "validated": True, "train_time_s": 0.0}      # a fresh run; or resumed:
     state.update({k: ckpt[k] for k in state if k in ckpt} if ckpt else {})
     data.set_seed(cfg.seed)
@@ -678,7 +644,7 @@ def main(argv=None) -> dict:
         corpus = data.load_corpus(cfg.data, cfg.data_dir, splits, vocab=vocab)
     except data.DataError as err:
         parser.error(str(err))
-    cfg = resolve_defaults(cfg, corpus.spec.name if cfg.data in data.CORPORA else "ptb")
+    cfg = data.lm_defaults(cfg, corpus.spec.name if cfg.data in data.CORPORA else "ptb")
     os.makedirs(cfg.out_dir, exist_ok=True)
     print(f"device: {data.describe_device(device)}, precision {data.precision_in_use(device, cfg.precision)}")
     print(f"corpus {corpus.spec.name}: " + ", ".join(f"{s} {len(e):,}" for s, e in corpus.examples.items())
@@ -688,12 +654,10 @@ def main(argv=None) -> dict:
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     nu_opt = torch.optim.Adam(list(nu_xz.parameters()) + list(nu_z.parameters()), lr=cfg.nu_lr)
     if ckpt:
-        model.load_state_dict(ckpt["model"])
-        nu_xz.load_state_dict(ckpt["nu_xz"])
-        nu_z.load_state_dict(ckpt["nu_z"])
+        for name, obj in [("model", model), ("nu_xz", nu_xz), ("nu_z", nu_z)] + \
+                ([] if cfg.eval_only else [("opt", opt), ("nu_opt", nu_opt)]):
+            obj.load_state_dict(ckpt[name])
         if not cfg.eval_only:
-            opt.load_state_dict(ckpt["opt"])
-            nu_opt.load_state_dict(ckpt["nu_opt"])
             data.set_rng_state(ckpt["rng"])
     print(f"parameters: model {sum(p.numel() for p in model.parameters()):,}, "
           f"critics {sum(p.numel() for p in nu_xz.parameters()) + sum(p.numel() for p in nu_z.parameters()):,}")
@@ -709,13 +673,8 @@ def main(argv=None) -> dict:
             state["step"] = train(cfg, corpus, model, nu_xz, nu_z, opt, nu_opt, state, device, log)
         except FloatingPointError as err:
             raise SystemExit(f"stopped: {err}")
-        best_path = os.path.join(cfg.out_dir, "best.pt")
-        if os.path.exists(best_path):                                    # report the selected model
-            sel = data.load_checkpoint(best_path, device)
-            model.load_state_dict(sel["model"])
-            nu_xz.load_state_dict(sel["nu_xz"])
-            nu_z.load_state_dict(sel["nu_z"])
-            state["selected_step"] = sel["step"]
+        state["selected_step"] = data.load_selected(cfg.out_dir, device,      # report the selected model
+                                                    {"model": model, "nu_xz": nu_xz, "nu_z": nu_z})
     train_time = state["train_time_s"] + time.time() - t_start                # over every process of the run
 
     # Final test evaluation: the paper's columns from the training-time critics, and the honest ones.
@@ -723,7 +682,7 @@ def main(argv=None) -> dict:
     result, au_var, kept = evaluate(model, nu_xz, nu_z, examples, cfg, device, cfg.eval_samples,
                                     cfg.iw_samples, keep_samples=5)
     step = state["step"]
-    result = {"split": "test", "step": step, "selected_step": state.get("selected_step", step), **result,
+    result = {"split": "test", "step": step, "selected_step": state.get("selected_step") or step, **result,
               "train_time_s": round(train_time, 1), "device": data.describe_device(device)}
     print(metrics.format_row("test", result))
     for note in metrics.honest_notes(result):

@@ -27,7 +27,9 @@ latent dimensions, both averaged over sentences.
 
 Honest numbers: with beta = 1 the reported -ELBO = rec + KL is an upper bound on -log p(x) (rec
 estimated with S samples), and `iw_nll` (K samples from q(z|x) as the proposal, He et al. 2019) is a
-tighter one; `iw_ppl` is the number to compare with ivae.py's `iw_ppl`, which is the same quantity.
+tighter one: the same quantity as ivae.py's `iw_nll`, whose proposal may fit less well (a looser bound).
+`mi` uses exact Gaussian densities, Monte-Carlo over z only, like ivae.py's `mi_exact`; `log_n` = log N
+bounds it. Validation numbers (`val_*`) are for model selection only.
 
 Deviations from the paper / the authors' code (and why)
     * Model selection on the validation split's IW-NLL, test reported once at the end (the authors report
@@ -37,6 +39,8 @@ Deviations from the paper / the authors' code (and why)
     * Cyclical annealing follows Fu et al. (2019) exactly (beta from 0 within each cycle); the other
       schedules start at beta_start = 0.1 like the authors' iVAE runs.
 """
+from __future__ import annotations
+
 import math
 import os
 import time
@@ -49,79 +53,6 @@ import torch.nn.functional as F
 import data
 import metrics
 from data import option
-
-# ----------------------------------------------------------------------------------------------------
-# Config
-# ----------------------------------------------------------------------------------------------------
-
-CORPUS_DEFAULTS = {"ptb": dict(emb_dim=256, hidden=256, init_range=0.1, lr=1e-3),
-                   "yahoo": dict(emb_dim=512, hidden=1024, init_range=0.01, lr=8e-4),
-                   "yelp": dict(emb_dim=512, hidden=1024, init_range=0.01, lr=8e-4)}
-
-
-@dataclass
-class Config:
-    # the command-line contract shared by every script
-    data: str = option("ptb", "corpus: ptb, yahoo, yelp, or a folder with train.txt valid.txt test.txt")
-    data_dir: str = option("data", "where corpora are looked for first (then $IVAE_DATA_DIR)")
-    out_dir: str = option("runs/vae", "where config.json, log.csv, metrics.json, checkpoints and plots go")
-    seed: int = option(0, "seed of every random generator")
-    cuda: bool = option(False, "insist on a CUDA GPU (an error if there is none)")
-    cpu: bool = option(False, "run on the CPU even if a GPU is present")
-    threads: int = option(0, "CPU threads torch may use (0: all cores; 1 when other work shares the machine)")
-    epochs: int = option(40, "training epochs (paper: 40)")
-    max_steps: int = option(0, "stop after this many training steps in all (0: no cap; for smoke runs)")
-    resume: bool = option(False, "continue from out_dir/checkpoint.pt (checkpoint.prev.pt if that one is bad)")
-    eval_only: bool = option(False, "no training: evaluate out_dir's best (else last) checkpoint on test")
-    overwrite: bool = option(False, "start afresh in an out_dir that holds a run (deletes that run)")
-    # model
-    emb_dim: int = option(0, "word embedding size (0: 256 for PTB, 512 for Yahoo/Yelp)")
-    hidden: int = option(0, "LSTM hidden size of encoder and decoder (0: 256 PTB, 1024 Yahoo/Yelp)")
-    latent: int = option(32, "latent dimensions Z")
-    dropout: float = option(0.5, "dropout on decoder input embeddings and before its output layer")
-    init_range: float = option(0.0, "uniform init range of all weights (0: 0.1 PTB, 0.01 Yahoo/Yelp)")
-    # training and the KL weight
-    batch_size: int = option(32, "sentences per batch (equal-length batches)")
-    lr: float = option(0.0, "Adam learning rate (0: 1e-3 PTB, 8e-4 Yahoo/Yelp)")
-    clip: float = option(5.0, "gradient-norm clip")
-    anneal: str = option("monotonic", "KL weight schedule", choices=["monotonic", "cyclical", "none"])
-    beta: float = option(1.0, "largest KL weight (beta-VAE: 0.5); the schedules never exceed it")
-    beta_start: float = option(0.1, "monotonic: KL weight at step 0")
-    warmup_epochs: float = option(10.0, "monotonic: epochs over which beta rises from beta_start")
-    cycles: int = option(4, "cyclical: number of cycles M over the whole run (Fu et al.: 4)")
-    ratio: float = option(0.5, "cyclical: fraction R of each cycle during which beta rises (Fu et al.: 0.5)")
-    precision: str = option("auto", "bf16 autocast of the LSTMs and Linear layers, or fp32; auto: bf16 where "
-                                    "the hardware has it natively (CUDA, CPUs with avx512_bf16 / AMX)",
-                            choices=["auto", "fp32", "bf16"])
-    # evaluation
-    eval_samples: int = option(128, "posterior samples per sentence for rec (as ivae.py)")
-    iw_samples: int = option(500, "importance samples per sentence for the final test IW bound (He et al.)")
-    val_samples: int = option(8, "posterior samples per sentence at validation (selection only)")
-    val_iw_samples: int = option(8, "importance samples per sentence at validation (selection only)")
-    val_limit: int = option(1000, "validate on N sentences spread evenly over the validation split "
-                                   "(0: all)")
-    val_every: int = option(0, "validate every N training steps (0: at the end of every epoch)")
-    eval_tokens: int = option(32768, "decoder tokens (sentences x samples x length) per forward pass at "
-                                     "evaluation; bounds the memory of the logits")
-    eval_limit: int = option(0, "evaluate on the first N sentences of each split only (0: all; smoke runs)")
-    log_every: int = option(100, "training steps between progress lines")
-    save_every: int = option(1000, "training steps between checkpoints (also at every evaluation)")
-    # sampling and interpolation
-    num_samples: int = option(10, "sentences sampled from the prior into samples.txt (greedy and T)")
-    temperature: float = option(1.0, "temperature of the sampled (non-greedy) sentences")
-    max_decode_len: int = option(80, "longest decoded sentence, in tokens")
-    interpolate: tuple = option((), "two sentences to interpolate between (Table 4)", nargs=2)
-    # forward / reverse perplexity (Table 5)
-    fwd_rev_ppl: bool = option(False, "also report forward / reverse PPL of greedy prior samples (Table 5)")
-    fwd_rev_samples: int = option(1280, "prior samples decoded for the forward / reverse PPL (authors: 1,280)")
-
-
-RUN_CONTROL = {"data_dir", "out_dir", "cuda", "cpu", "threads", "epochs", "max_steps", "resume", "eval_only",
-               "overwrite", "eval_samples", "iw_samples", "val_samples", "val_iw_samples", "val_limit",
-               "val_every", "eval_tokens", "eval_limit", "log_every",
-               "save_every", "num_samples", "temperature", "max_decode_len", "interpolate", "precision",
-               "fwd_rev_ppl", "fwd_rev_samples"}
-
 
 # ----------------------------------------------------------------------------------------------------
 # PAPER §2: the model. Encoder LSTM -> h -> (mu, logvar); decoder LSTM p(x|z). (Same as ivae.py.)
@@ -247,6 +178,175 @@ def train_step(model: VAE, opt, batch: data.Batch, beta: float, cfg: Config, aut
     grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
     opt.step()
     return {"loss": loss.detach(), "rec": rec.detach(), "kl": kl.detach(), "grad_norm": grad_norm.detach()}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Settings: the paper's (model, training, KL weight) first, then the run's. Every field is a --flag; 0
+# means "the authors' value for this corpus" (data.LM_DEFAULTS) where said. run=True marks what --resume /
+# --eval_only may change; the rest comes back from the checkpoint.
+# ----------------------------------------------------------------------------------------------------
+
+@dataclass
+class Config:
+    # model
+    emb_dim: int = option(0, "word embedding size (0: 256 for PTB, 512 for Yahoo/Yelp)", low=0)
+    hidden: int = option(0, "LSTM hidden size of encoder and decoder (0: 256 PTB, 1024 Yahoo/Yelp)", low=0)
+    latent: int = option(32, "latent dimensions Z", low=1)
+    dropout: float = option(0.5, "dropout on decoder input embeddings and before its output layer")
+    init_range: float = option(0.0, "uniform init range of all weights (0: 0.1 PTB, 0.01 Yahoo/Yelp)", low=0)
+    # training and the KL weight (§5.1)
+    batch_size: int = option(32, "sentences per batch (equal-length batches)", low=1)
+    lr: float = option(0.0, "Adam learning rate (0: 1e-3 PTB, 8e-4 Yahoo/Yelp)", low=0)
+    clip: float = option(5.0, "gradient-norm clip", low=0)
+    anneal: str = option("monotonic", "KL weight schedule", choices=["monotonic", "cyclical", "none"])
+    beta: float = option(1.0, "largest KL weight (beta-VAE: 0.5); the schedules never exceed it")
+    beta_start: float = option(0.1, "monotonic: KL weight at step 0")
+    warmup_epochs: float = option(10.0, "monotonic: epochs over which beta rises from beta_start", low=0)
+    cycles: int = option(4, "cyclical: number of cycles M over the whole run (Fu et al.: 4)", low=1)
+    ratio: float = option(0.5, "cyclical: fraction R of each cycle during which beta rises (Fu et al.: 0.5)")
+    # the run: the command-line contract shared by every script (data and seed come back from a checkpoint)
+    data: str = option("ptb", "corpus: ptb, yahoo, yelp, or a folder with train.txt valid.txt test.txt")
+    seed: int = option(0, "seed of every random generator")
+    data_dir: str = option("data", "where corpora are looked for first (then $IVAE_DATA_DIR)", run=True)
+    out_dir: str = option("runs/vae", "where config.json, log.csv, metrics.json, checkpoints and plots go",
+                          run=True)
+    cuda: bool = option(False, "insist on a CUDA GPU (an error if there is none)", run=True)
+    cpu: bool = option(False, "run on the CPU even if a GPU is present", run=True)
+    threads: int = option(0, "CPU threads torch may use (0: all cores; 1 when other work shares the machine)",
+                          run=True)
+    precision: str = option("auto", "bf16 autocast of the LSTMs and Linear layers, or fp32; auto: bf16 where "
+                                    "the hardware has it natively (CUDA, CPUs with avx512_bf16 / AMX)",
+                            choices=["auto", "fp32", "bf16"], run=True)
+    epochs: int = option(40, "training epochs (paper: 40)", low=1, run=True)
+    max_steps: int = option(0, "stop after this many training steps in all (0: no cap; for smoke runs)", low=0,
+                            run=True)
+    resume: bool = option(False, "continue from out_dir/checkpoint.pt (checkpoint.prev.pt if that one is bad)",
+                          run=True)
+    eval_only: bool = option(False, "no training: evaluate out_dir's best (else last) checkpoint on test", run=True)
+    overwrite: bool = option(False, "start afresh in an out_dir that holds a run (deletes that run)", run=True)
+    log_every: int = option(100, "training steps between progress lines", low=1, run=True)
+    save_every: int = option(1000, "training steps between checkpoints (also at every evaluation)", low=1,
+                             run=True)
+    # evaluation
+    eval_samples: int = option(128, "posterior samples per sentence for rec (as ivae.py)", low=1, run=True)
+    iw_samples: int = option(500, "importance samples per sentence for the final test IW bound (He et al.)",
+                             low=0, run=True)
+    val_samples: int = option(8, "posterior samples per sentence at validation (selection only)", low=1, run=True)
+    val_iw_samples: int = option(8, "importance samples per sentence at validation (selection only)", low=0,
+                                 run=True)
+    val_limit: int = option(1000, "validate on N sentences spread evenly over the validation split (0: all)",
+                            low=0, run=True)
+    val_every: int = option(0, "validate every N training steps (0: at the end of every epoch)", low=0, run=True)
+    eval_tokens: int = option(32768, "decoder tokens (sentences x samples x length) per forward pass at "
+                                     "evaluation; bounds the memory of the logits", low=1, run=True)
+    eval_limit: int = option(0, "evaluate on the first N sentences of each split only (0: all; smoke runs)",
+                             low=0, run=True)
+    # sampling, interpolation (Table 4), forward / reverse perplexity (Table 5)
+    num_samples: int = option(10, "sentences sampled from the prior into samples.txt (greedy and T)", low=0,
+                              run=True)
+    temperature: float = option(1.0, "temperature of the sampled (non-greedy) sentences", low=0, run=True)
+    max_decode_len: int = option(80, "longest decoded sentence, in tokens", low=1, run=True)
+    interpolate: tuple = option((), "two sentences to interpolate between (Table 4)", nargs=2, run=True)
+    fwd_rev_ppl: bool = option(False, "also report forward / reverse PPL of greedy prior samples (Table 5)",
+                               run=True)
+    fwd_rev_samples: int = option(1280, "prior samples decoded for the forward / reverse PPL (authors: 1,280)",
+                                  low=1, run=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training loop: the §5.1 schedule, validation for model selection, checkpoints
+# ----------------------------------------------------------------------------------------------------
+
+def train(cfg, corpus, model, opt, state, device, log: data.CsvLog) -> int:
+    """Train from state["step"] to the end (epochs or max_steps); validate after every epoch and keep
+    the checkpoint with the best validation IW-NLL in best.pt. Returns the last step."""
+    batcher = data.Batcher(corpus.examples["train"], cfg.batch_size, seed=cfg.seed)
+    valid = corpus.examples["valid"][:cfg.eval_limit] if cfg.eval_limit else corpus.examples["valid"]
+    if cfg.val_limit and cfg.val_limit < len(valid):                     # an even spread, fixed for the run
+        valid = valid[::len(valid) // cfg.val_limit][:cfg.val_limit]
+    test = corpus.examples["test"][:cfg.eval_limit] if cfg.eval_limit else corpus.examples["test"]
+
+    def passes(n, S, K):                           # decoder passes of an evaluation: the bulk of its time
+        return n * max(S, K)                       # one draw of q(z|x) serves rec and IW
+    test_in_validations = passes(len(test), cfg.eval_samples, cfg.iw_samples) / \
+        passes(len(valid), cfg.val_samples, cfg.val_iw_samples)
+    val_seconds = None                                                   # wall time of the last validation
+    steps_per_epoch = len(batcher)
+    total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    schedule_steps = cfg.epochs * steps_per_epoch                        # cycles span the planned run
+    step, best = state["step"], state["best"]
+    autocast = data.autocast_for(device, cfg.precision)
+    ckpt_path, best_path = os.path.join(cfg.out_dir, "checkpoint.pt"), os.path.join(cfg.out_dir, "best.pt")
+
+    t_begin = time.time() - state["train_time_s"]                        # train_time_s sums every process
+
+    def save(path=ckpt_path, validated=True):               # state dicts + config + step + RNG states
+        data.save_checkpoint({"script": data.script_of(cfg), "config": asdict(cfg), "vocab": corpus.vocab.state_dict(),
+                              "model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
+                              "rng": data.rng_state(), "validated": validated,
+                              "train_time_s": time.time() - t_begin}, path)
+
+    def validate():                                                      # selection on IW-NLL
+        nonlocal best, val_seconds, t0
+        print(f"validating at step {step}", flush=True)
+        t_val = time.time()
+        with stop.interruptible():                                       # the first Ctrl-C stops it at once
+            row, _, _ = evaluate(model, valid, cfg, device, cfg.val_samples, cfg.val_iw_samples)
+        val_seconds = time.time() - t_val
+        t0 += val_seconds                                                # steps/s counts training only
+        beta = beta_at(step - 1, steps_per_epoch, schedule_steps, cfg)  # as in the last training step
+        row = {"step": step, "epoch": step / steps_per_epoch, "split": "valid", "beta": beta, **row,
+               "val_seconds": round(val_seconds, 1)}
+        print(metrics.format_row(f"valid @ step {step}", row), flush=True)
+        metrics.warn_collapse(row, cfg.latent)
+        log.write(row)
+        score = row.get("iw_nll", row["nelbo"])
+        if best is None or score < best:
+            best = score
+            save(best_path)
+
+    print(f"training: {steps_per_epoch} batches per epoch, steps {step} -> {total}", flush=True)
+    acc, n_acc, tokens, t0 = {}, 0, 0, time.time()
+    with data.GracefulInterrupt() as stop:
+        if not state["validated"]:                         # resumed from a checkpoint that awaits its validation
+            validate()
+            save()
+        while step < total and not stop.requested:
+            epoch = step // steps_per_epoch
+            for batch in batcher.epoch(epoch, start=step % steps_per_epoch):
+                batch = batch.to(device)
+                beta = beta_at(step, steps_per_epoch, schedule_steps, cfg)
+                out = train_step(model, opt, batch, beta, cfg, autocast)
+                step += 1
+                for k, v in out.items():
+                    acc[k] = acc.get(k, 0) + v                       # device tensors: no sync per step
+                n_acc += 1
+                tokens += int((batch.lengths - 1).sum())
+                validating = step % steps_per_epoch == 0 or (cfg.val_every and step % cfg.val_every == 0)
+                saving = validating or step % cfg.save_every == 0 or step >= total or stop.requested
+                if step % cfg.log_every == 0 or saving:
+                    means = {k: float(v) / n_acc for k, v in acc.items()}   # one device sync per interval
+                    data.check_finite(means, step, ckpt_path, "Lower --lr, or use --precision fp32.")
+                if step % cfg.log_every == 0 or step == total:
+                    dt = time.time() - t0
+                    eta = data.eta_minutes(step, total, dt / n_acc, steps_per_epoch, cfg.val_every, val_seconds,
+                                           test_in_validations)
+                    print(f"step {step:>6}/{total} | ep {step / steps_per_epoch:5.2f} | rec {means['rec']:7.2f} | "
+                          f"KL {means['kl']:6.2f} | beta {beta:.3f} | |g| {means['grad_norm']:5.2f} | "
+                          f"{n_acc / dt:5.1f} step/s {tokens / dt:7.0f} tok/s | {eta}", flush=True)
+                    acc, n_acc, tokens, t0 = {}, 0, 0, time.time()
+                if validating:
+                    save(validated=False)                  # first the checkpoint: nothing is lost if
+                    validate()                             # the validation is interrupted or killed
+                if saving:
+                    save()
+                if step >= total or stop.requested:
+                    break
+    if stop.requested:
+        raise SystemExit(f"interrupted at step {step}: checkpoint saved to {ckpt_path}; continue with --resume")
+    return step
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -395,127 +495,18 @@ def forward_reverse(model: VAE, corpus: data.Corpus, cfg: Config, device, path: 
 
 
 # ----------------------------------------------------------------------------------------------------
-# PLUMBING: training loop, checkpoints, logs
-# ----------------------------------------------------------------------------------------------------
-
-def checkpoint_state(cfg, vocab, model, opt, step, best) -> dict:
-    return {"script": data.script_of(cfg), "config": asdict(cfg), "vocab": vocab.state_dict(),
-            "model": model.state_dict(),
-            "opt": opt.state_dict(), "step": step, "best": best, "rng": data.rng_state()}
-
-
-def train(cfg, corpus, model, opt, state, device, log: data.CsvLog) -> int:
-    """Train from state["step"] to the end (epochs or max_steps); validate after every epoch and keep
-    the checkpoint with the best validation IW-NLL in best.pt. Returns the last step."""
-    batcher = data.Batcher(corpus.examples["train"], cfg.batch_size, seed=cfg.seed)
-    valid = corpus.examples["valid"][:cfg.eval_limit] if cfg.eval_limit else corpus.examples["valid"]
-    if cfg.val_limit and cfg.val_limit < len(valid):                     # an even spread, fixed for the run
-        valid = valid[::len(valid) // cfg.val_limit][:cfg.val_limit]
-    test = corpus.examples["test"][:cfg.eval_limit] if cfg.eval_limit else corpus.examples["test"]
-
-    def passes(n, S, K):                           # decoder passes of an evaluation: the bulk of its time
-        return n * max(S, K)                       # one draw of q(z|x) serves rec and IW
-    test_in_validations = passes(len(test), cfg.eval_samples, cfg.iw_samples) / \
-        passes(len(valid), cfg.val_samples, cfg.val_iw_samples)
-    val_seconds = None                                                   # wall time of the last validation
-    steps_per_epoch = len(batcher)
-    total = cfg.epochs * steps_per_epoch
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
-    schedule_steps = cfg.epochs * steps_per_epoch                        # cycles span the planned run
-    step, best = state["step"], state["best"]
-    autocast = data.autocast_for(device, cfg.precision)
-    ckpt_path, best_path = os.path.join(cfg.out_dir, "checkpoint.pt"), os.path.join(cfg.out_dir, "best.pt")
-
-    t_begin = time.time() - state["train_time_s"]                        # train_time_s sums every process
-
-    def save(path=ckpt_path, validated=True):
-        ckpt = checkpoint_state(cfg, corpus.vocab, model, opt, step, best)
-        data.save_checkpoint({**ckpt, "validated": validated, "train_time_s": time.time() - t_begin}, path)
-
-    def validate():                                                      # selection on IW-NLL
-        nonlocal best, val_seconds, t0
-        print(f"validating at step {step}", flush=True)
-        t_val = time.time()
-        with stop.interruptible():                                       # the first Ctrl-C stops it at once
-            row, _, _ = evaluate(model, valid, cfg, device, cfg.val_samples, cfg.val_iw_samples)
-        val_seconds = time.time() - t_val
-        t0 += val_seconds                                                # steps/s counts training only
-        beta = beta_at(step - 1, steps_per_epoch, schedule_steps, cfg)  # as in the last training step
-        row = {"step": step, "epoch": step / steps_per_epoch, "split": "valid", "beta": beta, **row,
-               "val_seconds": round(val_seconds, 1)}
-        print(metrics.format_row(f"valid @ step {step}", row), flush=True)
-        metrics.warn_collapse(row, cfg.latent)
-        log.write(row)
-        score = row.get("iw_nll", row["nelbo"])
-        if best is None or score < best:
-            best = score
-            save(best_path)
-
-    print(f"training: {steps_per_epoch} batches per epoch, steps {step} -> {total}", flush=True)
-    acc, n_acc, tokens, t0 = {}, 0, 0, time.time()
-    with data.GracefulInterrupt() as stop:
-        if not state["validated"]:                         # resumed from a checkpoint that awaits its validation
-            validate()
-            save()
-        while step < total and not stop.requested:
-            epoch = step // steps_per_epoch
-            for batch in batcher.epoch(epoch, start=step % steps_per_epoch):
-                batch = batch.to(device)
-                beta = beta_at(step, steps_per_epoch, schedule_steps, cfg)
-                out = train_step(model, opt, batch, beta, cfg, autocast)
-                step += 1
-                for k, v in out.items():
-                    acc[k] = acc.get(k, 0) + v                       # device tensors: no sync per step
-                n_acc += 1
-                tokens += int((batch.lengths - 1).sum())
-                validating = step % steps_per_epoch == 0 or (cfg.val_every and step % cfg.val_every == 0)
-                saving = validating or step % cfg.save_every == 0 or step >= total or stop.requested
-                if step % cfg.log_every == 0 or saving:
-                    means = {k: float(v) / n_acc for k, v in acc.items()}   # one device sync per interval
-                    data.check_finite(means, step, ckpt_path, "Lower --lr, or use --precision fp32.")
-                if step % cfg.log_every == 0 or step == total:
-                    dt = time.time() - t0
-                    eta = data.eta_minutes(step, total, dt / n_acc, steps_per_epoch, cfg.val_every, val_seconds,
-                                           test_in_validations)
-                    print(f"step {step:>6}/{total} | ep {step / steps_per_epoch:5.2f} | rec {means['rec']:7.2f} | "
-                          f"KL {means['kl']:6.2f} | beta {beta:.3f} | |g| {means['grad_norm']:5.2f} | "
-                          f"{n_acc / dt:5.1f} step/s {tokens / dt:7.0f} tok/s | {eta}", flush=True)
-                    acc, n_acc, tokens, t0 = {}, 0, 0, time.time()
-                if validating:
-                    save(validated=False)                  # first the checkpoint: nothing is lost if
-                    validate()                             # the validation is interrupted or killed
-                if saving:
-                    save()
-                if step >= total or stop.requested:
-                    break
-    if stop.requested:
-        raise SystemExit(f"interrupted at step {step}: checkpoint saved to {ckpt_path}; continue with --resume")
-    return step
-
-
-# ----------------------------------------------------------------------------------------------------
 # main(): parse, load, train, evaluate on test, sample, plot
 # ----------------------------------------------------------------------------------------------------
 
 def check_config(cfg: Config, parser) -> None:
-    for name in ["epochs", "latent", "batch_size", "eval_samples", "val_samples", "eval_tokens", "log_every",
-                 "save_every", "max_decode_len", "cycles", "fwd_rev_samples"]:
-        if getattr(cfg, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(cfg, name)}")
-    for name in ["max_steps", "iw_samples", "val_iw_samples", "val_limit", "val_every", "eval_limit",
-                 "num_samples", "emb_dim", "hidden",
-                 "warmup_epochs", "lr", "clip", "init_range", "temperature"]:
-        if getattr(cfg, name) < 0:
-            parser.error(f"--{name} must be >= 0, got {getattr(cfg, name)}")
+    """Bad values are parser errors: the bounds declared in Config, then what no bound can say."""
+    data.check_bounds(cfg, parser)
     if not 0 <= cfg.dropout < 1:
         parser.error(f"--dropout must be in [0, 1), got {cfg.dropout}")
     if not 0 < cfg.beta <= 1 or not 0 <= cfg.beta_start <= 1:
         parser.error(f"--beta must be in (0, 1] and --beta_start in [0, 1], got {cfg.beta}, {cfg.beta_start}")
     if not 0 < cfg.ratio <= 1:
         parser.error(f"--ratio must be in (0, 1], got {cfg.ratio}")
-    if cfg.interpolate and len(cfg.interpolate) != 2:
-        parser.error("--interpolate takes exactly two sentences")
     if cfg.resume and cfg.eval_only:
         parser.error("--resume and --eval_only exclude each other")
 
@@ -524,7 +515,7 @@ def main(argv=None) -> dict:
     cfg, parser = data.parse_config(Config, "Gaussian text VAE baselines (VAE, beta-VAE, cyclical)", argv)
     check_config(cfg, parser)
     device = data.pick_device(cfg.cuda, cfg.cpu, parser, cfg.threads)
-    ckpt = data.open_run(cfg, parser, RUN_CONTROL, device)
+    ckpt = data.open_run(cfg, parser, data.run_control(Config), device)
     state = {"step": 0, "best": None, "validated": True, "train_time_s": 0.0}      # a fresh run; or resumed:
     state.update({k: ckpt[k] for k in state if k in ckpt} if ckpt else {})
     data.set_seed(cfg.seed)
@@ -534,9 +525,7 @@ def main(argv=None) -> dict:
         corpus = data.load_corpus(cfg.data, cfg.data_dir, splits, vocab=vocab)
     except data.DataError as err:
         parser.error(str(err))
-    for k, v in CORPUS_DEFAULTS.get(corpus.spec.name if cfg.data in data.CORPORA else "ptb").items():
-        if not getattr(cfg, k):                                         # 0 = the authors' value
-            setattr(cfg, k, v)
+    cfg = data.lm_defaults(cfg, corpus.spec.name if cfg.data in data.CORPORA else "ptb")
     os.makedirs(cfg.out_dir, exist_ok=True)
     print(f"device: {data.describe_device(device)}, precision {data.precision_in_use(device, cfg.precision)}")
     print(f"corpus {corpus.spec.name}: " + ", ".join(f"{s} {len(e):,}" for s, e in corpus.examples.items())
@@ -562,17 +551,13 @@ def main(argv=None) -> dict:
             state["step"] = train(cfg, corpus, model, opt, state, device, log)
         except FloatingPointError as err:
             raise SystemExit(f"stopped: {err}")
-        best_path = os.path.join(cfg.out_dir, "best.pt")
-        if os.path.exists(best_path):                                    # report the selected model
-            sel = data.load_checkpoint(best_path, device)
-            model.load_state_dict(sel["model"])
-            state["selected_step"] = sel["step"]
+        state["selected_step"] = data.load_selected(cfg.out_dir, device, {"model": model})   # the selected model
     train_time = state["train_time_s"] + time.time() - t_start                # over every process of the run
 
     examples = corpus.examples["test"][:cfg.eval_limit] if cfg.eval_limit else corpus.examples["test"]
     result, au_var, kept = evaluate(model, examples, cfg, device, cfg.eval_samples, cfg.iw_samples, keep_samples=5)
     step = state["step"]
-    result = {"split": "test", "step": step, "selected_step": state.get("selected_step", step), **result,
+    result = {"split": "test", "step": step, "selected_step": state.get("selected_step") or step, **result,
               "train_time_s": round(train_time, 1), "device": data.describe_device(device)}
     print(metrics.format_row("test", result))
     metrics.warn_collapse(result, cfg.latent)
