@@ -68,7 +68,7 @@ import metrics
 from data import option
 
 # ----------------------------------------------------------------------------------------------------
-# PAPER §3.2: the model (as ivae.py). Encoder LSTM -> h; G_phi(h, eps) -> z; decoder p(x|z); critics nu.
+# PAPER §3.2: iVAE's model (so the class keeps its name). Encoder LSTM -> h; G_phi(h, eps) -> z; decoder p(x|z)
 # ----------------------------------------------------------------------------------------------------
 
 class Encoder(nn.Module):
@@ -156,7 +156,7 @@ class Critic(nn.Module):
         return self.net(inp).squeeze(-1)                                 # (...)
 
 
-class IVAEMI(nn.Module):
+class IVAE(nn.Module):
     """Encoder, implicit posterior G_phi and decoder; the critics live apart (their own optimiser)."""
 
     def __init__(self, cfg: Config, vocab_size: int):
@@ -169,7 +169,7 @@ class IVAEMI(nn.Module):
 
 def build(cfg: "Config", vocab_size: int, device):
     """The model and the two critics, initialised uniform(+-init_range) as the authors do."""
-    model = IVAEMI(cfg, vocab_size)
+    model = IVAE(cfg, vocab_size)
     nu_xz = Critic(cfg.latent, cfg.hidden, cfg.nu_width, cfg.nu_layers)
     nu_z = Critic(cfg.latent, 0, cfg.nu_width, cfg.nu_layers)
     for p in model.parameters():
@@ -215,7 +215,7 @@ def critic_step(nu_xz: Critic, nu_z: Critic, nu_opt, h: torch.Tensor, z: torch.T
     return kl_cond.detach(), kl_agg.detach()
 
 
-def train_step(model: IVAEMI, nu_xz: Critic, nu_z: Critic, opt, nu_opt, batch: data.Batch, beta: float,
+def train_step(model: IVAE, nu_xz: Critic, nu_z: Critic, opt, nu_opt, batch: data.Batch, beta: float,
                cfg: Config, autocast) -> dict:
     """One training step: nu_steps updates of both critics (Eq. 13 for nu(z), Eq. 9 for nu(x, z)), then
     one encoder/decoder update (Eq. 14)."""
@@ -442,7 +442,7 @@ def batched_nll(decoder: Decoder, x: torch.Tensor, z: torch.Tensor, max_tokens: 
 
 
 @torch.no_grad()
-def evaluate(model: IVAEMI, nu_xz: Critic, nu_z: Critic, examples: list, cfg: Config, device,
+def evaluate(model: IVAE, nu_xz: Critic, nu_z: Critic, examples: list, cfg: Config, device,
              n_samples: int, iw_samples: int, keep_samples: int = 0):
     r"""All §5.1 metrics of one split, the paper's way and the honest way, on the same samples.
 
@@ -566,14 +566,14 @@ def decode(decoder: Decoder, z: torch.Tensor, max_len: int, temperature: float =
 
 
 @torch.no_grad()
-def posterior_mean(model: IVAEMI, vocab: data.Vocab, sentence: str, n_samples: int, device) -> torch.Tensor:
+def posterior_mean(model: IVAE, vocab: data.Vocab, sentence: str, n_samples: int, device) -> torch.Tensor:
     """Table 4: z of a sentence = the mean of its posterior samples."""
     x = torch.tensor([vocab.encode(sentence.lower().split())], device=device)
     h = model.encoder(x, torch.tensor([x.shape[1]], device=device)).float()
     return model.posterior(h, n_samples).mean(1)                         # (1, Z)
 
 
-def interpolate(model: IVAEMI, vocab: data.Vocab, a: str, b: str, cfg: Config, device) -> list:
+def interpolate(model: IVAE, vocab: data.Vocab, a: str, b: str, cfg: Config, device) -> list:
     """Greedy decodes of z_t = (1 - t) z_a + t z_b for t = 0, 0.1, ..., 1 (Table 4)."""
     model.eval()
     za, zb = (posterior_mean(model, vocab, s, cfg.eval_samples, device) for s in (a, b))
@@ -584,7 +584,7 @@ def interpolate(model: IVAEMI, vocab: data.Vocab, a: str, b: str, cfg: Config, d
     return [f"{t:.1f}\t{line}" for t, line in zip(ts, lines)]
 
 
-def write_samples(model: IVAEMI, vocab: data.Vocab, cfg: Config, device, path: str) -> list:
+def write_samples(model: IVAE, vocab: data.Vocab, cfg: Config, device, path: str) -> list:
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 777)
     z = torch.randn(cfg.num_samples, cfg.latent, device=device, generator=gen)
     greedy = decode(model.decoder, z, cfg.max_decode_len)
@@ -597,7 +597,7 @@ def write_samples(model: IVAEMI, vocab: data.Vocab, cfg: Config, device, path: s
     return lines
 
 
-def forward_reverse(model: IVAEMI, corpus: data.Corpus, cfg: Config, device, path: str) -> dict:
+def forward_reverse(model: IVAE, corpus: data.Corpus, cfg: Config, device, path: str) -> dict:
     """Table 5: greedy decodes (<= max_decode_len tokens) of fwd_rev_samples z ~ N(0, I), written to `path`,
     then metrics.forward_reverse_ppl against the training and test text."""
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 4242)
