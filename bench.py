@@ -59,11 +59,10 @@ def build(name: str, corpus: data.Corpus, device, precision: str):
     autocast = data.autocast_for(device, precision)                      # as the scripts' --precision
     if name == "vae":
         model = module.build(cfg, len(corpus.vocab), device)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        opt = module.optimizer(model, cfg)
         return lambda batch: module.train_step(model, opt, batch, 1.0, cfg, autocast)
     model, nu_xz, nu_z = module.build(cfg, len(corpus.vocab), device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    nu_opt = torch.optim.Adam(list(nu_xz.parameters()) + list(nu_z.parameters()), lr=cfg.nu_lr)
+    opt, nu_opt = module.optimizers(model, nu_xz, nu_z, cfg)
     return lambda batch: module.train_step(model, nu_xz, nu_z, opt, nu_opt, batch, 1.0, cfg, autocast)
 
 

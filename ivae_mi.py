@@ -54,6 +54,7 @@ Deviations from the paper / the authors' code (and why)
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -177,6 +178,14 @@ def build(cfg: "Config", vocab_size: int, device):
     return model.to(device), nu_xz.to(device), nu_z.to(device)
 
 
+def optimizers(model: IVAE, nu_xz: Critic, nu_z: Critic, cfg: Config):
+    """Adam for encoder, G_phi and decoder (lr), and one Adam for both critics (nu_lr; their parameters
+    are disjoint, so one step is two independent updates). Speed: fused=True updates every tensor in one
+    kernel; on a 2-core CPU it took a critic update from 12 to 8 ms (README, Table 3)."""
+    return (torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True),
+            torch.optim.Adam(list(nu_xz.parameters()) + list(nu_z.parameters()), lr=cfg.nu_lr, fused=True))
+
+
 # ----------------------------------------------------------------------------------------------------
 # PAPER §3.2: the objective
 # ----------------------------------------------------------------------------------------------------
@@ -197,16 +206,20 @@ def beta_at(step: int, steps_per_epoch: int, cfg: Config) -> float:
     return min(1.0, cfg.beta_start + (1.0 - cfg.beta_start) * step / (cfg.warmup_epochs * steps_per_epoch))
 
 
-def critic_step(nu_xz: Critic, nu_z: Critic, nu_opt, h: torch.Tensor, z: torch.Tensor, z_prior: torch.Tensor):
+def critic_step(nu_xz: Critic, nu_z: Critic, nu_opt, h: torch.Tensor, z: torch.Tensor, z_prior: torch.Tensor,
+                autocast=contextlib.nullcontext):
     r"""One ascent step of Eq. (9) for both critics on the same posterior samples, fresh prior samples.
 
         nu(x, z):  KL(q(z|x) || p) ~ mean_i nu(x_i, z_i) - mean_i exp nu(x_i, z'_i) + 1,  z_i ~ q(z|x_i)
         nu(z):     KL(q(z)   || p) ~ mean_i nu(z_i)      - mean_i exp nu(z'_i)      + 1,  z'_i ~ p(z)
     h, z, z_prior: (B, H), (B, Z), (B, Z), all constants here. Returns the two estimates (before the step)."""
     B = z.shape[0]
-    # Speed: the posterior and the prior samples go through each critic in ONE forward pass of 2B rows.
+    # Speed: the posterior and the prior samples go through each critic in ONE forward pass of 2B rows,
+    # under the model's autocast (bf16 matrix products); nu leaves it in fp32 before exp(nu) and the KL.
     zz, hh = torch.cat([z, z_prior]), torch.cat([h, h])                  # (2B, Z), (2B, H)
-    nu_c, nu_a = nu_xz(zz, hh), nu_z(zz)                                 # (2B,), (2B,)
+    with autocast():
+        nu_c, nu_a = nu_xz(zz, hh), nu_z(zz)
+    nu_c, nu_a = nu_c.float(), nu_a.float()                              # (2B,), (2B,)
     kl_cond = metrics.dual_kl(nu_c[:B], nu_c[B:])                        # E_x KL(q(z|x) || p)
     kl_agg = metrics.dual_kl(nu_a[:B], nu_a[B:])                         # KL(q(z) || p)
     nu_opt.zero_grad(set_to_none=True)
@@ -228,7 +241,7 @@ def train_step(model: IVAE, nu_xz: Critic, nu_z: Critic, opt, nu_opt, batch: dat
     # Eq. (9) and (13): the critics chase the current posterior. h and z are constants for them.
     z_prior = torch.randn(cfg.nu_steps, *z.shape, device=z.device)       # fresh p(z) samples, one draw
     for i in range(cfg.nu_steps):
-        kl_cond, kl_agg = critic_step(nu_xz, nu_z, nu_opt, h.detach(), z.detach(), z_prior[i])
+        kl_cond, kl_agg = critic_step(nu_xz, nu_z, nu_opt, h.detach(), z.detach(), z_prior[i], autocast)
 
     # Eq. (14): minimise rec + beta * E_q(z) nu(z) over encoder, G_phi and decoder. The batch's samples
     # z_i ~ q(z|x_i), x_i ~ data, are samples of the aggregated posterior q(z). As in Eq. (10), the
@@ -653,8 +666,7 @@ def main(argv=None) -> dict:
           + f" sentences, vocabulary {len(corpus.vocab):,}")
 
     model, nu_xz, nu_z = build(cfg, len(corpus.vocab), device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    nu_opt = torch.optim.Adam(list(nu_xz.parameters()) + list(nu_z.parameters()), lr=cfg.nu_lr)
+    opt, nu_opt = optimizers(model, nu_xz, nu_z, cfg)
     if ckpt:
         for name, obj in [("model", model), ("nu_xz", nu_xz), ("nu_z", nu_z)] + \
                 ([] if cfg.eval_only else [("opt", opt), ("nu_opt", nu_opt)]):
