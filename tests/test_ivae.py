@@ -99,7 +99,8 @@ def test_tiny_run_writes_everything(corpus_dir, tmp_path):
     assert len((out / "interpolation.txt").read_text().splitlines()) == 11
     assert len((out / "samples.txt").read_text().splitlines()) == 1 + 2 * 3
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert ckpt["step"] == saved["step"] == 28   # 14 equal-length batches per epoch and ckpt["vocab"]["itos"][:4] == list(data.SPECIALS)
+    assert ckpt["step"] == saved["step"] == 28                       # 14 equal-length batches per epoch
+    assert ckpt["vocab"]["itos"][:4] == list(data.SPECIALS)
     assert json.loads((out / "config.json").read_text())["lr"] == 1e-3        # PTB-sized default resolved
 
 
