@@ -945,6 +945,10 @@ def save_checkpoint(state: dict, path: str) -> None:
     os.replace(tmp, path)
 
 
+# Settings that earlier versions of the scripts had and their checkpoints still carry (ignored on load).
+RETIRED_FIELDS = {"bf16", "refit_steps", "refit_lr", "refit_window"}
+
+
 def load_checkpoint(path: str, device, cfg=None) -> dict:
     """A checkpoint written by save_checkpoint (plain dicts, tensors and lists: weights_only=True).
     With `cfg`, also check that it is a run's checkpoint written by cfg's script. Raises CheckpointError
@@ -963,7 +967,7 @@ def load_checkpoint(path: str, device, cfg=None) -> dict:
         if not isinstance(ckpt, dict) or not {"config", "step", "model"} <= set(ckpt):
             raise CheckpointError(f"{path}: not a checkpoint of this repository (no config, step or model)")
         mine, theirs = script_of(cfg), ckpt.get("script")
-        unknown = set(ckpt["config"]) - {f.name for f in fields(cfg)}
+        unknown = set(ckpt["config"]) - {f.name for f in fields(cfg)} - RETIRED_FIELDS
         if (theirs or mine) != mine or (not theirs and unknown):   # older checkpoints lack "script"
             who = f"{theirs}.py" if theirs else f"another script (config fields {', '.join(sorted(unknown)[:3])})"
             raise CheckpointError(f"{path}: written by {who}, not by {mine}.py: use {mine}.py with its own "

@@ -239,7 +239,7 @@ class Config:
     val_samples: int = option(8, "posterior samples per sentence at validation (selection only)", low=1, run=True)
     val_iw_samples: int = option(8, "importance samples per sentence at validation (selection only)", low=0,
                                  run=True)
-    val_limit: int = option(1000, "validate on N sentences spread evenly over the validation split (0: all)",
+    val_limit: int = option(800, "validate on N sentences spread evenly over the validation split (0: all)",
                             low=0, run=True)
     val_every: int = option(0, "validate every N training steps (0: at the end of every epoch)", low=0, run=True)
     eval_tokens: int = option(32768, "decoder tokens (sentences x samples x length) per forward pass at "

@@ -113,6 +113,26 @@ def test_a_foreign_checkpoint_names_the_script_that_wrote_it(corpus_dir, tmp_pat
     assert f"{out / 'checkpoint.pt'}: written by vae.py, not by ivae_mi.py" in err
 
 
+def test_a_checkpoint_of_an_earlier_version_still_loads_and_an_old_foreign_one_is_refused(corpus_dir, tmp_path,
+                                                                                          capsys):
+    # Checkpoints written before the script's name was stored, by a version that still had --bf16 and
+    # the critic refit: ivae.py --eval_only loads them; a vae.py one of that age is still named foreign.
+    for script, main, flags in (("ivae", ivae.main, IVAE_TINY), ("vae", vae.main, VAE_TINY)):
+        out = tmp_path / script
+        main(["--data", corpus_dir, "--out_dir", str(out), *flags, "--max_steps", "3"])
+        for name in ("checkpoint.pt", "best.pt", "checkpoint.prev.pt", "best.prev.pt"):
+            if (out / name).exists():
+                ckpt = torch.load(out / name, weights_only=True)
+                del ckpt["script"]
+                ckpt["config"].update(bf16=False, refit_steps=3000, refit_lr=1e-4, refit_window=100)
+                torch.save(ckpt, out / name)
+    result = ivae.main(["--data", corpus_dir, "--out_dir", str(tmp_path / "ivae"), "--eval_only", "--cpu"])
+    assert result["step"] == 3
+    err = parser_error(capsys, ivae.main, ["--data", corpus_dir, "--out_dir", str(tmp_path / "vae"), "--eval_only",
+                                           "--cpu"])
+    assert "written by another script" in err
+
+
 def test_a_checkpoint_that_does_not_load_back_is_never_renamed_into_place(tmp_path, monkeypatch):
     path = str(tmp_path / "checkpoint.pt")
     data.save_checkpoint({"step": 1}, path)
