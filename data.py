@@ -6,10 +6,14 @@ ivae_mi.py, style_transfer.py, dialog.py) import it together with metrics.py, an
 
 Paper section -> code section
     Table 1 (data statistics)                 -> corpus_stats(), `python data.py --data ptb --stats`
-    (no paper section: run plumbing)          -> option/parse_config, set_seed, pick_device, open_run
+    §5.1 the authors' LM sizes per corpus      -> LM_DEFAULTS, lm_defaults
+    (no paper section: run plumbing, the last  -> option (bounds, run-control flag) / parse_config /
+     section of this file)                        check_bounds / run_control, set_seed, pick_device
+                                                 (--threads), autocast_for (--precision), open_run
                                                  (--out_dir checks, --resume with a fallback checkpoint),
-                                                 save_checkpoint, GracefulInterrupt, CsvLog, run_script:
-                                                 what every script needs around its model
+                                                 save_checkpoint, load_selected, GracefulInterrupt,
+                                                 CsvLog, eta_minutes, run_script: what every script
+                                                 needs around its model
     §5.1 language modelling (PTB/Yahoo/Yelp)   -> CORPORA['ptb'|'yahoo'|'yelp'], LM examples
     §5.2 style transfer (Shen et al. Yelp)     -> CORPORA['yelp_style'], StyleExample, load_style_corpus
                                                  (and the opt-in split YELP_STYLE_NO_TRAIN)
