@@ -82,19 +82,21 @@ from data import option
 class Config:
     # the command-line contract shared by every script
     data: str = option("dailydialog", "corpus", choices=["dailydialog", "switchboard"])
-    data_dir: str = option("data", "where corpora are looked for first (then $IVAE_DATA_DIR)")
-    out_dir: str = option("runs/dialog", "where config.json, log.csv, metrics.json, checkpoints, responses go")
+    data_dir: str = option("data", "where corpora are looked for first (then $IVAE_DATA_DIR)", run=True)
+    out_dir: str = option("runs/dialog", "where config.json, log.csv, metrics.json, checkpoints, responses go",
+                          run=True)
     seed: int = option(0, "seed of every random generator")
-    cuda: bool = option(False, "insist on a CUDA GPU (an error if there is none)")
-    cpu: bool = option(False, "run on the CPU even if a GPU is present")
-    threads: int = option(0, "CPU threads torch may use (0: all cores; 1 when other work shares the machine)")
-    epochs: int = option(100, "training epochs (DialogWAE: 100)")
-    max_steps: int = option(0, "stop after this many training steps in all (0: no cap; for smoke runs)")
-    resume: bool = option(False, "continue from out_dir/checkpoint.pt (checkpoint.prev.pt if that one is bad)")
-    eval_only: bool = option(False, "no training: evaluate out_dir/checkpoint.pt on test")
-    overwrite: bool = option(False, "start afresh in an out_dir that holds a run (deletes that run)")
+    cuda: bool = option(False, "insist on a CUDA GPU (an error if there is none)", run=True)
+    cpu: bool = option(False, "run on the CPU even if a GPU is present", run=True)
+    threads: int = option(0, "CPU threads torch may use (0: all cores; 1 when other work shares the machine)", run=True)
+    epochs: int = option(100, "training epochs (DialogWAE: 100)", run=True)
+    max_steps: int = option(0, "stop after this many training steps in all (0: no cap; for smoke runs)", run=True)
+    resume: bool = option(False, "continue from out_dir/checkpoint.pt (checkpoint.prev.pt if that one is bad)",
+                          run=True)
+    eval_only: bool = option(False, "no training: evaluate out_dir/checkpoint.pt on test", run=True)
+    overwrite: bool = option(False, "start afresh in an out_dir that holds a run (deletes that run)", run=True)
     embeddings: str = option("", "GloVe-format word vectors to initialise the embeddings and for BOW metrics")
-    samples_per_context: int = option(10, "responses sampled per test context (Table 8: 10)")
+    samples_per_context: int = option(10, "responses sampled per test context (Table 8: 10)", run=True)
     # model (DialogWAE's sizes)
     emb_dim: int = option(200, "word embedding size (DialogWAE: 200); an --embeddings file must match it")
     utt_hidden: int = option(300, "utterance encoder: bidirectional GRU units each way")
@@ -116,18 +118,16 @@ class Config:
     beta: str = option("auto", "KL weight: auto (1 for DailyDialog; 0.1 -> 1 over 10 epochs for Switchboard), "
                               "or a number")
     # evaluation
-    eval_limit: int = option(0, "evaluate on the first N test contexts only (0: all)")
-    bleu_n: int = option(3, "BLEU n-gram order of bleu_r/p/f1 (authors' code: 3); bleu4_* always uses 4")
-    max_decode_len: int = option(40, "longest response, in tokens")
-    temperature: float = option(0.0, "decoding of each sampled z: 0 greedy (Table 8); > 0 sample softmax(logits / T)")
-    responses_shown: int = option(50, "contexts written to responses.txt")
-    log_every: int = option(100, "training steps between progress lines")
-    save_every: int = option(1000, "training steps between checkpoints (also at every epoch's end)")
+    eval_limit: int = option(0, "evaluate on the first N test contexts only (0: all)", run=True)
+    bleu_n: int = option(3, "BLEU n-gram order of bleu_r/p/f1 (authors' code: 3); bleu4_* always uses 4", run=True)
+    max_decode_len: int = option(40, "longest response, in tokens", run=True)
+    temperature: float = option(0.0, "decoding of each sampled z: 0 greedy (Table 8); > 0 sample softmax(logits / T)",
+                                run=True)
+    responses_shown: int = option(50, "contexts written to responses.txt", run=True)
+    log_every: int = option(100, "training steps between progress lines", run=True)
+    save_every: int = option(1000, "training steps between checkpoints (also at every epoch's end)", run=True)
 
 
-RUN_CONTROL = {"data_dir", "out_dir", "cuda", "cpu", "threads", "epochs", "max_steps", "resume", "eval_only",
-               "overwrite", "samples_per_context", "eval_limit", "bleu_n", "max_decode_len", "temperature",
-               "responses_shown", "log_every", "save_every"}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -513,7 +513,7 @@ def main(argv=None) -> dict:
     if cfg.resume and cfg.eval_only:
         parser.error("--resume and --eval_only exclude each other")
     device = data.pick_device(cfg.cuda, cfg.cpu, parser, cfg.threads)
-    ckpt = data.open_run(cfg, parser, RUN_CONTROL, device)
+    ckpt = data.open_run(cfg, parser, data.run_control(Config), device)
     state = {"step": 0, "best": None, "validated": True, "train_time_s": 0.0}       # a fresh run; or resumed:
     state.update({k: ckpt[k] for k in state if k in ckpt} if ckpt else {})
     data.set_seed(cfg.seed)

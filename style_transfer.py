@@ -97,18 +97,19 @@ from data import STYLE_SPLITS, option
 class Config:
     # the command-line contract shared by every script
     data: str = option("yelp_style", "corpus (only yelp_style: Shen et al.'s sentiment data)", choices=["yelp_style"])
-    data_dir: str = option("data", "where corpora are looked for first (then $IVAE_DATA_DIR)")
-    out_dir: str = option("runs/style", "where config.json, log.csv, metrics.json, checkpoints, transfers go")
+    data_dir: str = option("data", "where corpora are looked for first (then $IVAE_DATA_DIR)", run=True)
+    out_dir: str = option("runs/style", "where config.json, log.csv, metrics.json, checkpoints, transfers go", run=True)
     seed: int = option(0, "seed of every random generator")
-    cuda: bool = option(False, "insist on a CUDA GPU (an error if there is none)")
-    cpu: bool = option(False, "run on the CPU even if a GPU is present")
-    threads: int = option(0, "CPU threads torch may use (0: all cores; 1 when other work shares the machine)")
-    epochs: int = option(25, "training epochs (authors: 25)")
-    max_steps: int = option(0, "stop after this many training iterations in all (0: no cap; for smoke runs)")
-    resume: bool = option(False, "continue from out_dir/checkpoint.pt (checkpoint.prev.pt if that one is bad)")
+    cuda: bool = option(False, "insist on a CUDA GPU (an error if there is none)", run=True)
+    cpu: bool = option(False, "run on the CPU even if a GPU is present", run=True)
+    threads: int = option(0, "CPU threads torch may use (0: all cores; 1 when other work shares the machine)", run=True)
+    epochs: int = option(25, "training epochs (authors: 25)", run=True)
+    max_steps: int = option(0, "stop after this many training iterations in all (0: no cap; for smoke runs)", run=True)
+    resume: bool = option(False, "continue from out_dir/checkpoint.pt (checkpoint.prev.pt if that one is bad)",
+                          run=True)
     eval_only: bool = option(False, "no training: evaluate out_dir/best.pt (else checkpoint.pt) on test, or "
-                                    "transfer the --transfer sentences")
-    overwrite: bool = option(False, "start afresh in an out_dir that holds a run (deletes that run)")
+                                    "transfer the --transfer sentences", run=True)
+    overwrite: bool = option(False, "start afresh in an out_dir that holds a run (deletes that run)", run=True)
     split: str = option("standard", "standard (Shen et al.) or no_train (opt-in: see the docstring)",
                         choices=list(STYLE_SPLITS))
     # model (the authors' transfer_yelp sizes)
@@ -130,26 +131,23 @@ class Config:
     kl_weight: float = option(1.0, "weight of E_q nu(z), the dual KL(q(z) || p(z)), in the encoder's KL step")
     class_weight: float = option(1.0, "weight of the encoder's fool-the-classifier step (ARAE lambda_class)")
     # evaluation
-    eval_samples: int = option(16, "posterior samples averaged into the z of a transfer / reconstruction")
-    eval_limit: int = option(0, "evaluate on N test sentences only, spread over both sentiments (0: all)")
-    val_sentences: int = option(1000, "fixed validation subset scored after every epoch (0: skip validation)")
-    max_decode_len: int = option(30, "longest transfer, in tokens")
-    temperature: float = option(0.0, "decoding: 0 greedy (Table 7); > 0 sample from softmax(logits / T)")
-    classifier_dir: str = option("runs/classifiers", "where the Acc classifier is saved once per split and reused")
-    classifier_seed: int = option(0, "seed of the Acc classifier (its own: independent of --seed)")
-    fasttext_dim: int = option(64, "fastText classifier: embedding size")
-    fasttext_buckets: int = option(2 ** 18, "fastText classifier: hash buckets for bigrams")
-    fasttext_epochs: int = option(3, "fastText classifier: training epochs")
+    eval_samples: int = option(16, "posterior samples averaged into the z of a transfer / reconstruction", run=True)
+    eval_limit: int = option(0, "evaluate on N test sentences only, spread over both sentiments (0: all)", run=True)
+    val_sentences: int = option(1000, "fixed validation subset scored after every epoch (0: skip validation)", run=True)
+    max_decode_len: int = option(30, "longest transfer, in tokens", run=True)
+    temperature: float = option(0.0, "decoding: 0 greedy (Table 7); > 0 sample from softmax(logits / T)", run=True)
+    classifier_dir: str = option("runs/classifiers", "where the Acc classifier is saved once per split and reused",
+                                 run=True)
+    classifier_seed: int = option(0, "seed of the Acc classifier (its own: independent of --seed)", run=True)
+    fasttext_dim: int = option(64, "fastText classifier: embedding size", run=True)
+    fasttext_buckets: int = option(2 ** 18, "fastText classifier: hash buckets for bigrams", run=True)
+    fasttext_epochs: int = option(3, "fastText classifier: training epochs", run=True)
     fasttext_lr: float = option(5e-3, "fastText classifier: Adam learning rate (ours; fastText's own SGD "
-                                      "schedule does not carry over to Adam)")
-    log_every: int = option(100, "training iterations between progress lines")
-    save_every: int = option(1000, "training iterations between checkpoints (also at every epoch's end)")
+                                      "schedule does not carry over to Adam)", run=True)
+    log_every: int = option(100, "training iterations between progress lines", run=True)
+    save_every: int = option(1000, "training iterations between checkpoints (also at every epoch's end)", run=True)
 
 
-RUN_CONTROL = {"data_dir", "out_dir", "cuda", "cpu", "threads", "epochs", "max_steps", "resume", "eval_only",
-               "overwrite", "eval_samples", "eval_limit", "val_sentences", "max_decode_len", "temperature",
-               "classifier_dir", "classifier_seed", "fasttext_dim", "fasttext_buckets", "fasttext_epochs",
-               "fasttext_lr", "log_every", "save_every"}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -658,7 +656,7 @@ def parse(argv=None) -> tuple:
 def main(argv=None) -> dict:
     cfg, parser, sentences = parse(argv)
     device = data.pick_device(cfg.cuda, cfg.cpu, parser, cfg.threads)
-    ckpt = data.open_run(cfg, parser, RUN_CONTROL, device)
+    ckpt = data.open_run(cfg, parser, data.run_control(Config), device)
     state = {"step": 0, "best": None, "validated": True, "train_time_s": 0.0}       # a fresh run; or resumed:
     state.update({k: ckpt[k] for k in state if k in ckpt} if ckpt else {})
     data.set_seed(cfg.seed)
