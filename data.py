@@ -868,7 +868,10 @@ def bf16_native(device: torch.device) -> bool:
     """Whether bf16 matrix products run natively: CUDA GPUs with bf16, CPUs with avx512_bf16 or AMX."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    try:                                   # oneDNN's own test; builds without oneDNN (some ARM wheels) lack it
+        return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def precision_in_use(device: torch.device, precision: str) -> str:
