@@ -48,6 +48,8 @@ Deviations from the paper / the authors' code (and why)
       that underestimates the KL); test reported once. The authors report test after every epoch.
     * nu(z), iVAE_MI's critic, is trained here too (same samples, one Adam with nu(x, z)) to report MI.
     * Evaluation draws from its own seeded generator, so a resumed run matches an uninterrupted one.
+    * bf16 autocast by default where the hardware has it natively (--precision auto; the authors: fp32):
+      1.3-1.4x less wall time on the 2-core CPU, rec and IW-NLL within seed noise (README).
 """
 from __future__ import annotations
 

@@ -51,6 +51,8 @@ Deviations from the paper / the authors' code (and why)
       Linear on cat(h, eps) (`--encoder_layers 0`).
     * Model selection on the validation split's IW-NLL; test reported once (the authors: every epoch).
     * Evaluation draws from its own seeded generator, so a resumed run matches an uninterrupted one.
+    * bf16 autocast by default where the hardware has it natively (--precision auto; the authors: fp32):
+      1.3-1.4x less wall time on the 2-core CPU, rec and IW-NLL within seed noise (README).
 """
 from __future__ import annotations
 

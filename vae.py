@@ -38,6 +38,8 @@ Deviations from the paper / the authors' code (and why)
       of batches of 32+, whose log q(z) term is capped near log(batch size); a lower-bias version.
     * Cyclical annealing follows Fu et al. (2019) exactly (beta from 0 within each cycle); the other
       schedules start at beta_start = 0.1 like the authors' iVAE runs.
+    * bf16 autocast by default where the hardware has it natively (--precision auto; the authors: fp32):
+      1.3-1.4x less wall time on the 2-core CPU, rec and IW-NLL within seed noise (README).
 """
 from __future__ import annotations
 
