@@ -994,6 +994,23 @@ def load_selected(out_dir: str, device, modules: dict) -> Optional[int]:
     return ckpt["step"]
 
 
+def saved_test_row(out_dir: str, step: int, parser: argparse.ArgumentParser) -> dict:
+    """--eval_only --skip_test: the test row already in out_dir/metrics.json, if it was computed for the
+    checkpoint being loaded (its selected_step is `step`); a parser error otherwise. The final test takes
+    most of an hour on a 2-core CPU: this lets a finished run add its extras (--fwd_rev_ppl, --interpolate,
+    samples, plots) without recomputing it."""
+    path = os.path.join(out_dir, "metrics.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            row = json.load(f)
+    except (OSError, ValueError) as err:
+        parser.error(f"--skip_test needs the test row in {path}: {err}")
+    if row.get("selected_step", row.get("step")) != step:
+        parser.error(f"--skip_test: {path} holds the test row of step {row.get('selected_step', row.get('step'))}, "
+                     f"the checkpoint is step {step}; run --eval_only without --skip_test")
+    return row
+
+
 def write_json(path: str, obj) -> None:
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as f:

@@ -19,7 +19,8 @@ Run
     python ivae.py --data ptb                      # GPU if present, else CPU; 40 epochs
     python ivae.py --data ptb --encoder_layers 0   # the authors' affine G_phi: q(z|x) Gaussian, KL exact
     python ivae.py --data ptb --max_steps 300 --eval_limit 300 --cpu        # a quick CPU smoke run
-    python ivae.py --out_dir runs/ivae --eval_only --interpolate "the company said" "i do n't know"
+    python ivae.py --out_dir runs/ivae --eval_only --skip_test --interpolate "the company said" "i do n't know"
+        # (--skip_test: keep the finished run's test row, only add the interpolation)
 
 Shapes: B sentences, T tokens (<s> ... </s>), V vocabulary, E embedding (or noise), H LSTM hidden,
 Z latent, S posterior samples per sentence, K importance samples per sentence.
@@ -336,6 +337,8 @@ class Config:
                                run=True)
     fwd_rev_samples: int = option(1280, "prior samples decoded for the forward / reverse PPL (authors: 1,280)",
                                   low=1, run=True)
+    skip_test: bool = option(False, "with --eval_only: keep the test row in metrics.json (same checkpoint) and "
+                             "only add the extras: --fwd_rev_ppl, --interpolate, samples, plots", run=True)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -643,6 +646,8 @@ def check_config(cfg: Config, parser) -> None:
                      "q(z|x) = N(m, W W^T) a singular covariance (rank noise_dim): its KL is infinite")
     if cfg.resume and cfg.eval_only:
         parser.error("--resume and --eval_only exclude each other")
+    if cfg.skip_test and not cfg.eval_only:
+        parser.error("--skip_test goes with --eval_only (a training run always ends with its test)")
 
 
 def main(argv=None) -> dict:
@@ -675,7 +680,8 @@ def main(argv=None) -> dict:
             data.set_rng_state(ckpt["rng"])
     print(f"parameters: model {sum(p.numel() for p in model.parameters()):,}, "
           f"critics {sum(p.numel() for p in nu_xz.parameters()) + sum(p.numel() for p in nu_z.parameters()):,}")
-    data.write_json(os.path.join(cfg.out_dir, "config.json"), asdict(cfg))
+    if not cfg.eval_only:                                          # --eval_only keeps the run's own config
+        data.write_json(os.path.join(cfg.out_dir, "config.json"), asdict(cfg))
     # A resume drops the log's rows after the checkpoint (and its step's row if it still awaits its
     # validation); --eval_only leaves log.csv as it is.
     log = data.CsvLog(os.path.join(cfg.out_dir, "log.csv"), read_only=cfg.eval_only,
@@ -692,12 +698,17 @@ def main(argv=None) -> dict:
     train_time = state["train_time_s"] + time.time() - t_start                # over every process of the run
 
     # Final test evaluation: the paper's columns from the training-time critics, and the honest ones.
+    t_test = time.time()
     examples = corpus.examples["test"][:cfg.eval_limit] if cfg.eval_limit else corpus.examples["test"]
-    result, au_var, kept = evaluate(model, nu_xz, nu_z, examples, cfg, device, cfg.eval_samples,
-                                    cfg.iw_samples, keep_samples=5)
-    step = state["step"]
-    result = {"split": "test", "step": step, "selected_step": state.get("selected_step") or step, **result,
-              "train_time_s": round(train_time, 1), "device": data.describe_device(device)}
+    if cfg.skip_test:                                              # the row this checkpoint already has
+        result, au_var, kept = data.saved_test_row(cfg.out_dir, state["step"], parser), None, None
+    else:
+        result, au_var, kept = evaluate(model, nu_xz, nu_z, examples, cfg, device, cfg.eval_samples,
+                                        cfg.iw_samples, keep_samples=5)
+        step = state["step"]
+        result = {"split": "test", "step": step, "selected_step": state.get("selected_step") or step, **result,
+                  "train_time_s": round(train_time, 1), "test_seconds": round(time.time() - t_test, 1),
+                  "device": data.describe_device(device)}
     print(metrics.format_row("test", result))
     for note in metrics.honest_notes(result):
         print("  note:", note)
@@ -722,7 +733,8 @@ def main(argv=None) -> dict:
                         os.path.join(cfg.out_dir, "curves.png"))
     metrics.plot_critic_vs_exact(rows, os.path.join(cfg.out_dir, "critic_vs_exact.png"),
                                  f"{os.path.basename(__file__)} on {corpus.spec.name}, validation")
-    metrics.plot_active_units(au_var, 0.01, os.path.join(cfg.out_dir, "active_units.png"))
+    if au_var is not None:
+        metrics.plot_active_units(au_var, 0.01, os.path.join(cfg.out_dir, "active_units.png"))
     if kept is not None:
         metrics.plot_latent_pca(kept, os.path.join(cfg.out_dir, "posterior_pca.png"),
                                 prior=torch.randn(500, cfg.latent))

@@ -19,6 +19,7 @@ Run
     python vae.py --data ptb --beta 0.5                        # beta(0.5)-VAE
     python vae.py --data ptb --anneal cyclical --cycles 4 --ratio 0.5      # Fu et al. (2019)
     python vae.py --data ptb --cuda                            # insist on a GPU
+    python vae.py --data ptb --eval_only --skip_test --fwd_rev_ppl   # Table 5 for a finished run
 
 Shapes: B sentences, T tokens, V vocabulary, E embedding, H hidden, Z latent, S samples, K importance samples.
 
@@ -258,6 +259,8 @@ class Config:
                                run=True)
     fwd_rev_samples: int = option(1280, "prior samples decoded for the forward / reverse PPL (authors: 1,280)",
                                   low=1, run=True)
+    skip_test: bool = option(False, "with --eval_only: keep the test row in metrics.json (same checkpoint) and "
+                             "only add the extras: --fwd_rev_ppl, --interpolate, samples, plots", run=True)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -516,6 +519,8 @@ def check_config(cfg: Config, parser) -> None:
         parser.error(f"--ratio must be in (0, 1], got {cfg.ratio}")
     if cfg.resume and cfg.eval_only:
         parser.error("--resume and --eval_only exclude each other")
+    if cfg.skip_test and not cfg.eval_only:
+        parser.error("--skip_test goes with --eval_only (a training run always ends with its test)")
 
 
 def main(argv=None) -> dict:
@@ -546,7 +551,8 @@ def main(argv=None) -> dict:
             opt.load_state_dict(ckpt["opt"])
             data.set_rng_state(ckpt["rng"])
     print(f"parameters: {sum(p.numel() for p in model.parameters()):,}; anneal {cfg.anneal}, beta <= {cfg.beta}")
-    data.write_json(os.path.join(cfg.out_dir, "config.json"), asdict(cfg))
+    if not cfg.eval_only:                                          # --eval_only keeps the run's own config
+        data.write_json(os.path.join(cfg.out_dir, "config.json"), asdict(cfg))
     # A resume drops the log's rows after the checkpoint (and its step's row if it still awaits its
     # validation); --eval_only leaves log.csv as it is.
     log = data.CsvLog(os.path.join(cfg.out_dir, "log.csv"), read_only=cfg.eval_only,
@@ -561,11 +567,16 @@ def main(argv=None) -> dict:
         state["selected_step"] = data.load_selected(cfg.out_dir, device, {"model": model})   # the selected model
     train_time = state["train_time_s"] + time.time() - t_start                # over every process of the run
 
+    t_test = time.time()
     examples = corpus.examples["test"][:cfg.eval_limit] if cfg.eval_limit else corpus.examples["test"]
-    result, au_var, kept = evaluate(model, examples, cfg, device, cfg.eval_samples, cfg.iw_samples, keep_samples=5)
-    step = state["step"]
-    result = {"split": "test", "step": step, "selected_step": state.get("selected_step") or step, **result,
-              "train_time_s": round(train_time, 1), "device": data.describe_device(device)}
+    if cfg.skip_test:                                              # the row this checkpoint already has
+        result, au_var, kept = data.saved_test_row(cfg.out_dir, state["step"], parser), None, None
+    else:
+        result, au_var, kept = evaluate(model, examples, cfg, device, cfg.eval_samples, cfg.iw_samples, keep_samples=5)
+        step = state["step"]
+        result = {"split": "test", "step": step, "selected_step": state.get("selected_step") or step, **result,
+                  "train_time_s": round(train_time, 1), "test_seconds": round(time.time() - t_test, 1),
+                  "device": data.describe_device(device)}
     print(metrics.format_row("test", result))
     metrics.warn_collapse(result, cfg.latent)
     if cfg.fwd_rev_ppl:
@@ -584,7 +595,8 @@ def main(argv=None) -> dict:
         print("\n".join(lines))
     rows = [r for r in log.rows() if r.get("split") == "valid"]
     metrics.plot_curves(rows, ["rec", "kl", "beta", "mi", "au", "iw_nll"], os.path.join(cfg.out_dir, "curves.png"))
-    metrics.plot_active_units(au_var, 0.01, os.path.join(cfg.out_dir, "active_units.png"))
+    if au_var is not None:
+        metrics.plot_active_units(au_var, 0.01, os.path.join(cfg.out_dir, "active_units.png"))
     if kept is not None:
         metrics.plot_latent_pca(kept, os.path.join(cfg.out_dir, "posterior_pca.png"),
                                 prior=torch.randn(500, cfg.latent))

@@ -282,6 +282,23 @@ def test_eval_only_leaves_the_log_byte_identical_and_train_time_sums_processes(c
     assert resumed["train_time_s"] >= round(trained, 1)
 
 
+def test_skip_test_keeps_the_test_row_and_the_config_and_adds_the_extras(corpus_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    first = run_vae(corpus_dir, out, "--epochs", "2", "--max_steps", "20")      # best.pt at 14
+    assert first["test_seconds"] >= 0                                       # the final test's wall time
+    config = (out / "config.json").read_bytes()
+    # The finished run's test row is reused, not recomputed: only the extras are added to metrics.json.
+    extra = run_vae(corpus_dir, out, "--eval_only", "--skip_test", "--fwd_rev_ppl", "--fwd_rev_samples", "8")
+    saved = json.loads((out / "metrics.json").read_text())
+    assert {k: extra[k] for k in first} == first and extra["fwd_ppl"] > 1 and saved["fwd_ppl"] == extra["fwd_ppl"]
+    assert (out / "config.json").read_bytes() == config                      # --eval_only keeps the run's config
+    # A test row of another checkpoint is refused; --skip_test alone is refused.
+    (out / "metrics.json").write_text(json.dumps({**saved, "selected_step": 99}))
+    argv = ["--data", corpus_dir, "--out_dir", str(out), *VAE_TINY, "--skip_test"]
+    assert "step 99" in parser_error(capsys, vae.main, argv + ["--eval_only"])
+    assert "goes with --eval_only" in parser_error(capsys, vae.main, argv + ["--resume"])
+
+
 def test_eval_only_without_checkpoint_names_both_files(corpus_dir, tmp_path, capsys):
     err = parser_error(capsys, vae.main, ["--data", corpus_dir, "--out_dir", str(tmp_path), "--eval_only", "--cpu"])
     assert "no checkpoint" in err and "best.pt and checkpoint.pt" in err
