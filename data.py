@@ -798,6 +798,33 @@ def option(default, help: str, choices=None, nargs=None, low=None, run: bool = F
     return field(default=default, metadata=meta)
 
 
+@dataclass
+class RunConfig:
+    """The command-line contract every training script shares (README, "One command-line contract"). A
+    script's Config subclasses it and adds the paper's knobs: `class Config(data.RunConfig)`. A script may
+    redeclare a field for its own default or help (out_dir, epochs, data's choices). data and seed come
+    back from a checkpoint; the rest are run control (run=True): --resume / --eval_only may change them."""
+    data: str = option("ptb", "corpus: ptb, yahoo, yelp, or a folder with train.txt valid.txt test.txt")
+    seed: int = option(0, "seed of every random generator")
+    data_dir: str = option("data", "where corpora are looked for first (then $IVAE_DATA_DIR)", run=True)
+    out_dir: str = option("runs/run", "where config.json, log.csv, metrics.json, checkpoints and plots go",
+                          run=True)
+    cuda: bool = option(False, "insist on a CUDA GPU (an error if there is none)", run=True)
+    cpu: bool = option(False, "run on the CPU even if a GPU is present", run=True)
+    threads: int = option(0, "CPU threads torch may use (0: all cores; 1 when other work shares the machine)",
+                          run=True)
+    epochs: int = option(40, "training epochs (paper: 40)", low=1, run=True)
+    max_steps: int = option(0, "stop after this many training steps in all (0: no cap; for smoke runs)", low=0,
+                            run=True)
+    resume: bool = option(False, "continue from out_dir/checkpoint.pt (checkpoint.prev.pt if that one is bad)",
+                          run=True)
+    eval_only: bool = option(False, "no training: evaluate out_dir's best (else last) checkpoint on test", run=True)
+    overwrite: bool = option(False, "start afresh in an out_dir that holds a run (deletes that run)", run=True)
+    log_every: int = option(100, "training steps between progress lines", low=1, run=True)
+    save_every: int = option(1000, "training steps between checkpoints (also at every evaluation)", low=1,
+                             run=True)
+
+
 def run_control(config_cls) -> set:
     """The names of the fields declared with option(..., run=True)."""
     return {f.name for f in fields(config_cls) if f.metadata.get("run")}

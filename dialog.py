@@ -79,22 +79,13 @@ from data import option
 
 
 @dataclass
-class Config:
-    # the command-line contract shared by every script
+class Config(data.RunConfig):
+    # the run: the command-line contract every script shares is data.RunConfig (--data --seed --out_dir
+    # --epochs --max_steps --resume --eval_only --threads ...); here what differs for this task
     data: str = option("dailydialog", "corpus", choices=["dailydialog", "switchboard"])
-    data_dir: str = option("data", "where corpora are looked for first (then $IVAE_DATA_DIR)", run=True)
     out_dir: str = option("runs/dialog", "where config.json, log.csv, metrics.json, checkpoints, responses go",
                           run=True)
-    seed: int = option(0, "seed of every random generator")
-    cuda: bool = option(False, "insist on a CUDA GPU (an error if there is none)", run=True)
-    cpu: bool = option(False, "run on the CPU even if a GPU is present", run=True)
-    threads: int = option(0, "CPU threads torch may use (0: all cores; 1 when other work shares the machine)", run=True)
-    epochs: int = option(100, "training epochs (DialogWAE: 100)", run=True)
-    max_steps: int = option(0, "stop after this many training steps in all (0: no cap; for smoke runs)", run=True)
-    resume: bool = option(False, "continue from out_dir/checkpoint.pt (checkpoint.prev.pt if that one is bad)",
-                          run=True)
-    eval_only: bool = option(False, "no training: evaluate out_dir/checkpoint.pt on test", run=True)
-    overwrite: bool = option(False, "start afresh in an out_dir that holds a run (deletes that run)", run=True)
+    epochs: int = option(100, "training epochs (DialogWAE: 100)", low=1, run=True)
     embeddings: str = option("", "GloVe-format word vectors to initialise the embeddings and for BOW metrics")
     samples_per_context: int = option(10, "responses sampled per test context (Table 8: 10)", run=True)
     # model (DialogWAE's sizes)
@@ -124,8 +115,6 @@ class Config:
     temperature: float = option(0.0, "decoding of each sampled z: 0 greedy (Table 8); > 0 sample softmax(logits / T)",
                                 run=True)
     responses_shown: int = option(50, "contexts written to responses.txt", run=True)
-    log_every: int = option(100, "training steps between progress lines", run=True)
-    save_every: int = option(1000, "training steps between checkpoints (also at every epoch's end)", run=True)
 
 
 

@@ -94,22 +94,14 @@ from data import STYLE_SPLITS, option
 
 
 @dataclass
-class Config:
-    # the command-line contract shared by every script
+class Config(data.RunConfig):
+    # the run: the command-line contract every script shares is data.RunConfig (--data --seed --out_dir
+    # --epochs --max_steps --resume --eval_only --threads ...); here what differs for this task
     data: str = option("yelp_style", "corpus (only yelp_style: Shen et al.'s sentiment data)", choices=["yelp_style"])
-    data_dir: str = option("data", "where corpora are looked for first (then $IVAE_DATA_DIR)", run=True)
     out_dir: str = option("runs/style", "where config.json, log.csv, metrics.json, checkpoints, transfers go", run=True)
-    seed: int = option(0, "seed of every random generator")
-    cuda: bool = option(False, "insist on a CUDA GPU (an error if there is none)", run=True)
-    cpu: bool = option(False, "run on the CPU even if a GPU is present", run=True)
-    threads: int = option(0, "CPU threads torch may use (0: all cores; 1 when other work shares the machine)", run=True)
-    epochs: int = option(25, "training epochs (authors: 25)", run=True)
-    max_steps: int = option(0, "stop after this many training iterations in all (0: no cap; for smoke runs)", run=True)
-    resume: bool = option(False, "continue from out_dir/checkpoint.pt (checkpoint.prev.pt if that one is bad)",
-                          run=True)
+    epochs: int = option(25, "training epochs (authors: 25)", low=1, run=True)
     eval_only: bool = option(False, "no training: evaluate out_dir/best.pt (else checkpoint.pt) on test, or "
                                     "transfer the --transfer sentences", run=True)
-    overwrite: bool = option(False, "start afresh in an out_dir that holds a run (deletes that run)", run=True)
     split: str = option("standard", "standard (Shen et al.) or no_train (opt-in: see the docstring)",
                         choices=list(STYLE_SPLITS))
     # model (the authors' transfer_yelp sizes)
@@ -144,8 +136,6 @@ class Config:
     fasttext_epochs: int = option(3, "fastText classifier: training epochs", run=True)
     fasttext_lr: float = option(5e-3, "fastText classifier: Adam learning rate (ours; fastText's own SGD "
                                       "schedule does not carry over to Adam)", run=True)
-    log_every: int = option(100, "training iterations between progress lines", run=True)
-    save_every: int = option(1000, "training iterations between checkpoints (also at every epoch's end)", run=True)
 
 
 

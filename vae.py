@@ -195,7 +195,7 @@ def train_step(model: VAE, opt, batch: data.Batch, beta: float, cfg: Config, aut
 # ----------------------------------------------------------------------------------------------------
 
 @dataclass
-class Config:
+class Config(data.RunConfig):
     # model
     emb_dim: int = option(0, "word embedding size (0: 256 for PTB, 512 for Yahoo/Yelp)", low=0)
     hidden: int = option(0, "LSTM hidden size of encoder and decoder (0: 256 PTB, 1024 Yahoo/Yelp)", low=0)
@@ -212,29 +212,13 @@ class Config:
     warmup_epochs: float = option(10.0, "monotonic: epochs over which beta rises from beta_start", low=0)
     cycles: int = option(4, "cyclical: number of cycles M over the whole run (Fu et al.: 4)", low=1)
     ratio: float = option(0.5, "cyclical: fraction R of each cycle during which beta rises (Fu et al.: 0.5)")
-    # the run: the command-line contract shared by every script (data and seed come back from a checkpoint)
-    data: str = option("ptb", "corpus: ptb, yahoo, yelp, or a folder with train.txt valid.txt test.txt")
-    seed: int = option(0, "seed of every random generator")
-    data_dir: str = option("data", "where corpora are looked for first (then $IVAE_DATA_DIR)", run=True)
+    # the run: the command-line contract every script shares is data.RunConfig (--data --seed --out_dir
+    # --epochs --max_steps --resume --eval_only --threads ...); here its default out_dir and the precision
     out_dir: str = option("runs/vae", "where config.json, log.csv, metrics.json, checkpoints and plots go",
-                          run=True)
-    cuda: bool = option(False, "insist on a CUDA GPU (an error if there is none)", run=True)
-    cpu: bool = option(False, "run on the CPU even if a GPU is present", run=True)
-    threads: int = option(0, "CPU threads torch may use (0: all cores; 1 when other work shares the machine)",
                           run=True)
     precision: str = option("auto", "bf16 autocast of the LSTMs and Linear layers, or fp32; auto: bf16 where "
                                     "the hardware has it natively (CUDA, CPUs with avx512_bf16 / AMX)",
                             choices=["auto", "fp32", "bf16"], run=True)
-    epochs: int = option(40, "training epochs (paper: 40)", low=1, run=True)
-    max_steps: int = option(0, "stop after this many training steps in all (0: no cap; for smoke runs)", low=0,
-                            run=True)
-    resume: bool = option(False, "continue from out_dir/checkpoint.pt (checkpoint.prev.pt if that one is bad)",
-                          run=True)
-    eval_only: bool = option(False, "no training: evaluate out_dir's best (else last) checkpoint on test", run=True)
-    overwrite: bool = option(False, "start afresh in an out_dir that holds a run (deletes that run)", run=True)
-    log_every: int = option(100, "training steps between progress lines", low=1, run=True)
-    save_every: int = option(1000, "training steps between checkpoints (also at every evaluation)", low=1,
-                             run=True)
     # evaluation
     eval_samples: int = option(128, "posterior samples per sentence for rec (as ivae.py)", low=1, run=True)
     iw_samples: int = option(500, "importance samples per sentence for the final test IW bound (He et al.)",
