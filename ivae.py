@@ -722,7 +722,9 @@ def main(argv=None) -> dict:
     if kept is not None:
         metrics.plot_latent_pca(kept, os.path.join(cfg.out_dir, "posterior_pca.png"),
                                 prior=torch.randn(500, cfg.latent))
-    print(f"wrote {cfg.out_dir}/: config.json log.csv metrics.json checkpoint.pt samples.txt *.png")
+    print(f"wrote {cfg.out_dir}/: " + ("" if cfg.eval_only else "config.json log.csv checkpoint.pt best.pt ")
+          + "metrics.json samples.txt *.png" + (" fwd_rev_samples.txt" if cfg.fwd_rev_ppl else "")
+          + (" interpolation.txt" if cfg.interpolate else ""))
     return result
 
 
