@@ -7,11 +7,12 @@ ivae_mi.py, style_transfer.py, dialog.py) import it together with metrics.py, an
 Paper section -> code section
     Table 1 (data statistics)                 -> corpus_stats(), `python data.py --data ptb --stats`
     §5.1 the authors' LM sizes per corpus      -> LM_DEFAULTS, lm_defaults
-    (no paper section: run plumbing, the last  -> option (bounds, run-control flag) / parse_config /
-     section of this file)                        check_bounds / run_control, set_seed, pick_device
-                                                 (--threads), autocast_for (--precision), open_run
-                                                 (--out_dir checks, --resume with a fallback checkpoint),
-                                                 save_checkpoint, load_selected, GracefulInterrupt,
+    (no paper section: run plumbing, the last  -> RunConfig (the shared flags), option (bounds,
+     section of this file)                        run-control flag) / parse_config / check_bounds /
+                                                 run_control, set_seed, pick_device (--threads),
+                                                 autocast_for (--precision), open_run (--out_dir checks,
+                                                 --resume with a fallback checkpoint), save_checkpoint,
+                                                 load_selected, saved_test_row, GracefulInterrupt,
                                                  CsvLog, eta_minutes, run_script: what every script
                                                  needs around its model
     §5.1 language modelling (PTB/Yahoo/Yelp)   -> CORPORA['ptb'|'yahoo'|'yelp'], LM examples

@@ -62,9 +62,10 @@ def dual_kl(nu_q: torch.Tensor, nu_p: torch.Tensor) -> torch.Tensor:
     With exact expectations the value is at most the KL for every nu (a lower bound, equal at nu*).
     With finite samples it is NOT: the E_p[exp nu] term is an average over S prior samples, and once
     KL >> log S none of them falls where q lives, so a critic nu* + c is reported as about KL + 1 + c
-    (tests/test_metrics.py: true KL 23.1, 128 prior samples; nu*: 24.2, nu* + 5: 29.2). A jointly trained critic errs the other way in
-    practice (0-7 nats reported where the exact KL is 40-220; ../README "Why the paper's iVAE numbers
-    look so good"). Either way it is an estimate, not a bound; kl_lower_bound gives a certified one.
+    (tests/test_metrics.py: true KL 23.1, 128 prior samples; nu*: 24.2, nu* + 5: 29.2). A jointly
+    trained critic errs the other way in practice (0-7 nats reported where the exact KL is 40-220;
+    ../README "Why the paper's iVAE numbers look so good"). Either way it is an estimate, not a bound;
+    kl_lower_bound gives a certified one.
     exp(nu) is computed in float64 (nu of a few tens overflows nothing there, and bf16/fp16 inputs are
     safe); the result is returned in float32 or the inputs' dtype if wider."""
     out_dtype = torch.promote_types(nu_q.dtype, torch.float32)
