@@ -824,6 +824,9 @@ class RunConfig:
     log_every: int = option(100, "training steps between progress lines", low=1, run=True)
     save_every: int = option(1000, "training steps between checkpoints (also at every evaluation)", low=1,
                              run=True)
+    precision: str = option("auto", "bf16 autocast of the LSTMs, GRUs and Linear layers, or fp32; auto: bf16 "
+                                    "where the hardware has it natively (CUDA, CPUs with avx512_bf16 / AMX)",
+                            choices=["auto", "fp32", "bf16"], run=True)
 
 
 def run_control(config_cls) -> set:

@@ -64,6 +64,7 @@ Deviations from the authors' code (and why)
     * BOW metrics are computed over real words only (metrics.bow_similarity explains DialogWAE's padding
       quirks); contexts hold up to 10 previous utterances (the authors' window holds 9).
 """
+import contextlib
 import os
 import sys
 import time
@@ -186,7 +187,7 @@ class DialogModel(nn.Module):
         return h[-1]                                                     # (B, Hc)
 
     def critic(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return self.nu(torch.cat([z, c], -1)).squeeze(-1)
+        return self.nu(torch.cat([z, c], -1)).squeeze(-1).float()       # (B,), fp32 before exp(nu)
 
     def decode_logits(self, x_in: torch.Tensor, z: torch.Tensor, c: torch.Tensor, state=None):
         h0 = torch.cat([z, c], -1).unsqueeze(0) if state is None else state
@@ -196,7 +197,7 @@ class DialogModel(nn.Module):
     def nll(self, x: torch.Tensor, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """-log p(x | z, c) per response, summed over tokens. -> (B,)"""
         logits, _ = self.decode_logits(x[:, :-1], z, c)
-        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1),
+        nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1),
                               ignore_index=data.PAD_ID, reduction="none")
         return nll.view(x.shape[0], -1).sum(1)
 
@@ -220,32 +221,39 @@ def beta_at(step: int, steps_per_epoch: int, cfg: Config, corpus: str) -> float:
 # PAPER §5.3: one training iteration
 # ----------------------------------------------------------------------------------------------------
 
-def train_step(model: DialogModel, opts: dict, batch: data.Batch, beta: float, cfg: Config) -> dict:
-    c = model.encode_context(batch)                                      # (B, Hc)
-    x = model.encode_utterances(batch.tokens, batch.lengths)             # (B, 2H)
+def train_step(model: DialogModel, opts: dict, batch: data.Batch, beta: float, cfg: Config,
+               autocast=contextlib.nullcontext) -> dict:
+    """One iteration. Forward passes run under `autocast` (bf16 matrix products with --precision bf16 /
+    auto); the reconstruction loss, nu and exp(nu) are fp32 (DialogModel.nll / critic); backward outside."""
+    with autocast():
+        c = model.encode_context(batch)                                  # (B, Hc)
+        x = model.encode_utterances(batch.tokens, batch.lengths)         # (B, 2H)
     # 1. The critic, Eq. (7)-(9) form: KL(q(z|x,c) || p(z|c)) = max_nu E_q nu(z, c) - E_p exp(nu(z', c)) + 1
     cd, xc = c.detach(), torch.cat([x, c], -1).detach()
     for _ in range(cfg.nu_steps):
-        with torch.no_grad():                                            # fresh samples of both each update
-            zq = model.posterior(xc)                                     # (B, Z)
-            zp = model.prior(cd)                                         # (B, Z)
-        kl = metrics.dual_kl(model.critic(zq, cd), model.critic(zp, cd))
+        with autocast():
+            with torch.no_grad():                                        # fresh samples of both each update
+                zq = model.posterior(xc)                                 # (B, Z)
+                zp = model.prior(cd)                                     # (B, Z)
+            kl = metrics.dual_kl(model.critic(zq, cd), model.critic(zp, cd))
         opts["nu"].zero_grad(set_to_none=True)
         (-kl).backward()
         opts["nu"].step()
     # 2. The autoencoder: reconstruct the response from a posterior sample.
-    z = model.posterior(torch.cat([x, c], -1))
-    rec = model.nll(batch.tokens, z, c).mean()                           # sum over tokens, mean over B
+    with autocast():
+        z = model.posterior(torch.cat([x, c], -1))
+        rec = model.nll(batch.tokens, z, c).mean()                       # sum over tokens, mean over B
     opts["ae"].zero_grad(set_to_none=True)
     rec.backward()
     nn.utils.clip_grad_norm_([p for g in opts["ae"].param_groups for p in g["params"]], cfg.clip)
     opts["ae"].step()
     # 3. Posterior and prior close the gap the critic measures (context features held fixed).
-    with torch.no_grad():
-        c2 = model.encode_context(batch)
-        x2 = model.encode_utterances(batch.tokens, batch.lengths)
-    kl_gen = metrics.dual_kl(model.critic(model.posterior(torch.cat([x2, c2], -1)), c2),
-                             model.critic(model.prior(c2), c2))
+    with autocast():
+        with torch.no_grad():
+            c2 = model.encode_context(batch)
+            x2 = model.encode_utterances(batch.tokens, batch.lengths)
+        kl_gen = metrics.dual_kl(model.critic(model.posterior(torch.cat([x2, c2], -1)), c2),
+                                 model.critic(model.prior(c2), c2))
     opts["gen"].zero_grad(set_to_none=True)
     (beta * kl_gen).backward()
     opts["gen"].step()
@@ -311,23 +319,25 @@ def evaluate(model: DialogModel, corpus: data.Corpus, split: str, cfg: Config, d
     """Reconstruction NLL per response (posterior z) and, with `sample`, Table 8 from K prior samples.
     Returns (metrics, (contexts, references, responses)) with the words as bleu_tokens gives them."""
     model.eval()
+    autocast = data.autocast_for(device, cfg.precision)
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 12345)
     examples = corpus.examples[split][:cfg.eval_limit or None]
     K = cfg.samples_per_context
     nll, words, hyps, refs, contexts = 0.0, 0, [], [], []
     for idx in data.batch_plan([len(e.response) for e in examples], cfg.batch_size, 0, 0, shuffle=False):
         batch = data.collate([examples[i] for i in idx]).to(device)
-        c = model.encode_context(batch)                                  # (B, Hc)
-        x = model.encode_utterances(batch.tokens, batch.lengths)         # (B, 2H)
-        nll += float(model.nll(batch.tokens, model.posterior(torch.cat([x, c], -1), gen), c).sum())
-        words += int((batch.lengths - 1).sum())
-        if sample:
-            cK = c.repeat_interleave(K, 0)                               # (B*K, Hc)
-            ids = decode(model, model.prior(cK, gen), cK, cfg.max_decode_len, cfg.temperature, gen)
-            for j, i in enumerate(idx):
-                hyps.append([bleu_tokens(s, corpus.vocab) for s in ids[j * K:(j + 1) * K]])
-                refs.append(bleu_tokens(examples[i].response, corpus.vocab))
-                contexts.append([corpus.vocab.decode(u) for u in examples[i].context])
+        with autocast():                                                 # --precision
+            c = model.encode_context(batch)                                  # (B, Hc)
+            x = model.encode_utterances(batch.tokens, batch.lengths)         # (B, 2H)
+            nll += float(model.nll(batch.tokens, model.posterior(torch.cat([x, c], -1), gen), c).sum())
+            words += int((batch.lengths - 1).sum())
+            if sample:
+                cK = c.repeat_interleave(K, 0)                               # (B*K, Hc)
+                ids = decode(model, model.prior(cK, gen), cK, cfg.max_decode_len, cfg.temperature, gen)
+                for j, i in enumerate(idx):
+                    hyps.append([bleu_tokens(s, corpus.vocab) for s in ids[j * K:(j + 1) * K]])
+                    refs.append(bleu_tokens(examples[i].response, corpus.vocab))
+                    contexts.append([corpus.vocab.decode(u) for u in examples[i].context])
     result = {"n_contexts": len(examples), "rec": nll / len(examples), "ppl": metrics.perplexity(nll, words)}
     if sample:
         result.update(response_scores(hyps, refs, vectors, cfg.bleu_n))
@@ -364,8 +374,9 @@ def respond(model: DialogModel, vocab: data.Vocab, utterances: list, cfg: Config
     example = data.dialog_examples([dialog], vocab, cfg.max_context)[-1]
     batch = data.collate([example]).to(device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 4242)
-    cK = model.encode_context(batch).repeat(cfg.samples_per_context, 1)  # (K, Hc)
-    ids = decode(model, model.prior(cK, gen), cK, cfg.max_decode_len, cfg.temperature, gen)
+    with data.autocast_for(device, cfg.precision)():
+        cK = model.encode_context(batch).repeat(cfg.samples_per_context, 1)   # (K, Hc)
+        ids = decode(model, model.prior(cK, gen), cK, cfg.max_decode_len, cfg.temperature, gen)
     return [vocab.decode(s) for s in ids]
 
 
@@ -391,6 +402,7 @@ def train(cfg, corpus, model, opts, sched, state, device, log) -> int:
     step_, best = state["step"], state["best"]
     ckpt_path, best_path = os.path.join(cfg.out_dir, "checkpoint.pt"), os.path.join(cfg.out_dir, "best.pt")
     t_begin = time.time() - state["train_time_s"]                        # train_time_s sums every process
+    autocast = data.autocast_for(device, cfg.precision)                  # bf16 where --precision says so
 
     def save(path=ckpt_path, validated=True):
         ckpt = checkpoint_state(cfg, corpus.vocab, model, opts, sched, step_, best)
@@ -418,7 +430,7 @@ def train(cfg, corpus, model, opts, sched, state, device, log) -> int:
         while step_ < total and not stop.requested:
             for batch in batcher.epoch(step_ // steps_per_epoch, start=step_ % steps_per_epoch):
                 beta = beta_at(step_, steps_per_epoch, cfg, corpus.spec.name)
-                out = train_step(model, opts, batch.to(device), beta, cfg)
+                out = train_step(model, opts, batch.to(device), beta, cfg, autocast)
                 step_ += 1
                 for k, v in out.items():
                     acc[k] = acc.get(k, 0) + v
@@ -528,7 +540,7 @@ def main(argv=None) -> dict:
     except data.DataError as err:
         parser.error(str(err))
     os.makedirs(cfg.out_dir, exist_ok=True)
-    print(f"device: {data.describe_device(device)}")
+    print(f"device: {data.describe_device(device)}, precision {data.precision_in_use(device, cfg.precision)}")
     print(f"corpus {corpus.spec.name}: " + ", ".join(f"{s} {len(e):,}" for s, e in corpus.examples.items())
           + f" responses, vocabulary {len(corpus.vocab):,}")
     vectors = metrics.load_word_vectors(cfg.embeddings, corpus.vocab.itos) if cfg.embeddings else {}

@@ -290,12 +290,9 @@ class Config(data.RunConfig):
     beta_start: float = option(0.1, "KL weight at step 0; rises linearly to 1")
     warmup_epochs: float = option(10.0, "epochs over which beta rises to 1 (0: beta = 1 throughout)", low=0)
     # the run: the command-line contract every script shares is data.RunConfig (--data --seed --out_dir
-    # --epochs --max_steps --resume --eval_only --threads ...); here its default out_dir and the precision
+    # --epochs --max_steps --resume --eval_only --threads ...); here its default out_dir
     out_dir: str = option("runs/ivae_mi", "where config.json, log.csv, metrics.json, checkpoints and plots go",
                           run=True)
-    precision: str = option("auto", "bf16 autocast of the LSTMs and Linear layers, or fp32; auto: bf16 where "
-                                    "the hardware has it natively (CUDA, CPUs with avx512_bf16 / AMX)",
-                            choices=["auto", "fp32", "bf16"], run=True)
     # evaluation (§5.1) and the honest columns
     eval_samples: int = option(128, "posterior samples per sentence at the final test (authors: 128)", low=1,
                                run=True)

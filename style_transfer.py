@@ -76,6 +76,7 @@ Deviations from the authors' code (and why)
     * PyTorch's default initialisation (the authors: uniform(-0.1, 0.1) for the seq2seq, N(0, 0.02) MLPs).
     * Batches are padded length buckets of one sentiment (the authors' batchify also pads within a batch).
 """
+import contextlib
 import hashlib
 import math
 import os
@@ -199,7 +200,7 @@ class Decoders(nn.Module):
             rows = (y == style).nonzero(as_tuple=True)[0]
             if len(rows):
                 logits, _ = self(x[rows, :-1], z[rows], style)
-                nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[rows, 1:].reshape(-1),
+                nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), x[rows, 1:].reshape(-1),
                                       ignore_index=data.PAD_ID, reduction="none")
                 out = out.index_put((rows,), nll.view(len(rows), -1).sum(1))
         return out
@@ -227,10 +228,10 @@ class StyleModel(nn.Module):
         return self.prior(torch.randn(n, self.prior_noise, device=device, generator=generator))   # (n, Z)
 
     def critic(self, z: torch.Tensor) -> torch.Tensor:
-        return self.nu(z).squeeze(-1)                                    # (n,)
+        return self.nu(z).squeeze(-1).float()                            # (n,), fp32 before exp(nu)
 
     def class_logit(self, z: torch.Tensor) -> torch.Tensor:
-        return self.classifier(z).squeeze(-1)                            # (n,), logit of "positive"
+        return self.classifier(z).squeeze(-1).float()                    # (n,), logit of "positive"
 
 
 def make_optimizers(model: StyleModel, cfg: Config) -> dict:
@@ -263,45 +264,56 @@ def step(opt, loss: torch.Tensor, clip: float = 0.0) -> float:
     return norm
 
 
-def train_iteration(model: StyleModel, opts: dict, batches: tuple, cfg: Config, iteration: int) -> dict:
+def train_iteration(model: StyleModel, opts: dict, batches: tuple, cfg: Config, iteration: int,
+                    autocast=contextlib.nullcontext) -> dict:
     """batches = (negative batch, positive batch). Every encoder/decoder loss is its own clipped SGD step,
-    once per sentiment batch; `g_*` are the gradient norms of encoder + decoders before clipping."""
+    once per sentiment batch; `g_*` are the gradient norms of encoder + decoders before clipping. Forward
+    passes run under `autocast` (bf16 matrix products with --precision bf16 / auto); the losses, the
+    critic's nu and exp(nu) are fp32 (Decoders.nll, StyleModel.critic / class_logit); backward is outside."""
     out = {k: 0.0 for k in ("rec", "kl", "cls_loss", "fool", "g_rec", "g_fool", "g_kl")}
     for b in batches:                                                  # 1. reconstruction
-        z = model.encoder(b.tokens, b.lengths, noise_r=noise_at(iteration, cfg)).squeeze(1)   # (B, Z)
-        # -log p(x | z, y), the mean over tokens (</s> included) as the authors' masked cross-entropy
-        rec = model.decoders.nll(b.tokens, z, b.labels).sum() / (b.lengths - 1).sum()
+        with autocast():
+            z = model.encoder(b.tokens, b.lengths, noise_r=noise_at(iteration, cfg)).squeeze(1)   # (B, Z)
+            # -log p(x | z, y), the mean over tokens (</s> included) as the authors' masked cross-entropy
+            rec = model.decoders.nll(b.tokens, z, b.labels).sum() / (b.lengths - 1).sum()
         out["g_rec"] += step(opts["ae"], rec, cfg.clip) / 2
         out["rec"] += float(rec.detach()) / 2
     for b in batches:                                                  # 2. L_class, classifier's side
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             z = model.encoder(b.tokens, b.lengths).squeeze(1)
-        cls_loss = F.binary_cross_entropy_with_logits(model.class_logit(z), b.labels.float())
+        with autocast():
+            cls_loss = F.binary_cross_entropy_with_logits(model.class_logit(z), b.labels.float())
         step(opts["cls"], cls_loss)
         out["cls_loss"] += float(cls_loss.detach()) / 2
     for b in batches:                                                  # 3. L_class, encoder's side
-        z = model.encoder(b.tokens, b.lengths).squeeze(1)
-        fool = F.binary_cross_entropy_with_logits(model.class_logit(z), 1.0 - b.labels.float())
+        with autocast():
+            z = model.encoder(b.tokens, b.lengths).squeeze(1)
+            fool = F.binary_cross_entropy_with_logits(model.class_logit(z), 1.0 - b.labels.float())
         out["g_fool"] += step(opts["ae"], cfg.class_weight * fool, cfg.clip) / 2
         out["fool"] += float(fool.detach()) / 2
     # 4. Eq. (13): the critic chases KL(q(z) || p(z)) = max_nu E_q nu(z) - E_p exp(nu(z)) + 1, with p the
     #    implicit prior; batches alternate negative / positive, fresh prior samples each update.
     for i in range(cfg.nu_steps):
         b = batches[i % 2]
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             z_q = model.encoder(b.tokens, b.lengths).squeeze(1)         # (B, Z)
             z_p = model.prior_sample(z_q.shape[0], z_q.device)           # (B, Z)
-        kl = metrics.dual_kl(model.critic(z_q), model.critic(z_p))
+        with autocast():
+            kl = metrics.dual_kl(model.critic(z_q), model.critic(z_p))
         step(opts["nu"], -kl)
         out["kl"] += float(kl.detach()) / max(1, cfg.nu_steps)
     # 5. The implicit prior moves towards q(z): it minimises the same estimate through its samples (only
     #    the -E_p exp(nu) term depends on it).
-    z_p = model.prior_sample(batches[0].tokens.shape[0], batches[0].tokens.device)
-    step(opts["prior"], -model.critic(z_p).exp().mean())
+    with autocast():
+        z_p = model.prior_sample(batches[0].tokens.shape[0], batches[0].tokens.device)
+        dual_p = -model.critic(z_p).exp().mean()                       # the dual's -E_p exp(nu) term
+    step(opts["prior"], dual_p)
     for b in batches:                                                  # 6. Eq. (14): encoder's KL step
-        z = model.encoder(b.tokens, b.lengths).squeeze(1)
-        # Eq. (14): min_phi E_q nu(z) (E_p exp(nu) has no phi); the critic's gradient is discarded
-        out["g_kl"] += step(opts["ae"], cfg.kl_weight * model.critic(z).mean(), cfg.clip) / 2
+        with autocast():
+            z = model.encoder(b.tokens, b.lengths).squeeze(1)
+            # Eq. (14): min_phi E_q nu(z) (E_p exp(nu) has no phi); the critic's gradient is discarded
+            kl_loss = cfg.kl_weight * model.critic(z).mean()
+        out["g_kl"] += step(opts["ae"], kl_loss, cfg.clip) / 2
     return out
 
 
@@ -431,6 +443,7 @@ def evaluate(model: StyleModel, corpus: data.Corpus, split: str, cfg: Config, de
     """Transfers of `limit` sentences of `split` (0: all) and their scores; PPL by teacher forcing.
     Returns (metrics, transfer lines)."""
     model.eval()
+    autocast = data.autocast_for(device, cfg.precision)
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 12345)
     every = corpus.examples[split]
     keep = spread(len(every), limit)
@@ -440,23 +453,24 @@ def evaluate(model: StyleModel, corpus: data.Corpus, split: str, cfg: Config, de
     sources, transfers, targets, order = [], [], [], []
     for idx in data.batch_plan([len(e.ids) for e in examples], cfg.batch_size, 0, 0, shuffle=False):
         batch = data.collate([examples[i] for i in idx]).to(device)
-        z = model.encoder(batch.tokens, batch.lengths, cfg.eval_samples, gen).mean(1)   # (B, Z)
-        nll += float(model.decoders.nll(batch.tokens, z, batch.labels).sum())
-        words += int((batch.lengths - 1).sum())
-        zq = model.encoder(batch.tokens, batch.lengths, 1, gen).squeeze(1)
-        zp = model.prior_sample(len(idx), device, gen)
-        kl_q += float(model.critic(zq).double().sum())
-        kl_p += float(model.critic(zp).double().exp().sum())
-        m += len(idx)
-        for style in (0, 1):                                             # transfer to the other sentiment
-            rows = (batch.labels == style).nonzero(as_tuple=True)[0]
-            if len(rows):
-                ids = decode(model, z[rows], 1 - style, cfg.max_decode_len, cfg.temperature, gen)
-                for r, out in zip(rows.tolist(), ids):
-                    order.append(idx[r])
-                    sources.append(corpus.vocab.decode(examples[idx[r]].ids))
-                    transfers.append(corpus.vocab.decode(out))
-                    targets.append(1 - style)
+        with autocast():                                                 # --precision
+            z = model.encoder(batch.tokens, batch.lengths, cfg.eval_samples, gen).mean(1)   # (B, Z)
+            nll += float(model.decoders.nll(batch.tokens, z, batch.labels).sum())
+            words += int((batch.lengths - 1).sum())
+            zq = model.encoder(batch.tokens, batch.lengths, 1, gen).squeeze(1)
+            zp = model.prior_sample(len(idx), device, gen)
+            kl_q += float(model.critic(zq).double().sum())
+            kl_p += float(model.critic(zp).double().exp().sum())
+            m += len(idx)
+            for style in (0, 1):                                             # transfer to the other sentiment
+                rows = (batch.labels == style).nonzero(as_tuple=True)[0]
+                if len(rows):
+                    ids = decode(model, z[rows], 1 - style, cfg.max_decode_len, cfg.temperature, gen)
+                    for r, out in zip(rows.tolist(), ids):
+                        order.append(idx[r])
+                        sources.append(corpus.vocab.decode(examples[idx[r]].ids))
+                        transfers.append(corpus.vocab.decode(out))
+                        targets.append(1 - style)
     # Eq. (13) at evaluation: KL(q(z) || p(z)) ~ E_q nu - E_p exp(nu) + 1 with the trained critic
     result = {"ppl": metrics.perplexity(nll, words), "kl_agg": kl_q / m - kl_p / m + 1.0, "n_sentences": len(examples)}
     if clf is not None:
@@ -503,8 +517,9 @@ def transfer_sentences(model: StyleModel, vocab: data.Vocab, sentences: list, cf
             print(f"not in the vocabulary (read as <unk>): {', '.join(unknown)}", file=sys.stderr)
         ids = vocab.encode(words)
         x = torch.tensor([ids], device=device)                           # (1, T)
-        z = model.encoder(x, torch.tensor([len(ids)], device=device), cfg.eval_samples, gen).mean(1)   # (1, Z)
-        neg, pos = (vocab.decode(decode(model, z, s, cfg.max_decode_len, cfg.temperature, gen)[0]) for s in (0, 1))
+        with data.autocast_for(device, cfg.precision)():
+            z = model.encoder(x, torch.tensor([len(ids)], device=device), cfg.eval_samples, gen).mean(1)   # (1, Z)
+            neg, pos = (vocab.decode(decode(model, z, s, cfg.max_decode_len, cfg.temperature, gen)[0]) for s in (0, 1))
         out.append((words, neg, pos))
     return out
 
@@ -550,6 +565,7 @@ def train(cfg, corpus, model, opts, state, device, log: data.CsvLog, clf) -> int
     step_, best = state["step"], state["best"]
     ckpt_path, best_path = os.path.join(cfg.out_dir, "checkpoint.pt"), os.path.join(cfg.out_dir, "best.pt")
     t_begin = time.time() - state["train_time_s"]                        # train_time_s sums every process
+    autocast = data.autocast_for(device, cfg.precision)                  # bf16 where --precision says so
 
     def save(path=ckpt_path, validated=True):
         ckpt = checkpoint_state(cfg, corpus.vocab, model, opts, step_, best)
@@ -580,7 +596,7 @@ def train(cfg, corpus, model, opts, state, device, log: data.CsvLog, clf) -> int
             plan = balanced_plan(examples, cfg.batch_size, cfg.seed, step_ // steps_per_epoch)
             for pair in plan[step_ % steps_per_epoch:]:
                 batches = tuple(data.collate([examples[i] for i in idx]).to(device) for idx in pair)
-                out = train_iteration(model, opts, batches, cfg, step_)
+                out = train_iteration(model, opts, batches, cfg, step_, autocast)
                 step_ += 1
                 for k, v in out.items():
                     acc[k] = acc.get(k, 0) + v
@@ -666,7 +682,7 @@ def main(argv=None) -> dict:
                 if cfg.split == "standard" else "")
         parser.error(str(err) + hint)
     os.makedirs(cfg.out_dir, exist_ok=True)
-    print(f"device: {data.describe_device(device)}")
+    print(f"device: {data.describe_device(device)}, precision {data.precision_in_use(device, cfg.precision)}")
     print(f"corpus yelp_style, split {cfg.split}: " + ", ".join(f"{s} {len(e):,}" for s, e in corpus.examples.items())
           + f" sentences, vocabulary {len(corpus.vocab):,}")
     model = StyleModel(len(corpus.vocab), cfg).to(device)
@@ -724,8 +740,9 @@ def main(argv=None) -> dict:
     # samples.txt: the implicit prior's samples decoded by each sentiment's decoder (same z on a line).
     model.eval()
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 777)
-    z = model.prior_sample(10, device, gen)
-    neg, pos = (decode(model, z, style, cfg.max_decode_len, cfg.temperature, gen) for style in (0, 1))
+    with data.autocast_for(device, cfg.precision)():
+        z = model.prior_sample(10, device, gen)
+        neg, pos = [decode(model, z, style, cfg.max_decode_len, cfg.temperature, gen) for style in (0, 1)]
     with open(os.path.join(cfg.out_dir, "samples.txt"), "w", encoding="utf-8") as f:
         f.write("# z from the implicit prior\tnegative decoder\tpositive decoder\n" + "".join(
             f"{i}\t{' '.join(corpus.vocab.decode(a))}\t{' '.join(corpus.vocab.decode(b))}\n"

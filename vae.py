@@ -213,12 +213,9 @@ class Config(data.RunConfig):
     cycles: int = option(4, "cyclical: number of cycles M over the whole run (Fu et al.: 4)", low=1)
     ratio: float = option(0.5, "cyclical: fraction R of each cycle during which beta rises (Fu et al.: 0.5)")
     # the run: the command-line contract every script shares is data.RunConfig (--data --seed --out_dir
-    # --epochs --max_steps --resume --eval_only --threads ...); here its default out_dir and the precision
+    # --epochs --max_steps --resume --eval_only --threads ...); here its default out_dir
     out_dir: str = option("runs/vae", "where config.json, log.csv, metrics.json, checkpoints and plots go",
                           run=True)
-    precision: str = option("auto", "bf16 autocast of the LSTMs and Linear layers, or fp32; auto: bf16 where "
-                                    "the hardware has it natively (CUDA, CPUs with avx512_bf16 / AMX)",
-                            choices=["auto", "fp32", "bf16"], run=True)
     # evaluation
     eval_samples: int = option(128, "posterior samples per sentence for rec (as ivae.py)", low=1, run=True)
     iw_samples: int = option(500, "importance samples per sentence for the final test IW bound (He et al.)",

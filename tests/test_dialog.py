@@ -179,3 +179,28 @@ def test_sampling_decode_differs_from_greedy():
     greedy = dialog.decode(model, z, c, 8)
     assert greedy == dialog.decode(model, z, c, 8)
     assert dialog.decode(model, z, c, 8, temperature=5.0, generator=torch.Generator().manual_seed(1)) != greedy
+
+
+def test_bf16_autocast_keeps_losses_and_nu_in_fp32(dialog_dir):
+    """--precision bf16: the critic's nu (before exp) and the reconstruction NLL come out fp32 under
+    autocast, and one training step's losses match fp32's closely."""
+    import copy
+    bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    corpus = data.load_corpus("dailydialog", dialog_dir, ("train",), max_context=10)
+    cfg = dialog.Config(emb_dim=8, utt_hidden=8, ctx_hidden=8, latent=4, mlp_width=8, dropout=0.0, ctx_dropout=0.0)
+    torch.manual_seed(0)
+    model = dialog.DialogModel(len(corpus.vocab), 8, cfg)
+    batch = data.collate(corpus.examples["train"][:4])
+    with torch.no_grad(), bf16():
+        c = model.encode_context(batch)
+        z = model.prior(c)
+        assert z.dtype == torch.bfloat16                                 # autocast took effect
+        assert model.critic(z, c).dtype == torch.float32
+        assert model.nll(batch.tokens, z, c).dtype == torch.float32
+    twin = copy.deepcopy(model)
+    torch.manual_seed(1)
+    lo = dialog.train_step(model, dialog.make_optimizers(model, cfg), batch, 1.0, cfg, bf16)
+    torch.manual_seed(1)
+    hi = dialog.train_step(twin, dialog.make_optimizers(twin, cfg), batch, 1.0, cfg)
+    for k in ("rec", "kl"):
+        assert float(lo[k]) == pytest.approx(float(hi[k]), rel=0.05, abs=0.02), k

@@ -299,3 +299,25 @@ def test_sampling_decode_differs_from_greedy():
     assert greedy == st.decode(model, z, 0, 8)
     sampled = st.decode(model, z, 0, 8, temperature=5.0, generator=torch.Generator().manual_seed(1))
     assert sampled != greedy
+
+
+def test_bf16_autocast_keeps_losses_and_nu_in_fp32():
+    """--precision bf16: the matrix products run in bf16, the critic's nu (before exp), the classifier's
+    logit and the reconstruction NLL come out fp32, and an iteration's losses match fp32's closely."""
+    import copy
+    bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    model, cfg = tiny_model()
+    neg, pos = tiny_batches()
+    with torch.no_grad(), bf16():
+        z = model.encoder(neg.tokens, neg.lengths).squeeze(1)
+        assert z.dtype == torch.bfloat16                                 # autocast took effect
+        assert model.critic(z).dtype == torch.float32
+        assert model.class_logit(z).dtype == torch.float32
+        assert model.decoders.nll(neg.tokens, z, neg.labels).dtype == torch.float32
+    twin = copy.deepcopy(model)
+    torch.manual_seed(1)
+    lo = st.train_iteration(model, st.make_optimizers(model, cfg), (neg, pos), cfg, 0, bf16)
+    torch.manual_seed(1)
+    hi = st.train_iteration(twin, st.make_optimizers(twin, cfg), (neg, pos), cfg, 0)
+    for k in ("rec", "kl", "cls_loss", "fool"):
+        assert lo[k] == pytest.approx(hi[k], rel=0.05, abs=0.02), k
