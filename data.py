@@ -69,6 +69,7 @@ import random
 import re
 import signal
 import sys
+import time
 import typing
 from collections import Counter
 from dataclasses import MISSING, dataclass, field, fields
@@ -864,10 +865,20 @@ def config_parser(config_cls, description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: Optional[list] = None) -> argparse.Namespace:
+    """parser.parse_args(argv), noting on the parser which flags the command line gave (`parser.given`):
+    --resume keeps the run's own value of every setting not given again (open_run)."""
+    args = parser.parse_args(argv)
+    absent = object()             # argparse fills in a default only where the namespace has no value yet
+    probe = argparse.Namespace(**{k: absent for k, v in vars(args).items() if not isinstance(v, list)})
+    parser.given = {k for k, v in vars(parser.parse_args(argv, namespace=probe)).items() if v is not absent}
+    return args
+
+
 def parse_config(config_cls, description: str, argv: Optional[list] = None):
     """(config, parser): the parser is returned so that main() can report bad values with parser.error."""
     parser = config_parser(config_cls, description)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items()}
     return config_cls(**values), parser
 
@@ -1093,10 +1104,17 @@ def check_out_dir(cfg, parser: argparse.ArgumentParser) -> None:
         print(f"--overwrite: deleted the previous run in {out} ({', '.join(stale)})")
 
 
+# Run-control flags that --resume takes from the command line only: where and how this process runs, and
+# how far (--max_steps caps a smoke run; its resume goes on to the end).
+RUN_HERE = {"out_dir", "data_dir", "cuda", "cpu", "threads", "max_steps", "resume", "eval_only", "overwrite",
+            "skip_test"}
+
+
 def open_run(cfg, parser: argparse.ArgumentParser, run_control: set, device) -> Optional[dict]:
     """Check --out_dir (check_out_dir), then for --resume (out_dir/checkpoint.pt) or --eval_only
     (out_dir/best.pt, else checkpoint.pt) load the checkpoint and copy its settings into `cfg`, except the
-    run-control fields a user may change. A bad checkpoint falls back to the next good one (NAME.prev.pt,
+    run-control fields a user may change; --resume also brings back those the command line does not give
+    (parse_args notes which it gives), except RUN_HERE. A bad checkpoint falls back to the next good one (NAME.prev.pt,
     then for --eval_only checkpoint.pt), saying which file was bad and which one is used. A model or
     optimiser flag given with a value other than the checkpoint's is a parser error."""
     check_out_dir(cfg, parser)
@@ -1121,15 +1139,24 @@ def open_run(cfg, parser: argparse.ArgumentParser, run_control: set, device) -> 
     if bad:
         print(f"using {path} instead (step {ckpt['step']})", file=sys.stderr, flush=True)
     defaults = type(cfg)()
+    kept = []
     for k, v in ckpt["config"].items():
-        if k in run_control or not hasattr(cfg, k):
+        if not hasattr(cfg, k):
+            continue
+        if k in run_control:
+            # --resume continues the run as it was started (its --epochs, --fwd_rev_ppl, evaluation sizes,
+            # precision ...) unless a flag says otherwise; where and how it runs is this command's.
+            v = tuple(v) if isinstance(v, list) else v
+            if cfg.resume and k not in getattr(parser, "given", set()) and k not in RUN_HERE and getattr(cfg, k) != v:
+                setattr(cfg, k, v)
+                kept.append(f"--{k} {v}")
             continue
         mine = getattr(cfg, k)
         if mine != getattr(defaults, k) and mine != v:
             parser.error(f"--{k} {mine} differs from the checkpoint's value {v}: a resumed run keeps its "
                          "model and optimiser settings")
         setattr(cfg, k, tuple(v) if isinstance(v, list) else v)
-    print(f"loaded {path} (step {ckpt['step']})")
+    print(f"loaded {path} (step {ckpt['step']})" + (f"; the run's own {', '.join(kept)}" if kept else ""))
     return ckpt
 
 
@@ -1205,6 +1232,29 @@ def eta_minutes(step: int, total: int, sec_per_step: float, steps_per_epoch: int
         n_val += count(val_every) - count(math.lcm(steps_per_epoch, val_every))
     evals = (n_val + test_in_validations) * val_seconds / 60
     return f"ETA {train + evals:5.1f} min ({train:.1f} train, {evals:.1f} validation + test)"
+
+
+class EvalProgress:
+    """A line now and then during a long evaluation (the final test of a PTB model takes 30-50 min on a
+    2-core CPU): share done, sentences, ETA. The work is counted in tokens, since the batches come
+    sorted by length. Silent with an empty label (the short per-epoch validations).
+
+        prog = EvalProgress(examples, "test");  ...  prog.add(batch.lengths)   # after each batch"""
+
+    def __init__(self, examples: list, label: str = "", every_s: float = 60.0):
+        lengths = [example_length(e) for e in examples]
+        self.total, self.label, self.every_s = max(1, sum(lengths)), label, every_s
+        self.n_total, self.done, self.n = len(lengths), 0, 0
+        self.t0 = self.last = time.time()
+
+    def add(self, lengths: torch.Tensor) -> None:
+        self.done, self.n = self.done + int(lengths.sum()), self.n + len(lengths)
+        now = time.time()
+        if self.label and now - self.last >= self.every_s and self.n < self.n_total:
+            left = (now - self.t0) * (self.total - self.done) / max(1, self.done) / 60
+            print(f"{self.label}: {100 * self.done / self.total:3.0f}% ({self.n:,} of {self.n_total:,} sentences) "
+                  f"| {now - self.t0:,.0f} s | ETA {left:.1f} min", flush=True)
+            self.last = now
 
 
 def check_finite(means: dict, step: int, ckpt_path: str, hint: str) -> None:

@@ -441,7 +441,7 @@ def batched_nll(decoder: Decoder, x: torch.Tensor, z: torch.Tensor, max_tokens: 
 
 @torch.no_grad()
 def evaluate(model: IVAE, nu_xz: Critic, nu_z: Critic, examples: list, cfg: Config, device,
-             n_samples: int, iw_samples: int, keep_samples: int = 0):
+             n_samples: int, iw_samples: int, keep_samples: int = 0, progress: str = ""):
     r"""All §5.1 metrics of one split, the paper's way and the honest way, on the same samples.
 
     The paper's way (critics trained beside the model; estimates, not bounds):
@@ -469,6 +469,7 @@ def evaluate(model: IVAE, nu_xz: Critic, nu_z: Critic, examples: list, cfg: Conf
     tot = {"rec": 0.0, "kl": 0.0, "kl_lower": 0.0, "iw": 0.0}
     kl_agg = metrics.DualKL()
     means, noise, kl_exact, kept, n, words = [], [], [], [], 0, 0
+    prog = data.EvalProgress(examples, progress)                    # a line a minute with a label
     for batch in data.Batcher(examples, cfg.batch_size, shuffle=False).epoch(0):
         batch = batch.to(device)
         x, lengths = batch.tokens, batch.lengths
@@ -511,6 +512,7 @@ def evaluate(model: IVAE, nu_xz: Critic, nu_z: Critic, examples: list, cfg: Conf
         if len(kept) < keep_samples:
             kept += list(zs[:keep_samples - len(kept)].cpu())
         n += x.shape[0]
+        prog.add(lengths)
         words += int((lengths - 1).sum())                                # words + </s>, not <s>
 
     means = torch.cat(means)
@@ -685,7 +687,7 @@ def main(argv=None) -> dict:
         result, au_var, kept = data.saved_test_row(cfg.out_dir, state["step"], parser), None, None
     else:
         result, au_var, kept = evaluate(model, nu_xz, nu_z, examples, cfg, device, cfg.eval_samples,
-                                        cfg.iw_samples, keep_samples=5)
+                                        cfg.iw_samples, keep_samples=5, progress="test")
         step = state["step"]
         result = {"split": "test", "step": step, "selected_step": state.get("selected_step") or step, **result,
                   "train_time_s": round(train_time, 1), "test_seconds": round(time.time() - t_test, 1),

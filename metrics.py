@@ -870,10 +870,11 @@ def honest_notes(r: dict) -> list:
 
 
 def warn_collapse(r: dict, latent: int) -> bool:
-    """Print a loud warning when the KL is near zero or no unit is active; True if it did. The KL is
-    the exact one where known, else the larger of the critic's estimate and the certified lower bound."""
+    """Print a loud warning when the KL is near zero or at most a tenth of the units are active (the
+    paper's VAE: AU 2 of 32); True if it did. The KL is the exact one where known, else the larger of the
+    critic's estimate and the certified lower bound."""
     kl = r["kl_exact"] if "kl_exact" in r else max(r["kl"], r.get("kl_lower", -math.inf))
-    if kl < COLLAPSE_KL or r["au"] == 0:
+    if kl < COLLAPSE_KL or r["au"] <= latent // 10:
         print(f"WARNING: POSTERIOR COLLAPSE? KL = {kl:.3f} nats, AU = {r['au']}/{latent}: "
               "the decoder may be ignoring z", flush=True)
         return True

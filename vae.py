@@ -362,7 +362,7 @@ def diag_gaussian_logpdf(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
 
 @torch.no_grad()
 def evaluate(model: VAE, examples: list, cfg: Config, device, n_samples: int, iw_samples: int,
-             keep_samples: int = 0):
+             keep_samples: int = 0, progress: str = ""):
     r"""All §5.1 metrics of one split. q(z|x) is Gaussian, so KL, MI and the IW proposal are exact:
 
         rec  = mean_x mean_s -log p(x | z_s),  z_s ~ q(z|x)
@@ -380,6 +380,7 @@ def evaluate(model: VAE, examples: list, cfg: Config, device, n_samples: int, iw
     S, K = n_samples, iw_samples
     tot = {"rec": 0.0, "kl": 0.0, "iw": 0.0, "n": 0, "words": 0}
     mus, logvars, zs, kept = [], [], [], []
+    prog = data.EvalProgress(examples, progress)                    # a line a minute with a label
     for batch in data.Batcher(examples, cfg.batch_size, shuffle=False).epoch(0):
         batch = batch.to(device)
         x, lengths = batch.tokens, batch.lengths
@@ -400,6 +401,7 @@ def evaluate(model: VAE, examples: list, cfg: Config, device, n_samples: int, iw
         if len(kept) < keep_samples:
             kept += list(z[:keep_samples - len(kept), :S].cpu())
         tot["n"] += x.shape[0]
+        prog.add(lengths)
         tot["words"] += int((lengths - 1).sum())                         # words + </s>, not <s>
     n, words = tot["n"], tot["words"]
     mu_all = torch.cat(mus)
@@ -553,7 +555,8 @@ def main(argv=None) -> dict:
     if cfg.skip_test:                                              # the row this checkpoint already has
         result, au_var, kept = data.saved_test_row(cfg.out_dir, state["step"], parser), None, None
     else:
-        result, au_var, kept = evaluate(model, examples, cfg, device, cfg.eval_samples, cfg.iw_samples, keep_samples=5)
+        result, au_var, kept = evaluate(model, examples, cfg, device, cfg.eval_samples, cfg.iw_samples, keep_samples=5,
+                                        progress="test")
         step = state["step"]
         result = {"split": "test", "step": step, "selected_step": state.get("selected_step") or step, **result,
                   "train_time_s": round(train_time, 1), "test_seconds": round(time.time() - t_test, 1),

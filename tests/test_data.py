@@ -379,3 +379,33 @@ def test_threads_flag_sets_torch_threads_and_rejects_negatives():
         torch.set_num_threads(before)
     with pytest.raises(SystemExit):
         data.pick_device(False, True, parser, threads=-1)
+
+
+def test_eval_progress_counts_tokens_and_is_silent_without_label(capsys):
+    examples = [[1, 5, 2], [1, 5, 6, 7, 8, 2], [1, 6, 2]]               # 3 + 6 + 3 = 12 tokens
+    prog = data.EvalProgress(examples, "test", every_s=0.0)
+    prog.add(torch.tensor([3, 3]))
+    prog.add(torch.tensor([6]))                                          # the end: no line, the result follows
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("test:  50% (2 of 3 sentences)") and "ETA" in lines[0]
+    quiet = data.EvalProgress(examples, "", every_s=0.0)
+    quiet.add(torch.tensor([3]))
+    assert capsys.readouterr().out == ""
+
+
+def test_resume_keeps_the_runs_own_run_settings(tmp_path):
+    """--resume without --fwd_rev_ppl / --epochs continues with the run's own values; a flag given again
+    wins; where the process runs (--threads) is the command line's."""
+    import dataclasses
+    import vae
+    out = str(tmp_path / "run")
+    parser = data.config_parser(vae.Config, "t")
+    cfg = vae.Config(**vars(data.parse_args(parser, ["--out_dir", out, "--fwd_rev_ppl", "--epochs", "3",
+                                                     "--threads", "1"])))
+    os.makedirs(out)
+    data.save_checkpoint({"script": "vae", "config": dataclasses.asdict(cfg), "step": 5, "model": {}},
+                         os.path.join(out, "checkpoint.pt"))
+    parser = data.config_parser(vae.Config, "t")
+    again = vae.Config(**vars(data.parse_args(parser, ["--out_dir", out, "--resume", "--epochs", "5"])))
+    data.open_run(again, parser, data.run_control(vae.Config), torch.device("cpu"))
+    assert again.fwd_rev_ppl is True and again.epochs == 5 and again.threads == 0

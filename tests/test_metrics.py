@@ -319,6 +319,8 @@ def test_collapse_warning_is_loud(capsys):
     assert metrics.warn_collapse({**row, "kl": 5.0, "au": 12}, 32) is False
     assert capsys.readouterr().out == ""
     assert metrics.format_row("test", {**row, "iw_nll": 79.5, "iw_ppl": 95.0}).endswith("IW-PPL 95.00")
+    assert metrics.warn_collapse({**row, "kl": 1.34, "au": 3}, 32) is True     # our PTB VAE: 3 of 32 active
+    assert metrics.warn_collapse({**row, "kl": 1.34, "au": 4}, 32) is False
 
 
 # ----------------------------------------------------------------------------------------------------
