@@ -8,13 +8,14 @@ Paper section -> code section
     Table 1 (data statistics)                 -> corpus_stats(), `python data.py --data ptb --stats`
     §5.1 the authors' LM sizes per corpus      -> LM_DEFAULTS, lm_defaults
     (no paper section: run plumbing, the last  -> RunConfig (the shared flags), option (bounds,
-     section of this file)                        run-control flag) / parse_config / check_bounds /
-                                                 run_control, set_seed, pick_device (--threads),
-                                                 autocast_for (--precision), open_run (--out_dir checks,
-                                                 --resume with a fallback checkpoint), save_checkpoint,
+     section of this file)                        run-control flag) / parse_args / parse_config /
+                                                 check_bounds / run_control, set_seed, pick_device
+                                                 (--threads), autocast_for (--precision), open_run
+                                                 (--out_dir checks, --resume with the run's own settings
+                                                 but RUN_HERE, a fallback checkpoint), save_checkpoint,
                                                  load_selected, saved_test_row, GracefulInterrupt,
-                                                 CsvLog, eta_minutes, run_script: what every script
-                                                 needs around its model
+                                                 CsvLog, eta_minutes, EvalProgress, run_script: what
+                                                 every script needs around its model
     §5.1 language modelling (PTB/Yahoo/Yelp)   -> CORPORA['ptb'|'yahoo'|'yelp'], LM examples
     §5.2 style transfer (Shen et al. Yelp)     -> CORPORA['yelp_style'], StyleExample, load_style_corpus
                                                  (and the opt-in split YELP_STYLE_NO_TRAIN)
@@ -922,8 +923,9 @@ def precision_in_use(device: torch.device, precision: str) -> str:
 
 
 def autocast_for(device: torch.device, precision: str):
-    """The autocast context of the LSTMs and Linear layers, as a zero-argument function (call it in a
-    `with`). Losses, exp(nu), KLs and logsumexps are computed outside it, in fp32 or fp64."""
+    """The autocast context of the LSTMs, GRUs and Linear layers, as a zero-argument function (call it in
+    a `with`). Losses, exp(nu), KLs and logsumexps stay in fp32 or fp64: computed outside it, or on
+    outputs cast back with .float() inside it (style_transfer.py, dialog.py)."""
     if precision_in_use(device, precision) == "bf16":
         return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     return lambda: torch.autocast(device.type, enabled=False)
@@ -1114,9 +1116,9 @@ def open_run(cfg, parser: argparse.ArgumentParser, run_control: set, device) -> 
     """Check --out_dir (check_out_dir), then for --resume (out_dir/checkpoint.pt) or --eval_only
     (out_dir/best.pt, else checkpoint.pt) load the checkpoint and copy its settings into `cfg`, except the
     run-control fields a user may change; --resume also brings back those the command line does not give
-    (parse_args notes which it gives), except RUN_HERE. A bad checkpoint falls back to the next good one (NAME.prev.pt,
-    then for --eval_only checkpoint.pt), saying which file was bad and which one is used. A model or
-    optimiser flag given with a value other than the checkpoint's is a parser error."""
+    (parse_args notes which it gives), except RUN_HERE. A bad checkpoint falls back to the next good one
+    (NAME.prev.pt, then for --eval_only checkpoint.pt), saying which file was bad and which one is used.
+    A model or optimiser flag given with a value other than the checkpoint's is a parser error."""
     check_out_dir(cfg, parser)
     if not (cfg.resume or cfg.eval_only):
         return None

@@ -321,3 +321,4 @@ def test_bf16_autocast_keeps_losses_and_nu_in_fp32():
     hi = st.train_iteration(twin, st.make_optimizers(twin, cfg), (neg, pos), cfg, 0)
     for k in ("rec", "kl", "cls_loss", "fool"):
         assert lo[k] == pytest.approx(hi[k], rel=0.05, abs=0.02), k
+    assert float(lo["rec"]) != float(hi["rec"])                          # the iteration did run under bf16
