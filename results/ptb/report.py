@@ -11,6 +11,7 @@ import csv
 import json
 import math
 import os
+import re
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -44,6 +45,17 @@ def load(folder: str):
     return result, rows
 
 
+def test_wall(folder: str, result: dict) -> str:
+    """The final test's wall time: metrics.json's test_seconds, or for runs made before that field existed
+    the "(HH:MM:SS-HH:MM:SS, X min)" the run's stdout_tail.txt header states for its final test."""
+    if "test_seconds" in result:
+        return f"{result['test_seconds'] / 3600:.1f} h"
+    path = os.path.join(HERE, folder, "stdout_tail.txt")
+    text = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
+    found = re.search(r"final test\s*#?\s*\(\d\d:\d\d:\d\d-\d\d:\d\d:\d\d, ([\d.]+) min\)", text)
+    return f"{float(found.group(1)) / 60:.1f} h" if found else "(see the run's stdout)"
+
+
 def num(value, digits: int = 2) -> str:
     if value is None or value == "":
         return "—"
@@ -70,8 +82,7 @@ def table2() -> str:
         vae = folder.startswith("vae")
         kl_true = num(r.get("kl")) if vae else (num(r["kl_exact"]) if "kl_exact" in r else f"≥ {num(r['kl_lower'])}")
         mi_true = num(r.get("mi")) if vae else num(r.get("mi_exact"))
-        wall = f"{r['train_time_s'] / 3600:.1f} h + test " + \
-            (f"{r['test_seconds'] / 3600:.1f} h" if "test_seconds" in r else "(see the run's stdout)")
+        wall = f"{r['train_time_s'] / 3600:.1f} h + test {test_wall(folder, r)}"
         epochs = rows[-1]["epoch"] if rows else "?"
         lines.append(f"| **ours, `{folder}`** | {num(r['nelbo'])} | {num(r['ppl'])} | {num(r['kl'])} | "
                      f"{num(r['mi'])} | {r['au']} | {num(r['iw_nll'])} | {num(r['iw_ppl'])} | {kl_true} | "
