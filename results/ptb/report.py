@@ -45,15 +45,27 @@ def load(folder: str):
     return result, rows
 
 
-def test_wall(folder: str, result: dict) -> str:
-    """The final test's wall time: metrics.json's test_seconds, or for runs made before that field existed
-    the "(HH:MM:SS-HH:MM:SS, X min)" the run's stdout_tail.txt header states for its final test."""
+def test_seconds(folder: str, result: dict):
+    """The final test's wall time in seconds: metrics.json's test_seconds, or for runs made before that field
+    existed the "(HH:MM:SS-HH:MM:SS, X min)" the run's stdout_tail.txt header states for its final test."""
     if "test_seconds" in result:
-        return f"{result['test_seconds'] / 3600:.1f} h"
+        return float(result["test_seconds"])
     path = os.path.join(HERE, folder, "stdout_tail.txt")
     text = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
     found = re.search(r"final test\s*#?\s*\(\d\d:\d\d:\d\d-\d\d:\d\d:\d\d, ([\d.]+) min\)", text)
-    return f"{float(found.group(1)) / 60:.1f} h" if found else "(see the run's stdout)"
+    return float(found.group(1)) * 60 if found else None
+
+
+def duration(seconds) -> str:
+    if seconds is None:
+        return "(see the run's stdout)"
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+def machine(result: dict) -> str:
+    """Where the run trained, from metrics.json's device: "CPU" (this project's 2-core machine) or the GPU's name."""
+    found = re.match(r"cuda \((?:NVIDIA )?([^)]*)\)", result.get("device", ""))
+    return found.group(1) if found else "CPU"
 
 
 def num(value, digits: int = 2) -> str:
@@ -67,7 +79,7 @@ def num(value, digits: int = 2) -> str:
 
 def table2() -> str:
     lines = ["| run | −ELBO | PPL | KL | MI | AU | IW-NLL | IW-PPL | exact KL (or ≥ bound) | exact MI | log N "
-             "| epochs, wall |",
+             "| epochs, wall, machine |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     shown = None
     for folder, _, name, paper, _ in RUNS:
@@ -82,7 +94,7 @@ def table2() -> str:
         vae = folder.startswith("vae")
         kl_true = num(r.get("kl")) if vae else (num(r["kl_exact"]) if "kl_exact" in r else f"≥ {num(r['kl_lower'])}")
         mi_true = num(r.get("mi")) if vae else num(r.get("mi_exact"))
-        wall = f"{r['train_time_s'] / 3600:.1f} h + test {test_wall(folder, r)}"
+        wall = f"{duration(r['train_time_s'])} + test {duration(test_seconds(folder, r))}, {machine(r)}"
         epochs = rows[-1]["epoch"] if rows else "?"
         lines.append(f"| **ours, `{folder}`** | {num(r['nelbo'])} | {num(r['ppl'])} | {num(r['kl'])} | "
                      f"{num(r['mi'])} | {r['au']} | {num(r['iw_nll'])} | {num(r['iw_ppl'])} | {kl_true} | "

@@ -1,0 +1,99 @@
+"""The GPU path, run where a CUDA GPU is present and skipped elsewhere (CI has none): each script trains,
+tests and writes its files under --cuda (bf16 autocast, the default there), a run interrupted and resumed
+on the GPU ends where the uninterrupted one ends (to GPU rounding: atomics in the embeddings' backward make
+CUDA runs not bit-for-bit), and a checkpoint trained on the GPU re-evaluates with --eval_only --cpu."""
+import json
+import math
+import pathlib
+import sys
+
+import pytest
+import torch
+
+import data
+import dialog
+import ivae
+import ivae_mi
+import style_transfer
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))   # the CPU tests' TINY flags and fixtures (importlib mode)
+import test_dialog  # noqa: E402
+import test_ivae  # noqa: E402
+import test_ivae_mi  # noqa: E402
+import test_style_transfer  # noqa: E402
+import test_vae  # noqa: E402
+import vae  # noqa: E402
+from test_dialog import dialog_dir  # noqa: F401  (the fixtures, shared with the CPU tests)
+from test_style_transfer import style_dir  # noqa: F401
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def on_gpu(flags):
+    return ["--cuda" if f == "--cpu" else f for f in flags]
+
+
+def assert_same_run(resumed, straight, rel=1e-3):
+    """Every number within rel (GPU rounding), every other value equal; the wall time and device aside."""
+    for key, want in straight.items():
+        if key in ("train_time_s", "device", "test_seconds"):
+            continue
+        got = resumed[key]
+        if isinstance(want, float) and math.isfinite(want):
+            assert got == pytest.approx(want, rel=rel, abs=1e-3), (key, got, want)
+        else:
+            assert got == want, (key, got, want)
+
+
+def test_auto_precision_is_bf16_on_this_gpu():
+    assert data.precision_in_use(torch.device("cuda"), "auto") == "bf16"
+
+
+@pytest.mark.parametrize("script, tiny, steps", [
+    (vae, test_vae.TINY, "9"), (ivae, test_ivae.TINY, "9"), (ivae_mi, test_ivae_mi.TINY, "9")])
+def test_ptb_scripts_on_the_gpu(corpus_dir, tmp_path, script, tiny, steps):
+    def run(out, *extra):
+        return script.main(["--data", corpus_dir, "--out_dir", str(tmp_path / out), *on_gpu(tiny), "--epochs", "2",
+                            *extra])
+    straight = run("a")
+    assert straight["device"].startswith("cuda") and math.isfinite(straight["nelbo"]), straight
+    run("b", "--max_steps", steps)
+    assert_same_run(run("b", "--resume"), straight)
+    for name in ("config.json", "log.csv", "metrics.json", "checkpoint.pt", "best.pt", "samples.txt", "curves.png"):
+        assert (tmp_path / "a" / name).exists(), name
+    # Trained on the GPU, evaluated on the CPU (in fp32 there: --precision fp32).
+    on_cpu = script.main(["--data", corpus_dir, "--out_dir", str(tmp_path / "a"), *tiny, "--epochs", "2",
+                          "--eval_only", "--precision", "fp32"])
+    assert on_cpu["device"].startswith("cpu")
+    assert on_cpu["nelbo"] == pytest.approx(straight["nelbo"], rel=0.05), (on_cpu["nelbo"], straight["nelbo"])
+
+
+def test_ivae_mi_affine_exact_diagnostics_on_the_gpu(corpus_dir, tmp_path):
+    res = ivae_mi.main(["--data", corpus_dir, "--out_dir", str(tmp_path), *on_gpu(test_ivae_mi.TINY),
+                        "--epochs", "1", "--encoder_layers", "0"])
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert res["device"].startswith("cuda")
+    assert "exact" in json.dumps(saved) and all(math.isfinite(v) for v in saved.values() if isinstance(v, float))
+
+
+def test_style_transfer_on_the_gpu(style_dir, tmp_path):  # noqa: F811
+    def run(out, *extra):
+        return style_transfer.main(["--data_dir", style_dir, "--out_dir", str(tmp_path / out), "--classifier_dir",
+                                    str(tmp_path / "clf"), *on_gpu(test_style_transfer.TINY), "--epochs", "2", *extra])
+    straight = run("a")
+    assert straight["device"].startswith("cuda")
+    run("b", "--max_steps", "11")
+    assert_same_run(run("b", "--resume"), straight)
+    assert (tmp_path / "a" / "transfers.txt").exists()
+
+
+def test_dialog_on_the_gpu(dialog_dir, tmp_path):  # noqa: F811
+    def run(out, *extra):
+        return dialog.main(["--data_dir", dialog_dir, "--out_dir", str(tmp_path / out), "--embeddings",
+                            f"{dialog_dir}/vec.txt", *on_gpu(test_dialog.TINY), *extra])
+    straight = run("a")
+    assert straight["device"].startswith("cuda")
+    run("b", "--max_steps", "3")
+    assert_same_run(run("b", "--resume"), straight)
+    res = dialog.main(["--out_dir", str(tmp_path / "a"), "--eval_only", "--context", "hi .", "--cpu"])
+    assert res is not None
