@@ -1,7 +1,8 @@
 """The GPU path, run where a CUDA GPU is present and skipped elsewhere (CI has none): each script trains,
 tests and writes its files under --cuda (bf16 autocast, the default there), a run interrupted and resumed
-on the GPU ends where the uninterrupted one ends (to GPU rounding: atomics in the embeddings' backward make
-CUDA runs not bit-for-bit), and a checkpoint trained on the GPU re-evaluates with --eval_only --cpu."""
+on the GPU ends where the uninterrupted one ends (to a relative 1e-3: PyTorch does not promise bit-for-bit
+CUDA runs, e.g. the embeddings' backward adds with atomics), and a checkpoint trained on the GPU
+re-evaluates with --eval_only --cpu."""
 import json
 import math
 import pathlib
@@ -73,7 +74,9 @@ def test_ivae_mi_affine_exact_diagnostics_on_the_gpu(corpus_dir, tmp_path):
                         "--epochs", "1", "--encoder_layers", "0"])
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert res["device"].startswith("cuda")
-    assert "exact" in json.dumps(saved) and all(math.isfinite(v) for v in saved.values() if isinstance(v, float))
+    assert all(math.isfinite(v) for v in saved.values() if isinstance(v, float))
+    # the exact diagnostics of the affine encoder ran on the GPU: exact MI within [0, log N], KL >= its bound
+    assert 0.0 <= saved["mi_exact"] <= saved["log_n"] + 1e-6 and saved["kl_exact"] >= saved["kl_lower"] - 1e-3
 
 
 def test_style_transfer_on_the_gpu(style_dir, tmp_path):  # noqa: F811
@@ -95,5 +98,6 @@ def test_dialog_on_the_gpu(dialog_dir, tmp_path):  # noqa: F811
     assert straight["device"].startswith("cuda")
     run("b", "--max_steps", "3")
     assert_same_run(run("b", "--resume"), straight)
-    res = dialog.main(["--out_dir", str(tmp_path / "a"), "--eval_only", "--context", "hi .", "--cpu"])
-    assert res is not None
+    res = dialog.main(["--out_dir", str(tmp_path / "a"), "--eval_only", "--context", "hi .",
+                       "--samples_per_context", "10", "--cpu"])               # a GPU checkpoint answers on the CPU
+    assert res["context"] == ["hi ."] and len(res["responses"]) == 10
