@@ -2,7 +2,8 @@ r"""Training-step benchmark of vae.py, ivae.py and ivae_mi.py: the paper's Table
 
 Fang, Li, Gao, Dong, Chen. "Implicit Deep Latent Variable Models for Text Generation". EMNLP 2019,
 Table 3: iVAE costs 1.3-1.4x a Gaussian VAE per step. The extra cost is the critics: nu_steps updates of
-two small MLPs per step, which on a GPU are bound by kernel launches rather than arithmetic.
+two small MLPs per step, which on a GPU are bound by kernel launches rather than arithmetic; there the
+scripts replay them from a CUDA graph (`CriticUpdates`), and `--eager_critics` times them without it.
 
 Each model is built with its script's default settings for the corpus (the authors' sizes), and runs
 its own `train_step` on the *same* batches, in one process: a few warm-up steps, then `--steps` timed
@@ -48,11 +49,12 @@ class Config:
     warmup: int = option(10, "untimed steps per model before timing (allocator, cuDNN autotune)")
     quick: bool = option(False, "10 timed steps after 2 warm-up steps (under a minute on a CPU)")
     models: tuple = option(MODELS, f"which models, among {', '.join(MODELS)}", nargs="+")
+    eager_critics: bool = option(False, "on a GPU, time the critic updates run eagerly, not from a CUDA graph")
     out_dir: str = option("results/bench", "where the JSON result goes")
     no_save: bool = option(False, "print the table only")
 
 
-def build(name: str, corpus: data.Corpus, device, precision: str):
+def build(name: str, corpus: data.Corpus, device, precision: str, eager_critics: bool = False):
     """The script's default config for the corpus, its model and optimisers, and a step function."""
     module = {"vae": vae, "ivae": ivae, "ivae_mi": ivae_mi}[name]
     cfg = data.lm_defaults(module.Config(data=corpus.spec.name), corpus.spec.name)
@@ -62,8 +64,10 @@ def build(name: str, corpus: data.Corpus, device, precision: str):
         opt = module.optimizer(model, cfg)
         return lambda batch: module.train_step(model, opt, batch, 1.0, cfg, autocast)
     model, nu_xz, nu_z = module.build(cfg, len(corpus.vocab), device)
-    opt, nu_opt = module.optimizers(model, nu_xz, nu_z, cfg)
-    return lambda batch: module.train_step(model, nu_xz, nu_z, opt, nu_opt, batch, 1.0, cfg, autocast)
+    graph = device.type == "cuda" and not eager_critics                   # as the scripts' train()
+    opt, nu_opt = module.optimizers(model, nu_xz, nu_z, cfg, capturable=graph)
+    critics = module.CriticUpdates(nu_xz, nu_z, nu_opt, cfg, data.autocast_for(device, precision, cache=False), graph)
+    return lambda batch: module.train_step(model, nu_xz, nu_z, opt, nu_opt, batch, 1.0, cfg, autocast, critics)
 
 
 def sync(device) -> None:
@@ -72,9 +76,9 @@ def sync(device) -> None:
 
 
 def time_model(name: str, corpus: data.Corpus, batches: list, warmup: int, seed: int, device,
-               precision: str = "fp32") -> dict:
+               precision: str = "fp32", eager_critics: bool = False) -> dict:
     data.set_seed(seed)
-    step = build(name, corpus, device, precision)
+    step = build(name, corpus, device, precision, eager_critics)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for batch in batches[:warmup]:
@@ -117,7 +121,8 @@ def main(argv=None) -> dict:
     print(f"device: {described}; {cfg.warmup} warm-up + {cfg.steps} timed steps of batch 32 from {corpus.spec.name}")
     table = {}
     for name in cfg.models:
-        table[name] = time_model(name, corpus, batches, cfg.warmup, cfg.seed, device, cfg.precision)
+        table[name] = time_model(name, corpus, batches, cfg.warmup, cfg.seed, device, cfg.precision,
+                                 cfg.eager_critics)
     base = table.get("vae", {}).get("ms_per_step")
     print(f"{'model':<9}{'ms/step':>10}{'tokens/s':>11}{'sent/s':>9}{'peak MB':>9}{'vs vae':>8}")
     for name, r in table.items():
@@ -128,11 +133,13 @@ def main(argv=None) -> dict:
     result = {"device": described, "torch": torch.__version__, "python": platform.python_version(),
               "date": datetime.date.today().isoformat(), "command": "python " + " ".join(sys.argv if argv is None
                                                                                       else ["bench.py", *argv]),
-              "corpus": corpus.spec.name, "precision": cfg.precision, "batch_size": 32, "warmup": cfg.warmup,
+              "corpus": corpus.spec.name, "precision": cfg.precision, "eager_critics": cfg.eager_critics,
+              "batch_size": 32, "warmup": cfg.warmup,
               "steps": cfg.steps, "table": table}
     if not cfg.no_save:
         os.makedirs(cfg.out_dir, exist_ok=True)
         tag = "cuda" if device.type == "cuda" else "cpu"
+        tag += "_eager" if cfg.eager_critics and device.type == "cuda" else ""
         path = os.path.join(cfg.out_dir, f"{tag}_{cfg.precision}_{torch.get_num_threads()}t_{result['date']}"
                                          f"{'_quick' if cfg.quick else ''}.json")
         data.write_json(path, result)

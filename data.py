@@ -922,12 +922,13 @@ def precision_in_use(device: torch.device, precision: str) -> str:
     return "bf16" if precision == "bf16" or (precision == "auto" and bf16_native(device)) else "fp32"
 
 
-def autocast_for(device: torch.device, precision: str):
+def autocast_for(device: torch.device, precision: str, cache: bool = True):
     """The autocast context of the LSTMs, GRUs and Linear layers, as a zero-argument function (call it in
     a `with`). Losses, exp(nu), KLs and logsumexps stay in fp32 or fp64: computed outside it, or on
-    outputs cast back with .float() inside it (style_transfer.py, dialog.py)."""
+    outputs cast back with .float() inside it (style_transfer.py, dialog.py). cache=False for code that a
+    CUDA graph records (torch's rule for autocast inside torch.cuda.graph)."""
     if precision_in_use(device, precision) == "bf16":
-        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache)
     return lambda: torch.autocast(device.type, enabled=False)
 
 

@@ -307,6 +307,7 @@ def train(cfg, corpus, model, opt, state, device, log: data.CsvLog) -> int:
         while step < total and not stop.requested:
             epoch = step // steps_per_epoch
             for batch in batcher.epoch(epoch, start=step % steps_per_epoch):
+                tokens += int((batch.lengths - 1).sum())                 # counted on the CPU: no GPU sync
                 batch = batch.to(device)
                 beta = beta_at(step, steps_per_epoch, schedule_steps, cfg)
                 out = train_step(model, opt, batch, beta, cfg, autocast)
@@ -314,7 +315,6 @@ def train(cfg, corpus, model, opt, state, device, log: data.CsvLog) -> int:
                 for k, v in out.items():
                     acc[k] = acc.get(k, 0) + v                       # device tensors: no sync per step
                 n_acc += 1
-                tokens += int((batch.lengths - 1).sum())
                 validating = step % steps_per_epoch == 0 or (cfg.val_every and step % cfg.val_every == 0)
                 saving = validating or step % cfg.save_every == 0 or step >= total or stop.requested
                 if step % cfg.log_every == 0 or saving:
