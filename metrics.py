@@ -89,7 +89,7 @@ def mutual_info(kl_cond, kl_agg):
     return kl_cond - kl_agg
 
 
-def gaussian_mi(mu: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor) -> float:
+def gaussian_mi(mu: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor, with_se: bool = False):
     r"""He et al. (2019)'s Monte-Carlo estimate of I(x; z) for Gaussian posteriors q(z|x) = N(mu, sigma^2).
 
         I = E_x E_{q(z|x)} [log q(z|x)] - E_{q(x,z)} [log q(z)]
@@ -99,7 +99,11 @@ def gaussian_mi(mu: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor) -> floa
     mu, logvar: (B, Z) for B sentences; z: (B, Z) or (B, S, Z), samples z ~ q(z|x_b).
     Source: He, Spokoyny, Neubig, Berg-Kirkpatrick, "Lagging inference networks", ICLR 2019
     (calc_mi). The log q(z) term uses the same batch, so the estimate is biased for small B: it cannot
-    exceed log B (plus a small term), so use batches of hundreds or more."""
+    exceed log B (plus a small term), so use batches of hundreds or more.
+
+    with_se=True returns (MI, SE): SE = std of the B*S values of log q(z) / sqrt(B*S), the standard error
+    of the Monte-Carlo part (the entropy term is exact). With one sample per sentence the spread of
+    log q(z) between sentences enters it too, so it is an upper bound on the sampling error."""
     mu, logvar, z = mu.double(), logvar.double(), z.double()
     if z.dim() == 2:
         z = z.unsqueeze(1)                                               # (B, S, Z)
@@ -113,7 +117,10 @@ def gaussian_mi(mu: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor) -> floa
     chunk = max(1, 2 ** 22 // max(1, B * Z))
     log_qz = torch.cat([torch.logsumexp(-0.5 * ((zz - mu.unsqueeze(0)) ** 2 * inv_var).sum(-1) + log_norm, dim=1)
                         for zz in flat.split(chunk)]) - math.log(B)     # (B*S,)
-    return float(neg_entropy - log_qz.mean())
+    mi = float(neg_entropy - log_qz.mean())
+    if not with_se:
+        return mi
+    return mi, (float(log_qz.std() / math.sqrt(log_qz.numel())) if log_qz.numel() > 1 else float("nan"))
 
 
 def active_units(means: torch.Tensor, threshold: float = 0.01, unbiased: bool = False,
@@ -862,10 +869,15 @@ def honest_notes(r: dict) -> list:
     elif "kl_exact" in r:
         notes.append("the affine encoder's W is rank-deficient: q(z|x) lives on a subspace and its exact "
                      "KL is infinite")
-    for key in ("mi", "mi_exact"):
-        if key in r and "log_n" in r and r[key] > r["log_n"]:
+    for key in ("mi", "mi_exact"):                 # (1e-9: mi_exact reaches log N up to float rounding)
+        if key in r and "log_n" in r and r[key] > r["log_n"] + 1e-9:
             notes.append(f"{key} {r[key]:.2f} exceeds log N = {r['log_n']:.2f}, the most that N sentences "
                          "allow: an estimator artifact")
+    if "mi_se" in r and r["mi"] > r["kl"]:         # Gaussian q: KL - MI = KL(q(z) || p) >= 0
+        excess = r["mi"] - r["kl"]
+        notes.append(f"the MI estimate {r['mi']:.2f} exceeds the KL {r['kl']:.2f}, which the true MI cannot: "
+                     f"by {excess:.2f} nats, {excess / r['mi_se']:.1f} standard errors of its Monte-Carlo part "
+                     f"(SE {r['mi_se']:.2f})")
     return notes
 
 

@@ -30,7 +30,7 @@ Honest numbers: with beta = 1 the reported -ELBO = rec + KL is an upper bound on
 estimated with S samples), and `iw_nll` (K samples from q(z|x) as the proposal, He et al. 2019) is a
 tighter one: the same quantity as ivae.py's `iw_nll`, whose proposal may fit less well (a looser bound).
 `mi` uses exact Gaussian densities, Monte-Carlo over z only, like ivae.py's `mi_exact`; `log_n` = log N
-bounds it. Validation numbers (`val_*`) are for model selection only.
+bounds it, and `mi_se` is the standard error of its Monte-Carlo part (an upper bound: one z per sentence). Validation numbers (`val_*`) are for model selection only.
 
 Deviations from the paper / the authors' code (and why)
     * Model selection on the validation split's IW-NLL, test reported once at the end (the authors report
@@ -291,6 +291,8 @@ def train(cfg, corpus, model, opt, state, device, log: data.CsvLog) -> int:
         row = {"step": step, "epoch": step / steps_per_epoch, "split": "valid", "beta": beta, **row,
                "val_seconds": round(val_seconds, 1)}
         print(metrics.format_row(f"valid @ step {step}", row), flush=True)
+        for note in metrics.honest_notes(row):
+            print("  note:", note, flush=True)
         metrics.warn_collapse(row, cfg.latent)
         log.write(row)
         score = row.get("iw_nll", row["nelbo"])
@@ -406,8 +408,9 @@ def evaluate(model: VAE, examples: list, cfg: Config, device, n_samples: int, iw
     n, words = tot["n"], tot["words"]
     mu_all = torch.cat(mus)
     au, au_var = metrics.active_units(mu_all)
-    out = {"n_sentences": n, "n_words": words, "rec": tot["rec"] / n, "kl": tot["kl"] / n,
-           "mi": metrics.gaussian_mi(mu_all, torch.cat(logvars), torch.cat(zs)), "au": au, "log_n": math.log(n)}
+    mi, mi_se = metrics.gaussian_mi(mu_all, torch.cat(logvars), torch.cat(zs), with_se=True)
+    out = {"n_sentences": n, "n_words": words, "rec": tot["rec"] / n, "kl": tot["kl"] / n, "mi": mi,
+           "mi_se": mi_se, "au": au, "log_n": math.log(n)}
     out.update(nelbo=out["rec"] + out["kl"], ppl=metrics.perplexity(tot["rec"] + tot["kl"], words))
     if K:
         out.update(iw_nll=tot["iw"] / n, iw_ppl=metrics.perplexity(tot["iw"], words), iw_samples=K)
@@ -562,6 +565,8 @@ def main(argv=None) -> dict:
                   "train_time_s": round(train_time, 1), "test_seconds": round(time.time() - t_test, 1),
                   "device": data.describe_device(device)}
     print(metrics.format_row("test", result))
+    for note in metrics.honest_notes(result):
+        print("  note:", note)
     metrics.warn_collapse(result, cfg.latent)
     if cfg.fwd_rev_ppl:
         result.update(forward_reverse(model, corpus, cfg, device, os.path.join(cfg.out_dir, "fwd_rev_samples.txt")))

@@ -139,6 +139,36 @@ def test_gaussian_mi_extremes():
     assert metrics.gaussian_mi(mu0, lv0, z0) == pytest.approx(0.0, abs=0.02)
 
 
+def test_gaussian_mi_standard_error_vs_repeated_draws():
+    # The SE gaussian_mi reports with one z per sentence, against the spread of the estimate over 200
+    # independent draws of z. Identical posteriors (no spread between sentences): the SE matches the spread;
+    # posteriors of different widths: it is an upper bound on it, as its docstring says.
+    torch.manual_seed(0)
+    B, Z = 400, 4
+    mu = 0.5 * torch.randn(B, Z)
+    for logvar, check in ((torch.full((B, Z), -1.0), "match"), (torch.randn(B, Z), "bound")):
+        draws = [metrics.gaussian_mi(mu, logvar, mu + (0.5 * logvar).exp() * torch.randn(B, Z), with_se=True)
+                 for _ in range(200)]
+        spread = float(np.std([m for m, _ in draws]))
+        se = float(np.mean([s for _, s in draws]))
+        if check == "match":
+            assert 0.8 * spread < se < 1.25 * spread, (se, spread)
+        else:
+            assert se > 0.9 * spread, (se, spread)
+    assert isinstance(metrics.gaussian_mi(mu, logvar, mu), float)               # the default: MI alone
+
+
+def test_honest_notes_on_mi():
+    row = {"rec": 80.0, "kl": 2.07, "mi": 2.13, "au": 5, "nelbo": 82.07, "ppl": 100.0, "log_n": math.log(3761)}
+    notes = metrics.honest_notes({**row, "mi_se": 0.05})
+    assert len(notes) == 1 and "exceeds the KL 2.07" in notes[0] and "1.2 standard errors" in notes[0], notes
+    assert metrics.honest_notes({**row, "mi": 2.0, "mi_se": 0.05}) == []
+    # the exact MI of separated posteriors reaches log N up to float rounding: no "artifact" note for that
+    exact = {**row, "mi": 1.0, "mi_exact": math.log(3761) + 9e-16}
+    assert metrics.honest_notes(exact) == []
+    assert "estimator artifact" in metrics.honest_notes({**exact, "mi": 9.5})[0]
+
+
 def test_active_units():
     torch.manual_seed(0)
     N = 5000
