@@ -875,9 +875,9 @@ def honest_notes(r: dict) -> list:
                          "allow: an estimator artifact")
     if "mi_se" in r and r["mi"] > r["kl"]:         # Gaussian q: KL - MI = KL(q(z) || p) >= 0
         excess = r["mi"] - r["kl"]
+        in_se = f"{excess / r['mi_se']:.1f}" if r["mi_se"] > 0 else "?"
         notes.append(f"the MI estimate {r['mi']:.2f} exceeds the KL {r['kl']:.2f}, which the true MI cannot: "
-                     f"by {excess:.2f} nats, {excess / r['mi_se']:.1f} standard errors of its Monte-Carlo part "
-                     f"(SE {r['mi_se']:.2f})")
+                     f"by {excess:.2f} nats, {in_se} standard errors of its Monte-Carlo part (SE {r['mi_se']:.2f})")
     return notes
 
 

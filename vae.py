@@ -30,7 +30,8 @@ Honest numbers: with beta = 1 the reported -ELBO = rec + KL is an upper bound on
 estimated with S samples), and `iw_nll` (K samples from q(z|x) as the proposal, He et al. 2019) is a
 tighter one: the same quantity as ivae.py's `iw_nll`, whose proposal may fit less well (a looser bound).
 `mi` uses exact Gaussian densities, Monte-Carlo over z only, like ivae.py's `mi_exact`; `log_n` = log N
-bounds it, and `mi_se` is the standard error of its Monte-Carlo part (an upper bound: one z per sentence). Validation numbers (`val_*`) are for model selection only.
+bounds it, and `mi_se` is the standard error of its Monte-Carlo part (an upper bound: one z per
+sentence). Validation numbers (`val_*`) are for model selection only.
 
 Deviations from the paper / the authors' code (and why)
     * Model selection on the validation split's IW-NLL, test reported once at the end (the authors report

@@ -163,6 +163,7 @@ def test_honest_notes_on_mi():
     notes = metrics.honest_notes({**row, "mi_se": 0.05})
     assert len(notes) == 1 and "exceeds the KL 2.07" in notes[0] and "1.2 standard errors" in notes[0], notes
     assert metrics.honest_notes({**row, "mi": 2.0, "mi_se": 0.05}) == []
+    assert "? standard errors" in metrics.honest_notes({**row, "mi_se": 0.0})[0]           # no division by 0
     # the exact MI of separated posteriors reaches log N up to float rounding: no "artifact" note for that
     exact = {**row, "mi": 1.0, "mi_exact": math.log(3761) + 9e-16}
     assert metrics.honest_notes(exact) == []
