@@ -240,8 +240,8 @@ class CriticUpdates:
     critic_step nu_steps times, eagerly; on a GPU, replayed from a CUDA graph.
 
     Speed (GPU only; the numbers are the same either way). The critics are small (MLPs of width 512 on
-    2B = 64 rows), so on a GPU their five forward / backward / Adam updates are ~700 kernel launches of a
-    few microseconds each, and the GPU waits on the CPU: 13.9 of a 20 ms training step on an H200
+    2B = 64 rows), so on a GPU their five forward / backward / Adam updates are hundreds of kernel launches
+    of a few microseconds each, and the GPU waits on the CPU: 13.9 of a 20 ms training step on an H200
     (results/gpu/profile_2026-11-26). A CUDA graph records those kernels once and replays them in one
     launch: 1.3 ms, with weights identical to the eager updates after 59 steps. A graph replays the same
     kernels on the same memory, hence the fixed input buffers that each call copies into, and Adam with
