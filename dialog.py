@@ -52,6 +52,9 @@ Evaluation (Table 8), per test context: K = 10 responses decoded greedily from 1
 Deviations from the authors' code (and why)
     * The critic has no BatchNorm (it couples the samples of a batch) and its estimate is the real dual,
       mean exp(nu) (metrics.dual_kl).
+    * The order within an iteration is critic, autoencoder, posterior/prior; the authors' is autoencoder,
+      posterior/prior, critic (the same cycle, started at another step), and they encode the context with
+      dropout off (eval mode) for the posterior/prior and critic steps; here dropout stays on in all three.
     * Rec sums the token NLLs of a response (the house convention, like the LM scripts) instead of
       averaging them; the gradient clip (1) bounds the SGD step either way.
     * Model selection on validation reconstruction NLL (best.pt); the authors evaluate every epoch's model.

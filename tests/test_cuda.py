@@ -106,8 +106,8 @@ def test_dialog_on_the_gpu(dialog_dir, tmp_path):  # noqa: F811
 @pytest.mark.parametrize("script", [ivae, ivae_mi])
 def test_critic_updates_from_a_cuda_graph_match_the_eager_ones(script):
     # CriticUpdates records the critic updates of a full batch in a CUDA graph after 3 eager warm-up calls
-    # and replays it: 8 training steps (3 warm-up, 1 recorded + replayed, 4 replays) must leave the model,
-    # the critics and their Adam state as the eager updates do, from the same start and the same randomness.
+    # and replays it: 8 training steps (3 warm-up, 1 recorded + replayed, 4 replays) must leave the model and
+    # the critics as the eager updates do (and report the same KL), from the same start and randomness.
     import copy
     cfg = script.Config(emb_dim=16, hidden=16, latent=4, noise_dim=4, encoder_width=16, nu_width=32, nu_layers=2,
                         init_range=0.1, dropout=0.0, batch_size=6, nu_lr=1e-3)

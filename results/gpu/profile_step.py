@@ -7,7 +7,7 @@ device with the corpora in gpu_data/: `IVAE_DATA_DIR=gpu_data python3 results/gp
    with a synchronize around it.
 3. An experiment, not the scripts' code: the critic updates captured once in a CUDA graph (fused Adam with
    capturable=True, prior samples drawn outside the graph) and replayed, on the same batches and the same
-   starting weights as the eager updates; the critics' weights after 50 steps are compared.
+   starting weights as the eager updates; the critics' weights are compared after all the steps (59).
 A measurement harness: it imports ivae_mi to time its own functions.
 """
 import copy
