@@ -1,6 +1,7 @@
 """Where one critic update's time goes on the CPU (issue 13): both critics of ivae.py, batch 32 + 32, one thread,
 bf16 autocast and fused Adam as in training (ivae.critic_step itself), 50 updates under torch.profiler after 30
-warm-up updates; then one 64x512 @ 512x512 matrix product alone in bf16 and fp32, the floor of a critic layer.
+warm-up updates; then one 64x512 @ 512x512 matrix product alone in bf16 and fp32, the floor of a critic layer;
+then a naive torch.compile of ivae.critic_step, timed the same way (its first call compiles).
 Run from the repository root: PYTHONPATH=. python results/bench/critic_profile.py"""
 import time
 
@@ -40,3 +41,13 @@ for dtype in (torch.bfloat16, torch.float32):
         x @ w
     dt = (time.perf_counter() - t0) / 2000
     print(f"(64x512) @ (512x512) {str(dtype)[6:]}: {dt * 1e6:.0f} us = {2 * 64 * 512 * 512 / dt / 1e9:.0f} GFLOP/s")
+
+step = torch.compile(ivae.critic_step)
+t0 = time.perf_counter()
+for _ in range(30):
+    step(nu_xz, nu_z, opt, h, z, torch.randn(B, Z), bf16)
+print(f"torch.compile(critic_step): 30 warm-up updates incl. compiling {time.perf_counter() - t0:.1f} s")
+t0 = time.perf_counter()
+for _ in range(N):
+    step(nu_xz, nu_z, opt, h, z, torch.randn(B, Z), bf16)
+print(f"one compiled critic update: {(time.perf_counter() - t0) / N * 1000:.2f} ms")
