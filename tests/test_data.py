@@ -368,6 +368,12 @@ def test_precision_resolves_auto_by_hardware():
         assert torch.nn.Linear(4, 4)(torch.randn(2, 4)).dtype == torch.float32
 
 
+def test_eval_tokens_auto_is_small_on_the_cpu_large_on_a_gpu():
+    assert data.eval_tokens_for(torch.device("cpu"), 0) == 2048
+    assert data.eval_tokens_for(torch.device("cuda"), 0) == 32768              # no GPU needed to resolve it
+    assert data.eval_tokens_for(torch.device("cpu"), 500) == 500               # an explicit value is kept
+
+
 def test_threads_flag_sets_torch_threads_and_rejects_negatives():
     import argparse
     parser = argparse.ArgumentParser()

@@ -101,7 +101,9 @@ def test_tiny_run_writes_everything(corpus_dir, tmp_path):
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == saved["step"] == 28                       # 14 equal-length batches per epoch
     assert ckpt["vocab"]["itos"][:4] == list(data.SPECIALS)
-    assert json.loads((out / "config.json").read_text())["lr"] == 1e-3        # PTB-sized default resolved
+    config = json.loads((out / "config.json").read_text())
+    assert config["lr"] == 1e-3                                      # PTB-sized default resolved
+    assert config["eval_tokens"] == 2048                             # --eval_tokens 0 resolved for the CPU
 
 
 def test_affine_encoder_reports_exact_kl(corpus_dir, tmp_path):
