@@ -934,9 +934,9 @@ def autocast_for(device: torch.device, precision: str, cache: bool = True):
 
 def eval_tokens_for(device: torch.device, eval_tokens: int) -> int:
     """--eval_tokens resolved: the decoder tokens per forward pass at evaluation; 0 (auto) is 32,768 on a GPU
-    (large kernels) and 2,048 on the CPU. Speed: a chunk's logits are tokens x vocabulary floats, 1.3 GB at
-    32,768 PTB tokens; at 2,048 they stay nearer the caches, and a PTB test of ivae.py ran 17-20% faster
-    on the 2-core CPU (1 and 2 threads) with the same numbers (README, Table 3)."""
+    (the old default, not re-measured there) and 2,048 on the CPU. Speed: a chunk's logits are tokens x
+    vocabulary floats, 1.3 GB in fp32 at 32,768 PTB tokens; with 2,048 a PTB test of ivae.py took 15-20% less
+    time on the 2-core CPU (1 and 2 threads), same numbers (results/bench/eval_tokens_2026-11-26.txt)."""
     return eval_tokens or (32768 if device.type == "cuda" else 2048)
 
 
