@@ -54,8 +54,9 @@ Deviations from the paper / the authors' code (and why)
     * Evaluation draws from its own seeded generator, so a resumed run matches an uninterrupted one.
     * bf16 autocast by default where the hardware has it natively (--precision auto; the authors: fp32):
       1.3-1.4x less wall time on the 2-core CPU, rec and IW-NLL within seed noise (README).
-    * On a GPU the critic updates of a full batch are replayed from a CUDA graph (CriticUpdates): the
-      same arithmetic, 2.7-2.8x faster training steps on an H200 (--eager_critics turns it off).
+    * On a GPU each training step is replayed from a CUDA graph, one per batch shape (data.CudaGraphs;
+      --cuda_graph critics replays the critic updates only, off nothing): the same arithmetic, fewer
+      kernel launches (README, Table 3).
 """
 from __future__ import annotations
 
@@ -187,8 +188,8 @@ def optimizers(model: IVAE, nu_xz: Critic, nu_z: Critic, cfg: Config, capturable
     """Adam for encoder, G_phi and decoder (lr), and one Adam for both critics (nu_lr; their parameters
     are disjoint, so one step is two independent updates). Speed: fused=True updates every tensor in one
     kernel; on a 2-core CPU it took a critic update from 12 to 8 ms (README, Table 3). capturable=True
-    (GPU only) keeps the critics' Adam state on the GPU so that CriticUpdates can replay it from a CUDA graph."""
-    return (torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True),
+    (GPU only) keeps Adam's state on the GPU so that a CUDA graph can replay its steps (data.CudaGraphs)."""
+    return (torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True, capturable=capturable),
             torch.optim.Adam(list(nu_xz.parameters()) + list(nu_z.parameters()), lr=cfg.nu_lr, fused=True,
                              capturable=capturable))
 
@@ -235,58 +236,21 @@ def critic_step(nu_xz: Critic, nu_z: Critic, nu_opt, h: torch.Tensor, z: torch.T
     return kl_cond.detach(), kl_agg.detach()
 
 
-class CriticUpdates:
-    """The nu_steps critic updates of one training step, `critics(h, z, z_prior)` -> the last estimates:
-    critic_step nu_steps times, eagerly; on a GPU, replayed from a CUDA graph.
-
-    Speed (GPU only; the numbers are the same either way). The critics are small (MLPs of width 512 on
-    2B = 64 rows), so on a GPU their five forward / backward / Adam updates are hundreds of kernel launches
-    of a few microseconds each, and the GPU waits on the CPU: 13.9 of a 20 ms training step on an H200
-    (results/gpu/profile_2026-11-26). A CUDA graph records those kernels once and replays them in one
-    launch: 1.3 ms, with weights identical to the eager updates after 59 steps. A graph replays the same
-    kernels on the same memory, hence the fixed input buffers that each call copies into, and Adam with
-    capturable=True (its step counter on the GPU). The prior samples are drawn outside, so the random
-    stream, and with it --resume, is that of the eager updates. Recorded for full batches only, after
-    `warmup` eager ones (they create Adam's state); other batch sizes and the CPU run eagerly."""
-
-    def __init__(self, nu_xz: Critic, nu_z: Critic, nu_opt, cfg: Config, autocast, graph: bool, warmup: int = 3):
-        self.nu_xz, self.nu_z, self.nu_opt, self.autocast = nu_xz, nu_z, nu_opt, autocast
-        self.nu_steps, self.batch_size, self.use_graph, self.warmup = cfg.nu_steps, cfg.batch_size, graph, warmup
-        self.graph, self.inputs, self.outputs = None, None, None
-
-    def eager(self, h: torch.Tensor, z: torch.Tensor, z_prior: torch.Tensor):
-        for i in range(self.nu_steps):
-            kl_cond, kl_agg = critic_step(self.nu_xz, self.nu_z, self.nu_opt, h, z, z_prior[i], self.autocast)
-        return kl_cond, kl_agg
-
-    def __call__(self, h: torch.Tensor, z: torch.Tensor, z_prior: torch.Tensor):
-        """h: (B, H), z: (B, Z), z_prior: (nu_steps, B, Z), all constants for the critics."""
-        if not self.use_graph or h.shape[0] != self.batch_size:
-            return self.eager(h, z, z_prior)
-        if self.graph is None and self.warmup > 0:                # eager warm-up on a side stream (as the
-            self.warmup -= 1                                      # torch.cuda.graphs recipe does)
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                out = self.eager(h, z, z_prior)
-            torch.cuda.current_stream().wait_stream(side)
-            return out
-        if self.graph is None:                                    # record (nothing runs), then replay below
-            self.inputs = (h.clone(), z.clone(), z_prior.clone())
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.outputs = self.eager(*self.inputs)
-        else:
-            for buffer, value in zip(self.inputs, (h, z, z_prior)):
-                buffer.copy_(value)
-        self.graph.replay()
-        return tuple(v.clone() for v in self.outputs)            # the buffers change at the next replay
+def critic_updates(nu_xz: Critic, nu_z: Critic, nu_opt, h: torch.Tensor, z: torch.Tensor,
+                   z_prior: torch.Tensor, autocast=contextlib.nullcontext):
+    """The nu_steps critic updates of one training step, one per row of z_prior: (nu_steps, B, Z) prior
+    samples drawn by the caller. h: (B, H), z: (B, Z), constants here. Returns the last step's estimates."""
+    for z_p in z_prior:
+        kl_cond, kl_agg = critic_step(nu_xz, nu_z, nu_opt, h, z, z_p, autocast)
+    return kl_cond, kl_agg
 
 
-def train_step(model: IVAE, nu_xz: Critic, nu_z: Critic, opt, nu_opt, batch: data.Batch, beta: float,
-               cfg: Config, autocast, critics: CriticUpdates | None = None) -> dict:
+def train_step(model: IVAE, nu_xz: Critic, nu_z: Critic, opt, nu_opt, batch: data.Batch,
+               beta: float | torch.Tensor, cfg: Config, autocast, critics=None) -> dict:
     """One training step: nu_steps updates of both critics (Eq. 13 for nu(z), Eq. 9 for nu(x, z)), then
-    one encoder/decoder update (Eq. 14). critics: how the critic updates run (default: eagerly)."""
+    one encoder/decoder update (Eq. 14). critics(h, z, z_prior): the critic updates (default:
+    critic_updates, eagerly; train() may pass them replayed from a CUDA graph). beta: a float, or a 0-d
+    tensor when the whole step is replayed from a graph (data.CudaGraphs takes tensors only)."""
     x, lengths = batch.tokens, batch.lengths
     with autocast():
         h = model.encoder(x, lengths)                                    # (B, H)
@@ -295,7 +259,7 @@ def train_step(model: IVAE, nu_xz: Critic, nu_z: Critic, opt, nu_opt, batch: dat
 
     # Eq. (9) and (13): the critics chase the current posterior. h and z are constants for them.
     z_prior = torch.randn(cfg.nu_steps, *z.shape, device=z.device)       # fresh p(z) samples, one draw
-    critics = critics or CriticUpdates(nu_xz, nu_z, nu_opt, cfg, autocast, graph=False)
+    critics = critics or (lambda *a: critic_updates(nu_xz, nu_z, nu_opt, *a, autocast=autocast))
     kl_cond, kl_agg = critics(h.detach(), z.detach(), z_prior)
 
     # Eq. (14): minimise rec + beta * E_q(z) nu(z) over encoder, G_phi and decoder. The batch's samples
@@ -345,8 +309,10 @@ class Config(data.RunConfig):
     # --epochs --max_steps --resume --eval_only --threads ...); here its default out_dir
     out_dir: str = option("runs/ivae_mi", "where config.json, log.csv, metrics.json, checkpoints and plots go",
                           run=True)
-    eager_critics: bool = option(False, "on a GPU, run the critic updates eagerly rather than replay them "
-                                        "from a CUDA graph (the same numbers; H200: 20 vs 7 ms a step)", run=True)
+    cuda_graph: str = option("step", "on a GPU, replay each training step (step: one graph per batch shape) "
+                                     "or only its critic updates (critics) from a CUDA graph, or run it eagerly "
+                                     "(off); the same arithmetic (data.CudaGraphs; README, Table 3)",
+                             choices=["step", "critics", "off"], run=True)
     # evaluation (§5.1) and the honest columns
     eval_samples: int = option(128, "posterior samples per sentence at the final test (authors: 128)", low=1,
                                run=True)
@@ -401,9 +367,16 @@ def train(cfg, corpus, model, nu_xz, nu_z, opt, nu_opt, state, device, log: data
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
     step, best = state["step"], state["best"]
-    autocast = data.autocast_for(device, cfg.precision)
-    critics = CriticUpdates(nu_xz, nu_z, nu_opt, cfg, data.autocast_for(device, cfg.precision, cache=False),
-                            graph=device.type == "cuda" and not cfg.eager_critics)
+    # Speed (GPU): the step, or its critic updates, replayed from CUDA graphs (data.CudaGraphs says why and
+    # how; recording needs autocast's weight cache off). On the CPU both are plain calls.
+    graphs = cfg.cuda_graph if device.type == "cuda" else "off"
+    autocast = data.autocast_for(device, cfg.precision, cache=graphs == "off")
+    critics = data.CudaGraphs(lambda h, z, z_prior: critic_updates(nu_xz, nu_z, nu_opt, h, z, z_prior, autocast),
+                              enabled=graphs == "critics")
+    step_fn = data.CudaGraphs(lambda x, lengths, beta: train_step(model, nu_xz, nu_z, opt, nu_opt,
+                                                                  data.Batch(x, lengths), beta, cfg, autocast,
+                                                                  critics),
+                              enabled=graphs == "step")
     ckpt_path, best_path = os.path.join(cfg.out_dir, "checkpoint.pt"), os.path.join(cfg.out_dir, "best.pt")
 
     t_begin = time.time() - state["train_time_s"]                        # train_time_s sums every process
@@ -448,7 +421,7 @@ def train(cfg, corpus, model, nu_xz, nu_z, opt, nu_opt, state, device, log: data
                 tokens += int((batch.lengths - 1).sum())                 # counted on the CPU: no GPU sync
                 batch = batch.to(device)
                 beta = beta_at(step, steps_per_epoch, cfg)
-                out = train_step(model, nu_xz, nu_z, opt, nu_opt, batch, beta, cfg, autocast, critics)
+                out = step_fn(batch.tokens, batch.lengths, torch.tensor(beta))
                 step += 1
                 for k, v in out.items():
                     acc[k] = acc.get(k, 0) + v                       # device tensors: no sync per step
@@ -714,13 +687,13 @@ def main(argv=None) -> dict:
           + f" sentences, vocabulary {len(corpus.vocab):,}")
 
     model, nu_xz, nu_z = build(cfg, len(corpus.vocab), device)
-    graph = device.type == "cuda" and not cfg.eager_critics              # CriticUpdates replays a CUDA graph
+    graph = device.type == "cuda" and cfg.cuda_graph != "off"           # Adam's steps replayed from a graph
     opt, nu_opt = optimizers(model, nu_xz, nu_z, cfg, capturable=graph)
     if ckpt:
         for name, obj in [("model", model), ("nu_xz", nu_xz), ("nu_z", nu_z)] + \
                 ([] if cfg.eval_only else [("opt", opt), ("nu_opt", nu_opt)]):
             obj.load_state_dict(ckpt[name])
-        for group in nu_opt.param_groups:                          # this device's setting, not the saved one
+        for group in opt.param_groups + nu_opt.param_groups:       # this device's setting, not the saved one
             group["capturable"] = graph
         if not cfg.eval_only:
             data.set_rng_state(ckpt["rng"])

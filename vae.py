@@ -135,9 +135,10 @@ def build(cfg: Config, vocab_size: int, device) -> VAE:
     return model.to(device)
 
 
-def optimizer(model: VAE, cfg: Config):
-    """Adam (lr); fused=True updates every tensor in one kernel (README, Table 3)."""
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
+def optimizer(model: VAE, cfg: Config, capturable: bool = False):
+    """Adam (lr); fused=True updates every tensor in one kernel (README, Table 3). capturable=True (GPU
+    only) keeps its state on the GPU so that a CUDA graph can replay its steps (data.CudaGraphs)."""
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True, capturable=capturable)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -171,8 +172,9 @@ def beta_at(step: int, steps_per_epoch: int, total_steps: int, cfg: Config) -> f
     return min(cfg.beta, cfg.beta_start + (1.0 - cfg.beta_start) * step / (cfg.warmup_epochs * steps_per_epoch))
 
 
-def train_step(model: VAE, opt, batch: data.Batch, beta: float, cfg: Config, autocast) -> dict:
-    """One step on -ELBO = rec + beta * KL (Eq. 3, with the reparameterisation trick)."""
+def train_step(model: VAE, opt, batch: data.Batch, beta: float | torch.Tensor, cfg: Config, autocast) -> dict:
+    """One step on -ELBO = rec + beta * KL (Eq. 3, with the reparameterisation trick). beta: a float, or a
+    0-d tensor when the step is replayed from a CUDA graph (data.CudaGraphs takes tensors only)."""
     x, lengths = batch.tokens, batch.lengths
     with autocast():
         h = model.encoder(x, lengths)                                    # (B, H)
@@ -217,6 +219,9 @@ class Config(data.RunConfig):
     # --epochs --max_steps --resume --eval_only --threads ...); here its default out_dir
     out_dir: str = option("runs/vae", "where config.json, log.csv, metrics.json, checkpoints and plots go",
                           run=True)
+    cuda_graph: str = option("step", "on a GPU, replay each training step from a CUDA graph, one per batch "
+                                     "shape (step), or run it eagerly (off); the same arithmetic (data.CudaGraphs)",
+                             choices=["step", "off"], run=True)
     # evaluation
     eval_samples: int = option(128, "posterior samples per sentence for rec (as ivae.py)", low=1, run=True)
     iw_samples: int = option(500, "importance samples per sentence for the final test IW bound (He et al.)",
@@ -270,7 +275,12 @@ def train(cfg, corpus, model, opt, state, device, log: data.CsvLog) -> int:
         total = min(total, cfg.max_steps)
     schedule_steps = cfg.epochs * steps_per_epoch                        # cycles span the planned run
     step, best = state["step"], state["best"]
-    autocast = data.autocast_for(device, cfg.precision)
+    # Speed (GPU): each training step replayed from a CUDA graph, one per batch shape (data.CudaGraphs
+    # says why and how; recording needs autocast's weight cache off). On the CPU a plain call.
+    graphs = device.type == "cuda" and cfg.cuda_graph == "step"
+    autocast = data.autocast_for(device, cfg.precision, cache=not graphs)
+    step_fn = data.CudaGraphs(lambda x, lengths, beta: train_step(model, opt, data.Batch(x, lengths), beta, cfg,
+                                                                  autocast), enabled=graphs)
     ckpt_path, best_path = os.path.join(cfg.out_dir, "checkpoint.pt"), os.path.join(cfg.out_dir, "best.pt")
 
     t_begin = time.time() - state["train_time_s"]                        # train_time_s sums every process
@@ -314,7 +324,7 @@ def train(cfg, corpus, model, opt, state, device, log: data.CsvLog) -> int:
                 tokens += int((batch.lengths - 1).sum())                 # counted on the CPU: no GPU sync
                 batch = batch.to(device)
                 beta = beta_at(step, steps_per_epoch, schedule_steps, cfg)
-                out = train_step(model, opt, batch, beta, cfg, autocast)
+                out = step_fn(batch.tokens, batch.lengths, torch.tensor(beta))
                 step += 1
                 for k, v in out.items():
                     acc[k] = acc.get(k, 0) + v                       # device tensors: no sync per step
@@ -533,11 +543,13 @@ def main(argv=None) -> dict:
           + f" sentences, vocabulary {len(corpus.vocab):,}")
 
     model = build(cfg, len(corpus.vocab), device)
-    opt = optimizer(model, cfg)
+    opt = optimizer(model, cfg, capturable=device.type == "cuda" and cfg.cuda_graph == "step")
     if ckpt:
         model.load_state_dict(ckpt["model"])
         if not cfg.eval_only:
             opt.load_state_dict(ckpt["opt"])
+            for group in opt.param_groups:                         # this device's setting, not the saved one
+                group["capturable"] = device.type == "cuda" and cfg.cuda_graph == "step"
             data.set_rng_state(ckpt["rng"])
     print(f"parameters: {sum(p.numel() for p in model.parameters()):,}; anneal {cfg.anneal}, beta <= {cfg.beta}")
     if not cfg.eval_only:                                          # --eval_only keeps the run's own config

@@ -3,6 +3,7 @@ tests and writes its files under --cuda (bf16 autocast, the default there), a ru
 on the GPU ends where the uninterrupted one ends (to a relative 1e-3: PyTorch does not promise bit-for-bit
 CUDA runs, e.g. the embeddings' backward adds with atomics), and a checkpoint trained on the GPU
 re-evaluates with --eval_only --cpu."""
+import copy
 import json
 import math
 import pathlib
@@ -103,33 +104,54 @@ def test_dialog_on_the_gpu(dialog_dir, tmp_path):  # noqa: F811
     assert res["context"] == ["hi ."] and len(res["responses"]) == 10
 
 
-@pytest.mark.parametrize("script", [ivae, ivae_mi])
-def test_critic_updates_from_a_cuda_graph_match_the_eager_ones(script):
-    # CriticUpdates records the critic updates of a full batch in a CUDA graph after 3 eager warm-up calls
-    # and replays it: 8 training steps (3 warm-up, 1 recorded + replayed, 4 replays) must leave the model and
-    # the critics as the eager updates do (and report the same KL), from the same start and randomness.
-    import copy
-    cfg = script.Config(emb_dim=16, hidden=16, latent=4, noise_dim=4, encoder_width=16, nu_width=32, nu_layers=2,
-                        init_range=0.1, dropout=0.0, batch_size=6, nu_lr=1e-3)
+def graphed_steps(script, cfg, mode: str):
+    """A step function as the script's train() builds it: `mode` = step / critics / off (data.CudaGraphs)."""
     device = torch.device("cuda")
+    autocast = data.autocast_for(device, "fp32", cache=mode == "off")
+    if script is vae:
+        torch.manual_seed(0)
+        model = vae.build(cfg, 20, device)
+        opt = vae.optimizer(model, cfg, capturable=mode != "off")
+        step = data.CudaGraphs(lambda x, n, b: vae.train_step(model, opt, data.Batch(x, n), b, cfg, autocast),
+                               enabled=mode == "step")
+        return step, [model]
     torch.manual_seed(0)
     model, nu_xz, nu_z = script.build(cfg, 20, device)
-    start = copy.deepcopy(nu_z.state_dict())
-    batches = [data.collate([[1] + [int(t) for t in torch.randint(3, 20, (5,))] + [2] for _ in range(6)]).to(device)
-               for _ in range(8)]
-    autocast = data.autocast_for(device, "fp32")
+    opt, nu_opt = script.optimizers(model, nu_xz, nu_z, cfg, capturable=mode != "off")
+    critics = data.CudaGraphs(lambda h, z, zp: script.critic_updates(nu_xz, nu_z, nu_opt, h, z, zp, autocast),
+                              enabled=mode == "critics")
+    step = data.CudaGraphs(lambda x, n, b: script.train_step(model, nu_xz, nu_z, opt, nu_opt, data.Batch(x, n), b,
+                                                             cfg, autocast, critics), enabled=mode == "step")
+    return step, [model, nu_xz, nu_z], critics
+
+
+@pytest.mark.parametrize("script, mode", [(vae, "step"), (ivae, "step"), (ivae, "critics"), (ivae_mi, "step"),
+                                          (ivae_mi, "critics")],
+                         ids=["vae-step", "ivae-step", "ivae-critics", "ivae_mi-step", "ivae_mi-critics"])
+def test_steps_replayed_from_cuda_graphs_match_the_eager_ones(script, mode):
+    # data.CudaGraphs runs the first 3 calls and the first call of each batch shape eagerly, records a shape
+    # at its second call and replays it after. 16 training steps over three shapes (lengths 7 and 9 of 6
+    # sentences, a last partial batch of 4), interleaved, with dropout and a changing beta, must leave every
+    # weight where the eager steps leave it and report the same losses, from the same start and randomness.
+    common = dict(emb_dim=16, hidden=16, latent=4, init_range=0.1, dropout=0.3, batch_size=6)
+    cfg = (vae.Config(**common) if script is vae else
+           script.Config(**common, noise_dim=4, encoder_width=16, nu_width=32, nu_layers=2, nu_lr=1e-3))
+    device = torch.device("cuda")
+    gen = torch.Generator().manual_seed(3)
+    shapes = [(6, 7), (6, 9), (6, 7), (4, 7), (6, 9), (6, 7), (6, 9), (4, 7)] * 2
+    batches = [data.collate([[1] + torch.randint(3, 20, (t - 2,), generator=gen).tolist() + [2] for _ in range(b)])
+               .to(device) for b, t in shapes]
     runs = []
-    for graph in (False, True):
-        m, a, b = copy.deepcopy(model), copy.deepcopy(nu_xz), copy.deepcopy(nu_z)
-        opt, nu_opt = script.optimizers(m, a, b, cfg, capturable=graph)
-        critics = script.CriticUpdates(a, b, nu_opt, cfg, data.autocast_for(device, "fp32", cache=False), graph)
+    for m in ("off", mode):
+        step, modules, *rest = graphed_steps(script, cfg, m)
         torch.manual_seed(1)
-        outs = [script.train_step(m, a, b, opt, nu_opt, batch, 1.0, cfg, autocast, critics) for batch in batches]
-        assert (critics.graph is not None) == graph
-        runs.append((m.state_dict(), a.state_dict(), b.state_dict(), [float(o["kl"]) for o in outs]))
-    (m0, a0, b0, kl0), (m1, a1, b1, kl1) = runs
-    assert not torch.allclose(b0["net.0.weight"], start["net.0.weight"])       # the critics did learn
-    for eager, graphed in ((m0, m1), (a0, a1), (b0, b1)):
-        for key in eager:
-            assert torch.allclose(eager[key], graphed[key], rtol=1e-5, atol=1e-7), key
-    assert kl0 == pytest.approx(kl1, rel=1e-5, abs=1e-6)
+        outs = [step(batch.tokens, batch.lengths, torch.tensor(0.5 + 0.03 * i)) for i, batch in enumerate(batches)]
+        wrapper = step if mode == "step" else rest[0]
+        runs.append(([copy.deepcopy(mod.state_dict()) for mod in modules], [float(o["loss"]) for o in outs],
+                     len(wrapper.graphs)))
+    (eager, loss0, _), (graphed, loss1, n_graphs) = runs
+    assert n_graphs == (3 if mode == "step" else 2)          # every shape recorded (critics: B = 6 and 4)
+    for a, b in zip(eager, graphed):
+        for key in a:
+            assert torch.allclose(a[key], b[key], rtol=1e-5, atol=1e-6), key
+    assert loss0 == pytest.approx(loss1, rel=1e-5, abs=1e-6)
