@@ -55,8 +55,8 @@ Deviations from the paper / the authors' code (and why)
     * bf16 autocast by default where the hardware has it natively (--precision auto; the authors: fp32):
       1.3-1.4x less wall time on the 2-core CPU, rec and IW-NLL within seed noise (README).
     * On a GPU each training step is replayed from a CUDA graph, one per batch shape (data.CudaGraphs;
-      --cuda_graph critics replays the critic updates only, off nothing): the same arithmetic, fewer
-      kernel launches (README, Table 3).
+      --cuda_graph critics replays the critic updates only, off nothing): the same arithmetic in fewer
+      kernel launches; an H200 step in fp32 takes 3.6 ms so, 6.0 with the critics only, 20 eagerly (README).
 """
 from __future__ import annotations
 

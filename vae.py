@@ -42,6 +42,8 @@ Deviations from the paper / the authors' code (and why)
       schedules start at beta_start = 0.1 like the authors' iVAE runs.
     * bf16 autocast by default where the hardware has it natively (--precision auto; the authors: fp32):
       1.3-1.4x less wall time on the 2-core CPU, rec and IW-NLL within seed noise (README).
+    * On a GPU each training step is replayed from a CUDA graph, one per batch shape (data.CudaGraphs;
+      --cuda_graph off runs it eagerly): the same arithmetic, 2.0 against 5.3 ms a step on an H200 (README).
 """
 from __future__ import annotations
 
