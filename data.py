@@ -10,7 +10,8 @@ Paper section -> code section
     (no paper section: run plumbing, the last  -> RunConfig (the shared flags), option (bounds,
      section of this file)                        run-control flag) / parse_args / parse_config /
                                                  check_bounds / run_control, set_seed, pick_device
-                                                 (--threads), autocast_for (--precision), open_run
+                                                 (--threads), autocast_for (--precision), CudaGraphs
+                                                 (--cuda_graph), eval_tokens_for (--eval_tokens), open_run
                                                  (--out_dir checks, --resume with the run's own settings
                                                  but RUN_HERE, a fallback checkpoint), save_checkpoint,
                                                  load_selected, saved_test_row, GracefulInterrupt,
@@ -785,8 +786,8 @@ def main(argv: Optional[list] = None) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------
-# RUN PLUMBING for every script: config -> flags, seeds, device, precision, checkpoints, Ctrl-C, the CSV
-# log, the ETA. Not model logic: the scripts share it here instead of five copies (cf. cleanrl_utils).
+# RUN PLUMBING for every script: config -> flags, seeds, device, precision, CUDA graphs, checkpoints, Ctrl-C,
+# the CSV log, the ETA. Not model logic: the scripts share it here instead of five copies (cf. cleanrl_utils).
 # Everything above this section is about corpora; everything in it is about running a script.
 # ----------------------------------------------------------------------------------------------------
 
@@ -953,7 +954,7 @@ class CudaGraphs:
     which this class keeps. fn must not look at tensor values from Python (no .item(), no `if` on a
     tensor). With enabled=False (the CPU, `--cuda_graph off`) it is fn, called eagerly."""
 
-    def __init__(self, fn, enabled: bool, warmup: int = 3):
+    def __init__(self, fn, enabled: bool, warmup: int = 3):         # 3: as torch's whole-network example
         self.fn, self.enabled, self.warmup = fn, enabled, warmup
         self.seen, self.graphs, self.pool = set(), {}, None      # graphs: shapes -> (graph, inputs, outputs)
 
