@@ -1,6 +1,6 @@
 """Shared by the autograders: load the file(s) being graded, refuse a file that imports the repository's
-own code instead of implementing it, turn "not implemented yet" into a clear message, and stop a check
-that runs too long.
+own code instead of implementing it or reads its source (or the solutions') while it runs, turn "not
+implemented yet" into a clear message, and stop a check that runs too long.
 
 A grader grades `student.py` next to it, or the file(s) named by the environment variable STUDENT_FILE:
 one path, or several separated by os.pathsep (":" on Linux/macOS); each check then runs once per file, its
@@ -23,6 +23,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))     # the rep
 # The repository's own modules (metrics.py, ivae.py, ivae_mi.py, vae.py, data.py, the other scripts): a
 # graded file must implement its functions, not import them from here.
 REPOSITORY_MODULES = sorted(f[:-3] for f in os.listdir(ROOT) if f.endswith(".py"))
+SOLUTIONS = os.path.join(ROOT, "assignments", "solutions")          # absent from a student's copy
+RULE = (f"a graded file may use PyTorch and Python's standard library, not the repository's "
+        f"{', '.join(m + '.py' for m in REPOSITORY_MODULES)}, nor read their source or assignments/solutions/")
 TIME_LIMIT_S = float(os.environ.get("GRADING_TIME_LIMIT", "10"))      # per check; a slow machine may raise it
 _modules_before = set()             # sys.modules before the file being graded was loaded: what it may not add
 
@@ -87,9 +90,15 @@ def forbidden_imports(source: str) -> list:
 
 def _reject(path: str, module: str, names: list, grader_file: str, where: str):
     what = ", ".join(names) if names and names != ["*"] else ", ".join(_graded_names(grader_file)) or "it"
-    pytest.fail(f"{os.path.basename(path)} imports {module}{where}: implement {what} yourself (a graded file "
-                f"may use PyTorch and Python's standard library, not the repository's "
-                f"{', '.join(m + '.py' for m in REPOSITORY_MODULES)})", pytrace=False)
+    pytest.fail(f"{os.path.basename(path)} imports {module}{where}: implement {what} yourself ({RULE})",
+                pytrace=False)
+
+
+def _reject_reading(path: str, answer: str, grader_file: str, where: str):
+    _Guard.reported = True
+    what = ", ".join(_graded_names(grader_file)) or "it"
+    pytest.fail(f"{os.path.basename(path)} reads {answer}{where}: implement {what} yourself ({RULE})",
+                pytrace=False)
 
 
 def load_student(path: str, grader_file: str):
@@ -108,7 +117,15 @@ def load_student(path: str, grader_file: str):
     before = set(sys.modules)
     spec = importlib.util.spec_from_file_location(f"graded_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    with reading_guard(path):
+        n_read = len(_Guard.read)
+        try:
+            spec.loader.exec_module(module)
+        except Exception:
+            if len(_Guard.read) == n_read:              # a plain error in the file: pytest shows it
+                raise
+    if len(_Guard.read) > n_read:                        # caught or not, reading the answers fails
+        _reject_reading(path, _Guard.read[n_read], grader_file, " while it loads")
     sneaked = _sneaked_in(before)
     if sneaked:
         _reject(path, sneaked, [], grader_file, " (while loading)")
@@ -132,16 +149,140 @@ def call(module, name: str, *args, **kwargs):
     fn = getattr(module, name, None)
     if fn is None:
         pytest.fail(f"`{name}` is missing from the graded file", pytrace=False)
-    try:
-        out = fn(*args, **kwargs)
-    except NotImplementedError:
-        out = NotImplemented                             # fail outside the handler: no chained traceback
+    with reading_guard():
+        n_read = len(_Guard.read)
+        try:
+            out = fn(*args, **kwargs)
+        except NotImplementedError:
+            out = NotImplemented                         # fail outside the handler: no chained traceback
+        except Exception:
+            if len(_Guard.read) == n_read:               # a plain error in the graded code: pytest shows it
+                raise
+    if len(_Guard.read) > n_read:                        # caught or not, reading the answers fails
+        _Guard.reported = True
+        pytest.fail(f"`{name}` reads {_Guard.read[n_read]} while it runs: implement {name} yourself ({RULE})",
+                    pytrace=False)
     if out is NotImplemented:
         pytest.fail(f"`{name}` is not implemented yet (it raises NotImplementedError): fill it in", pytrace=False)
     sneaked = _sneaked_in(_modules_before) if _modules_before else ""
     if sneaked:
         pytest.fail(f"`{name}` imported {sneaked} while it ran: implement {name} yourself", pytrace=False)
     return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading the answers: an audit hook on "open" while a graded file loads or a check runs
+# ----------------------------------------------------------------------------------------------------
+
+
+class ReadsTheAnswer(PermissionError):
+    """Raised inside the graded code when it opens, for reading, a file that holds the answers."""
+
+
+class _Guard:
+    """State of the audit hook. Audit hooks cannot be removed (sys.addaudithook), so the hook is installed
+    once and does nothing unless `depth` > 0: while a graded file loads, a graded function runs (`call`), or
+    a check runs (assignments/conftest.py arms it for the whole setup and call of every check)."""
+    installed = False
+    depth = 0
+    allowed = set()          # realpaths of the graded file and its bytecode cache: loading it opens them
+    read = []                # the answer files opened (relative to ROOT) since the outermost guard was armed
+    reported = False         # a check already failed on `read` with a precise message
+    files = {}               # {(st_dev, st_ino): path relative to ROOT} of the answer files, on first use
+    dirs = ()                # realpaths of folders whose every file holds answers
+
+
+def _answers():
+    """Fill _Guard.files and _Guard.dirs: the repository's modules (ROOT/*.py), their compiled copies in
+    ROOT/__pycache__, every file under assignments/solutions/, and the git objects (.git/) that hold them all.
+    Files are also matched by inode, so a hard link, a symlink or another spelling of the name is caught."""
+    dirs = [os.path.join(ROOT, d) for d in ("__pycache__", ".git")] + [SOLUTIONS]
+    paths = [os.path.join(ROOT, m + ".py") for m in REPOSITORY_MODULES]
+    for d in dirs[:1] + dirs[2:]:
+        for folder, _, names in os.walk(d):
+            paths += [os.path.join(folder, n) for n in names]
+    files = {}
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        files[(st.st_dev, st.st_ino)] = _name(os.path.relpath(p, ROOT))
+    _Guard.files, _Guard.dirs = files, tuple(os.path.realpath(d) + os.sep for d in dirs)
+
+
+def _name(relative: str) -> str:
+    """How a message names an answer file: "metrics.py", "metrics.py (compiled: __pycache__/metrics....pyc)",
+    "assignments/solutions/01_dual_kl.py"."""
+    relative = relative.replace(os.sep, "/")
+    folder, _, file = relative.rpartition("/")
+    if folder == "__pycache__" and file.split(".")[0] in REPOSITORY_MODULES:
+        return f"{file.split('.')[0]}.py (compiled: {relative})"
+    return relative
+
+
+def answer_file(path) -> str:
+    """The answer file `path` names (relative to ROOT, e.g. "metrics.py"), or ""."""
+    real = os.path.realpath(os.fsdecode(path))
+    if real in _Guard.allowed:
+        return ""
+    try:
+        st = os.stat(real)
+        hit = _Guard.files.get((st.st_dev, st.st_ino))
+    except OSError:
+        hit = None
+    if hit:
+        return hit
+    if real.startswith(_Guard.dirs):
+        return _name(os.path.relpath(real, os.path.realpath(ROOT)))
+    return ""
+
+
+def _audit(event: str, args: tuple):
+    # builtins.open, io.open, pathlib's read_text, io.open_code (the import system, runpy,
+    # spec_from_file_location), os.open and io.FileIO all raise the "open" event: (path, mode, flags)
+    if event != "open" or not _Guard.depth:
+        return
+    path, _, flags = args
+    if isinstance(path, int) or path is None:            # an already open file descriptor
+        return
+    if isinstance(flags, int) and flags & getattr(os, "O_ACCMODE", 3) == os.O_WRONLY:
+        return                                           # writing (the bytecode cache of the graded file)
+    answer = answer_file(path)
+    if answer:
+        _Guard.read.append(answer)                       # remembered even if the graded code catches the error
+        raise ReadsTheAnswer(f"the grader refuses to open {answer} while a graded file runs ({RULE})")
+
+
+@contextlib.contextmanager
+def reading_guard(graded_path: str = ""):
+    """While the block runs, opening an answer file for reading raises ReadsTheAnswer and appends it to
+    _Guard.read. Nested guards share the state; the outermost one starts afresh. `graded_path` (and its
+    bytecode cache) may be opened: loading the graded file reads it."""
+    if not _Guard.installed:
+        _answers()
+        sys.addaudithook(_audit)
+        _Guard.installed = True
+    if not _Guard.depth:
+        _Guard.read, _Guard.reported, _Guard.allowed = [], False, set()
+    if graded_path:
+        _Guard.allowed.add(os.path.realpath(graded_path))
+        with contextlib.suppress(ValueError, NotImplementedError):
+            _Guard.allowed.add(os.path.realpath(importlib.util.cache_from_source(graded_path)))
+    _Guard.depth += 1
+    try:
+        yield
+    finally:
+        _Guard.depth -= 1
+
+
+def unreported_reading(path: str) -> str:
+    """After a check: a message if the graded code opened an answer file that no failure reported yet
+    (e.g. a method the grader called directly), else ""."""
+    if not _Guard.read or _Guard.reported:
+        return ""
+    return (f"{os.path.basename(path or 'the graded file')} reads {_Guard.read[0]} during this check: "
+            f"implement it yourself ({RULE})")
 
 
 # ----------------------------------------------------------------------------------------------------
