@@ -1,5 +1,5 @@
 r"""Probe of the selected dialog model (runs/dialog/best.pt): does z matter to the decoder, and does the
-learned prior p(z|c) put its samples where the posterior q(z|x,c) does? (Table 8 reading, README.)
+learned prior p(z|c) put its samples where the posterior q(z|x,c) does? (Table 8 reading, results/dailydialog/README.md.)
 
     PYTHONPATH=. python results/dailydialog/probe_prior.py --ckpt runs/dialog/best.pt --data_dir ../shared/data
 

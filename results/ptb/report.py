@@ -1,12 +1,16 @@
 """Tables 2 and 5 (PTB) and two pictures, from the committed runs in results/ptb/<folder>/.
 
-    python results/ptb/report.py            # prints the markdown tables the README quotes; writes
+    python results/ptb/report.py            # rewrites the two tables in results/ptb/README.md (between its
+                                            # "report.py: table2/table5" markers); draws
                                             # docs/ptb_kl_critic_vs_exact.png and docs/ptb_nelbo_bounds.png
+    python results/ptb/report.py --check    # writes nothing: exit 1 if the page's tables differ from the runs
+    python results/ptb/report.py --no_plots # the tables only (no matplotlib needed)
 
 Every number of ours is read from a run's metrics.json (final test) or log.csv (validations); the paper's
 rows are typed from the paper (Fang et al. 2019, Tables 2 and 5). A run that is not committed yet is
 listed as "not finished". Nothing here computes or adjusts a metric.
 """
+import argparse
 import csv
 import json
 import math
@@ -16,6 +20,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+PAGE = os.path.join(HERE, "README.md")       # the page whose marked tables this script writes
 
 # folder, command, paper row name, paper (-ELBO, PPL, KL, MI, AU), paper (forward PPL, reverse PPL)
 RUNS = [
@@ -143,8 +148,8 @@ def pictures() -> list:
         for i, (folder, r) in enumerate(done):
             if folder.startswith("vae") or "nelbo_exact" in r:             # q(z|x) Gaussian: known exactly
                 third = (r["nelbo"] if folder.startswith("vae") else r["nelbo_exact"], "exact −ELBO", None)
-            else:                                                             # MLP G_phi: a certified floor
-                third = (r["rec"] + r["kl_lower"], "−ELBO ≥ rec + certified KL lower bound", "//")
+            else:                                                             # MLP G_phi: a floor (in expectation)
+                third = (r["rec"] + r["kl_lower"], "−ELBO ≥ rec + KL lower bound (in expectation)", "//")
             bars = [(r["nelbo"], "−ELBO, the paper's way", "tab:gray", None),
                     (r["iw_nll"], "IW-NLL (upper bound on −log p(x))", "tab:green", None),
                     (third[0], third[1], "tab:red", third[2])]
@@ -160,18 +165,46 @@ def pictures() -> list:
     return written
 
 
-def main() -> int:
-    print("Table 2 (PTB): the paper's row, then ours (test; paper's columns from the critics, then the bounds)\n")
-    print(table2())
-    print("\nTable 5 (PTB): forward / reverse perplexity of 1,280 greedy prior samples\n")
-    print(table5())
-    print("\nCommands:")
+def fill(page: str, tables: dict) -> str:
+    """`page` with the text between each "<!-- report.py: NAME begin -->" and "... end -->" marker pair
+    replaced by tables[NAME]; a missing marker is an error (the page was edited by hand)."""
+    for name, table in tables.items():
+        begin, end = f"<!-- report.py: {name} begin -->", f"<!-- report.py: {name} end -->"
+        if begin not in page or end not in page:
+            raise SystemExit(f"report.py: {os.path.relpath(PAGE, ROOT)} has no {begin} ... {end} markers")
+        head, rest = page.split(begin, 1)
+        page = head + begin + "\n" + table + "\n" + end + rest.split(end, 1)[1]
+    return page
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 if the tables in results/ptb/README.md differ from the runs")
+    parser.add_argument("--no_plots", action="store_true", help="do not draw the two pictures")
+    args = parser.parse_args(argv)
+    with open(PAGE, encoding="utf-8") as f:
+        page = f.read()
+    new = fill(page, {"table2": table2(), "table5": table5()})
+    rel = os.path.relpath(PAGE, ROOT)
+    if args.check:
+        print(f"{rel}: tables {'up to date' if new == page else 'differ from the committed runs'}")
+        return 0 if new == page else 1
+    if new != page:
+        with open(PAGE + ".tmp", "w", encoding="utf-8") as f:
+            f.write(new)
+        os.replace(PAGE + ".tmp", PAGE)
+        print(f"wrote Tables 2 and 5 into {rel}")
+    else:
+        print(f"{rel}: tables already up to date")
+    print("Commands:")
     for folder, command, *_ in RUNS:
         print(f"    {command} --out_dir runs/{folder}")
     print("    python ivae_mi.py --out_dir runs/ivae_mi --eval_only --skip_test --fwd_rev_ppl --interpolate A B"
           "   # the headline run's Tables 4, 5")
-    for path in pictures():
-        print("wrote", os.path.relpath(path, ROOT))
+    if not args.no_plots:
+        for path in pictures():
+            print("wrote", os.path.relpath(path, ROOT))
     return 0
 
 
