@@ -3,8 +3,8 @@ r"""Training-step benchmark of vae.py, ivae.py and ivae_mi.py: the paper's Table
 Fang, Li, Gao, Dong, Chen. "Implicit Deep Latent Variable Models for Text Generation". EMNLP 2019,
 Table 3: iVAE costs 1.3-1.4x a Gaussian VAE per step. The extra cost is the critics: nu_steps updates of
 two small MLPs per step, which on a GPU are bound by kernel launches rather than arithmetic; there the
-scripts replay each training step from a CUDA graph (data.CudaGraphs), and `--cuda_graph critics / off`
-times the critic updates alone replayed, or nothing replayed. With graphs the timed batches are first run
+scripts replay each training step from a CUDA graph (data.CudaGraphs), and `--cuda_graph off` times
+the steps run eagerly. With graphs the timed batches are first run
 twice untimed, so that every shape they hold is recorded: a 40-epoch run meets each shape hundreds of
 times and records it once.
 
@@ -52,9 +52,8 @@ class Config:
     warmup: int = option(10, "untimed steps per model before timing (allocator, cuDNN autotune)")
     quick: bool = option(False, "10 timed steps after 2 warm-up steps (under a minute on a CPU)")
     models: tuple = option(MODELS, f"which models, among {', '.join(MODELS)}", nargs="+")
-    cuda_graph: str = option("step", "on a GPU, as the scripts' --cuda_graph: replay the whole step (step), the "
-                                     "critic updates only (critics; vae.py eager), or nothing (off)",
-                             choices=["step", "critics", "off"])
+    cuda_graph: str = option("step", "on a GPU, as the scripts' --cuda_graph: replay the whole step (step) or "
+                                     "nothing (off)", choices=["step", "off"])
     out_dir: str = option("results/bench", "where the JSON result goes")
     no_save: bool = option(False, "print the table only")
 
@@ -63,7 +62,8 @@ def build(name: str, corpus: data.Corpus, device, precision: str, cuda_graph: st
     """The script's default config for the corpus, its model and optimisers, and a step function that
     runs as the script's train() runs it (the same data.CudaGraphs wrapping)."""
     module = {"vae": vae, "ivae": ivae, "ivae_mi": ivae_mi}[name]
-    cfg = data.lm_defaults(module.Config(data=corpus.spec.name), corpus.spec.name)
+    cfg = data.lm_defaults(module.Config(data=corpus.spec.name, precision=precision, cuda_graph=cuda_graph),
+                           corpus.spec.name)
     graphs = cuda_graph if device.type == "cuda" else "off"
     autocast = data.autocast_for(device, precision, cache=graphs == "off")   # as the scripts' --precision
     beta = torch.tensor(1.0)
@@ -73,14 +73,9 @@ def build(name: str, corpus: data.Corpus, device, precision: str, cuda_graph: st
         step = data.CudaGraphs(lambda x, lengths, b: module.train_step(model, opt, data.Batch(x, lengths), b, cfg,
                                                                        autocast), enabled=graphs == "step")
         return lambda batch: step(batch.tokens, batch.lengths, beta)
-    model, nu_xz, nu_z = module.build(cfg, len(corpus.vocab), device)
-    opt, nu_opt = module.optimizers(model, nu_xz, nu_z, cfg, capturable=graphs != "off")
-    critics = data.CudaGraphs(lambda h, z, z_prior: module.critic_updates(nu_xz, nu_z, nu_opt, h, z, z_prior,
-                                                                          autocast), enabled=graphs == "critics")
-    step = data.CudaGraphs(lambda x, lengths, b: module.train_step(model, nu_xz, nu_z, opt, nu_opt,
-                                                                   data.Batch(x, lengths), b, cfg, autocast,
-                                                                   critics), enabled=graphs == "step")
-    return lambda batch: step(batch.tokens, batch.lengths, beta)
+    model, nu_xz, nu_z, opt, nu_opt = module.build(cfg, len(corpus.vocab), device)
+    step = data.CudaGraphs(module.train_step, enabled=graphs == "step")
+    return lambda batch: step(model, nu_xz, nu_z, opt, nu_opt, batch.tokens, batch.lengths, 1.0, cfg)
 
 
 def sync(device) -> None:

@@ -11,7 +11,9 @@ Paper section -> code section
      section of this file)                        run-control flag) / parse_args / parse_config /
                                                  check_bounds / run_control, set_seed, pick_device
                                                  (--threads), autocast_for (--precision), CudaGraphs
-                                                 (--cuda_graph), eval_tokens_for (--eval_tokens), open_run
+                                                 (--cuda_graph), LMConfig (the LM scripts' evaluation
+                                                 flags), Run (one run's folder, checkpoint, log, progress,
+                                                 validations, Ctrl-C, test), open_run
                                                  (--out_dir checks, --resume with the run's own settings
                                                  but RUN_HERE, a fallback checkpoint), save_checkpoint,
                                                  load_selected, saved_test_row, GracefulInterrupt,
@@ -38,7 +40,10 @@ Where a corpus is looked for
     sub-folder of its own name (CORPORA below lists them). `--data PATH`, a folder with train.txt,
     valid.txt and test.txt (one sentence per line, tokens separated by spaces), is a corpus of your own.
     A missing file stops the run with a DataError naming the files, the folders searched and the public
-    source; scripts turn it into `parser.error()`, so users never see a traceback.
+    source; scripts turn it into `parser.error()`, so users never see a traceback. PTB ships with the
+    repository in data/ptb/ (its README: provenance, licence note, SHA-256); the other corpora do not.
+    Bad lines (non-UTF-8, over-long, malformed) are skipped and counted; a split that skips more of them
+    than it keeps stops with a DataError, unless --allow_bad_lines.
 
 Conventions (the same as the authors' code, which took them from Kim et al. 2018's SA-VAE preprocessing)
     * Special tokens with fixed ids: <pad> = 0, <s> = 1, </s> = 2, <unk> = 3.
@@ -64,6 +69,7 @@ Deviations from the authors' code (and why)
 import argparse
 import contextlib
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -79,6 +85,8 @@ from typing import Iterable, Iterator, Optional
 
 import numpy as np
 import torch
+
+import metrics
 
 # ----------------------------------------------------------------------------------------------------
 # Special tokens and the vocabulary
@@ -171,17 +179,18 @@ class CorpusSpec:
 
 
 # The authors' language-model sizes and learning rates per corpus (paper §5.1 and their lang_model_*
-# code). vae.py, ivae.py, ivae_mi.py and bench.py fill the Config fields left at 0 from it (lm_defaults).
+# code). The LM scripts' Config defaults are PTB's; a fresh run on Yahoo or Yelp takes these values for
+# every field its command line does not give (lm_defaults).
 LM_DEFAULTS = {"ptb": dict(emb_dim=256, hidden=256, init_range=0.1, lr=1e-3),
                "yahoo": dict(emb_dim=512, hidden=1024, init_range=0.01, lr=8e-4),
                "yelp": dict(emb_dim=512, hidden=1024, init_range=0.01, lr=8e-4)}
 
 
-def lm_defaults(cfg, corpus_name: str):
-    """Set each LM_DEFAULTS field that cfg leaves at 0 to the authors' value for the corpus (PTB's for a
-    corpus of your own). Returns cfg."""
+def lm_defaults(cfg, corpus_name: str, given: set = frozenset()):
+    """Set each LM_DEFAULTS field not in `given` (the flags on the command line) to the authors' value for
+    the corpus (PTB's for a corpus of your own). Returns cfg."""
     for k, v in LM_DEFAULTS.get(corpus_name, LM_DEFAULTS["ptb"]).items():
-        if not getattr(cfg, k):
+        if k not in given and hasattr(cfg, k):
             setattr(cfg, k, v)
     return cfg
 
@@ -308,15 +317,25 @@ def resolve_corpus(data, data_dir: str, splits: Iterable[str] = SPLITS) -> tuple
 
 class LineReport(Counter):
     """Counts of what the readers mended or skipped: 'empty', 'not_utf8', 'not_utf8_utterance', 'crlf',
-    'too_long_dropped', 'too_long_cut', 'malformed', 'excluded'."""
+    'too_long_dropped', 'too_long_cut', 'malformed', 'excluded'. A dialog line counts 'not_utf8' when
+    every one of its utterances had bad bytes (the whole dialog is lost)."""
+    UNUSABLE = ("not_utf8", "too_long_dropped", "malformed")   # lines lost for what they hold (skipped())
 
-    def summary(self) -> str:
+    def summary(self, max_len: Optional[int] = None) -> str:
+        """One line: each count and what it means; max_len, the corpus's limit, is named beside the
+        over-long counts."""
+        limit = f" (over {max_len} words)" if max_len else ""
         words = {"empty": "empty lines skipped", "not_utf8": "lines with non-UTF-8 bytes skipped",
                  "not_utf8_utterance": "utterances with non-UTF-8 bytes skipped",
-                 "crlf": "CRLF line endings read as LF", "too_long_dropped": "over-long sentences dropped",
-                 "too_long_cut": "over-long utterances cut", "malformed": "malformed lines skipped",
+                 "crlf": "CRLF line endings read as LF", "too_long_dropped": f"over-long sentences dropped{limit}",
+                 "too_long_cut": f"over-long utterances cut{limit}", "malformed": "malformed lines skipped",
                  "excluded": "sentences excluded (held out elsewhere)"}
         return ", ".join(f"{n:,} {words.get(k, k)}" for k, n in sorted(self.items()) if n)
+
+    def skipped(self) -> int:
+        """Lines skipped because they could not be used (bad bytes, over-long, malformed): not the empty
+        ones, nor the ones mended or held out on purpose."""
+        return sum(self[k] for k in self.UNUSABLE)
 
 
 def read_lines(path: str, report: LineReport, keep_bad_bytes: bool = False) -> list[str]:
@@ -412,8 +431,10 @@ def read_dialogs(paths: list[str], spec: CorpusSpec, report: LineReport) -> list
         else:  # switchboard: {"utts": [["A" | "B", text, [act, sentiment]], ...], ...}
             try:
                 turns = [(u[1], 0 if u[0] == "A" else 1) for u in json.loads(line)["utts"]]
+                if not all(isinstance(text, str) for text, _ in turns):
+                    raise TypeError("an utterance that is not a string")
             except (ValueError, KeyError, IndexError, TypeError):
-                report["malformed"] += 1
+                report["not_utf8" if has_bad_bytes(line) else "malformed"] += 1   # a bad byte broke the JSON
                 continue
         dialog = []
         for text, speaker in turns:
@@ -425,6 +446,10 @@ def read_dialogs(paths: list[str], spec: CorpusSpec, report: LineReport) -> list
                 dialog.append((words, speaker))
         if dialog:
             dialogs.append(dialog)
+        elif any(has_bad_bytes(text) for text, _ in turns):     # every utterance had bad bytes: the line is lost
+            report["not_utf8"] += 1
+        else:                                                   # no utterance at all (a line of "__eou__")
+            report["empty"] += 1
     return dialogs
 
 
@@ -484,14 +509,16 @@ def dialog_examples(dialogs, vocab: Vocab, max_context: int) -> list[DialogExamp
 def load_corpus(data: str, data_dir: str = "data", splits: Iterable[str] = SPLITS,
                 vocab: Optional[Vocab] = None, vocab_size: Optional[int] = None,
                 max_context: int = 10, verbose: bool = True, keep_text: bool = False,
-                exclude: Optional[dict] = None) -> Corpus:
+                exclude: Optional[dict] = None, allow_bad_lines: bool = False) -> Corpus:
     """Read corpus `data` (a name in CORPORA or a folder of your own) and encode it.
 
     The vocabulary is built from the training split with the corpus's settings, unless `vocab` is given
     (e.g. restored from a checkpoint), in which case the training split is needed only if asked for.
     `vocab_size` overrides the corpus's default. Bad lines are reported once per split on stderr.
     keep_text keeps each LM/style example's words in corpus.texts; exclude maps a split to a set of
-    sentences (words joined by spaces) to leave out of it. Raises DataError when a file is missing."""
+    sentences (words joined by spaces) to leave out of it. Raises DataError when a file is missing, when
+    a split keeps no line, and when a split skips more lines as unusable (bad bytes, over-long, malformed)
+    than it keeps, unless allow_bad_lines (--allow_bad_lines): such a file is rarely the corpus meant."""
     splits = tuple(splits)
     if vocab is None and "train" not in splits:
         splits = ("train",) + splits  # the vocabulary comes from the training split and nowhere else
@@ -504,10 +531,16 @@ def load_corpus(data: str, data_dir: str = "data", splits: Iterable[str] = SPLIT
             reports[s]["excluded"] += len(raw[s]) - len(kept)
             raw[s] = kept
     for s in splits:
+        where, report = f"corpus '{spec.name}': split '{s}' ({', '.join(paths[s])})", reports[s]
         if not raw[s]:
-            raise DataError(f"corpus '{spec.name}': split '{s}' ({', '.join(paths[s])}) holds no usable line")
-        if verbose and reports[s]:
-            print(f"data: {spec.name}/{s}: {reports[s].summary()}", file=sys.stderr)
+            why = f"every line was skipped: {report.summary(spec.max_len)}" if report else "the file is empty"
+            raise DataError(f"{where} holds no usable line; {why}")
+        if report.skipped() > len(raw[s]) and not allow_bad_lines:
+            raise DataError(f"{where}: {report.skipped():,} lines skipped as unusable and only {len(raw[s]):,} "
+                            f"kept ({report.summary(spec.max_len)}). Is it the file you meant (UTF-8 text, "
+                            "one sentence per line)? --allow_bad_lines goes on with the lines kept")
+        if verbose and report:
+            print(f"data: {spec.name}/{s}: {report.summary(spec.max_len)}", file=sys.stderr)
 
     if vocab is None:
         size = vocab_size if vocab_size is not None else spec.vocab_size
@@ -556,18 +589,19 @@ def reference_words(text: str) -> list[str]:
 
 
 def load_style_corpus(data_dir: str, split: str = "standard", splits: Iterable[str] = SPLITS,
-                      vocab: Optional[Vocab] = None, verbose: bool = True) -> Corpus:
+                      vocab: Optional[Vocab] = None, verbose: bool = True, allow_bad_lines: bool = False) -> Corpus:
     """Shen et al.'s Yelp sentiment data with the standard split (`yelp_style`), or the opt-in split
     YELP_STYLE_NO_TRAIN for copies without Shen's training files. corpus.texts holds every example's words;
     with no_train, corpus.references["test"][i] is the human rewrite of test sentence i (Li et al.)."""
     if split not in STYLE_SPLITS:
         raise DataError(f"unknown style split '{split}': choose one of {', '.join(STYLE_SPLITS)}")
     if split == "standard":
-        return load_corpus("yelp_style", data_dir, splits, vocab=vocab, verbose=verbose, keep_text=True)
+        return load_corpus("yelp_style", data_dir, splits, vocab=vocab, verbose=verbose, keep_text=True,
+                           allow_bad_lines=allow_bad_lines)
     _, paths = resolve_corpus(YELP_STYLE_NO_TRAIN, data_dir, SPLITS)
     li_test = read_style(paths["test"], YELP_STYLE_NO_TRAIN, LineReport())
     corpus = load_corpus(YELP_STYLE_NO_TRAIN, data_dir, splits, vocab=vocab, verbose=verbose, keep_text=True,
-                         exclude={"valid": {" ".join(words) for words, _ in li_test}})
+                         exclude={"valid": {" ".join(words) for words, _ in li_test}}, allow_bad_lines=allow_bad_lines)
     rewrites = {}
     for path in paths["extra"]:
         for line in read_lines(path, LineReport()):
@@ -765,6 +799,8 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--data_dir", default="data", help="where corpora are looked for first "
                         "(then in $IVAE_DATA_DIR)")
     parser.add_argument("--stats", action="store_true", help="print the paper's Table 1 statistics")
+    parser.add_argument("--allow_bad_lines", action="store_true", help="read a file even when most of its lines "
+                        "are unusable (skipped and counted)")
     parser.add_argument("--splits", default="train,valid,test", help="comma-separated splits to read "
                         "(e.g. valid,test for a corpus whose training split you do not have)")
     args = parser.parse_args(argv)
@@ -776,7 +812,7 @@ def main(argv: Optional[list] = None) -> int:
     # Lengths need no vocabulary: without the training split, describe the others with an empty one.
     vocab = None if "train" in splits else Vocab([])
     try:
-        corpus = load_corpus(args.data, args.data_dir, splits, vocab=vocab)
+        corpus = load_corpus(args.data, args.data_dir, splits, vocab=vocab, allow_bad_lines=args.allow_bad_lines)
     except DataError as err:
         parser.error(str(err))
     for split in splits:
@@ -811,6 +847,8 @@ class RunConfig:
     data: str = option("ptb", "corpus: ptb, yahoo, yelp, or a folder with train.txt valid.txt test.txt")
     seed: int = option(0, "seed of every random generator")
     data_dir: str = option("data", "where corpora are looked for first (then $IVAE_DATA_DIR)", run=True)
+    allow_bad_lines: bool = option(False, "read a corpus even when most lines of a file are unusable (bad bytes, "
+                                          "over-long, malformed): they are skipped and counted", run=True)
     out_dir: str = option("runs/run", "where config.json, log.csv, metrics.json, checkpoints and plots go",
                           run=True)
     cuda: bool = option(False, "insist on a CUDA GPU (an error if there is none)", run=True)
@@ -832,13 +870,50 @@ class RunConfig:
                             choices=["auto", "fp32", "bf16"], run=True)
 
 
+@dataclass
+class LMConfig(RunConfig):
+    """The run-control flags vae.py, ivae.py and ivae_mi.py share beyond RunConfig: the GPU step, the
+    evaluation sizes (§5.1), sampling, interpolation (Table 4) and forward / reverse PPL (Table 5)."""
+    cuda_graph: str = option("step", "on a GPU, replay each training step from a CUDA graph (one per batch "
+                                     "shape; the same arithmetic, fewer kernel launches) or run it eagerly",
+                             choices=["step", "off"], run=True)
+    eval_samples: int = option(128, "posterior samples per sentence at the final test (authors: 128)", low=1,
+                               run=True)
+    iw_samples: int = option(500, "importance samples per sentence for the final test IW bound (He et al.)",
+                             low=0, run=True)
+    val_samples: int = option(8, "posterior samples per sentence at validation (selection only)", low=1, run=True)
+    val_iw_samples: int = option(8, "importance samples per sentence at validation (selection only)", low=0,
+                                 run=True)
+    val_limit: int = option(800, "validate on N sentences spread evenly over the validation split (0: all)",
+                            low=0, run=True)
+    val_every: int = option(0, "validate every N training steps (0: at the end of every epoch)", low=0, run=True)
+    eval_limit: int = option(0, "evaluate on the first N sentences of each split only (0: all; smoke runs)",
+                             low=0, run=True)
+    num_samples: int = option(10, "sentences sampled from the prior into samples.txt (greedy and T)", low=0,
+                              run=True)
+    temperature: float = option(1.0, "temperature of the sampled (non-greedy) sentences", low=0, run=True)
+    max_decode_len: int = option(80, "longest decoded sentence, in tokens", low=1, run=True)
+    interpolate: tuple = option((), "two sentences to interpolate between (Table 4)", nargs=2, run=True)
+    fwd_rev_ppl: bool = option(False, "also report forward / reverse PPL of greedy prior samples (Table 5)",
+                               run=True)
+    fwd_rev_samples: int = option(1280, "prior samples decoded for the forward / reverse PPL (authors: 1,280)",
+                                  low=1, run=True)
+    skip_test: bool = option(False, "with --eval_only: keep the test row in metrics.json (same checkpoint) and "
+                             "only add the extras: --fwd_rev_ppl, --interpolate, samples, plots", run=True)
+
+
 def run_control(config_cls) -> set:
     """The names of the fields declared with option(..., run=True)."""
     return {f.name for f in fields(config_cls) if f.metadata.get("run")}
 
 
 def check_bounds(cfg, parser: argparse.ArgumentParser) -> None:
-    """parser.error for the first field below the `low` of its option()."""
+    """parser.error for the first float field that is not a finite number (argparse reads "nan" and "inf"
+    as floats, and NaN passes every `<` test), then for the first field below the `low` of its option()."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            parser.error(f"--{f.name} must be a finite number, got {value}")
     for f in fields(cfg):
         low = f.metadata.get("low")
         if low is not None and getattr(cfg, f.name) < low:
@@ -934,16 +1009,15 @@ def autocast_for(device: torch.device, precision: str, cache: bool = True):
 
 
 class CudaGraphs:
-    """Speed, GPU only; the same arithmetic. `CudaGraphs(fn, enabled)(*tensors)` returns fn(*tensors) (a
-    tuple or dict of tensors), replayed from a CUDA graph recorded once per set of input shapes.
+    """Speed, GPU only; the same arithmetic. `CudaGraphs(fn, enabled)(*args)` returns fn(*args) (a tuple
+    or dict of tensors), replayed from a CUDA graph recorded once per set of input shapes.
 
     Why. At the paper's sizes (batch 32, 256 hidden units, critics of width 512) a training step is
     hundreds of GPU kernels of a few microseconds each, and the GPU waits for the CPU to launch them: the
     GPU was busy 3.6 ms of a 20 ms ivae_mi.py step on an H200 (results/gpu/profile_2026-11-26). A graph
-    records the kernels once and replays them in one launch. The scripts use it for a whole training step
-    (`--cuda_graph step`: one graph per batch shape, as batches hold sentences of one length) or for the
-    critic updates alone (`--cuda_graph critics`). Measured on an H200 (README, Table 3): an ivae_mi.py
-    step in fp32 takes 20 ms eagerly, 6.0 with the critic updates replayed, 3.6 with the whole step.
+    records the kernels once and replays them in one launch. The LM scripts replay a whole training step
+    (`--cuda_graph step`: one graph per batch shape, as batches hold sentences of one length); the
+    speeds are in results/bench/README.md.
     How. A graph replays the same kernels on the same memory: each call copies its inputs into the
     graph's own input tensors, and whatever fn changes must live at fixed addresses (Adam with
     capturable=True, so its step counter is on the GPU). Random draws inside fn (torch.randn, dropout) are
@@ -958,9 +1032,20 @@ class CudaGraphs:
         self.fn, self.enabled, self.warmup = fn, enabled, warmup
         self.seen, self.graphs, self.pool = set(), {}, None      # graphs: shapes -> (graph, inputs, outputs)
 
-    def __call__(self, *inputs: torch.Tensor):
+    def __call__(self, *args):
         if not self.enabled:
-            return self.fn(*inputs)
+            return self.fn(*args)
+        # Tensors and floats (beta) are the graph's inputs, copied in at every replay; the other arguments
+        # (modules, optimisers, the config) are the same objects at every call and pass through.
+        args = [torch.tensor(a, dtype=torch.float32, device="cuda") if isinstance(a, float) else a for a in args]
+        where = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+
+        def fn(*tensors):
+            full = list(args)
+            for i, t in zip(where, tensors):
+                full[i] = t
+            return self.fn(*full)
+        inputs = [args[i] for i in where]
         key = tuple((tuple(t.shape), t.dtype) for t in inputs)
         if self.warmup > 0 or key not in self.seen:               # eager, on a side stream
             self.warmup -= 1
@@ -968,7 +1053,7 @@ class CudaGraphs:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
-                out = self.fn(*inputs)
+                out = fn(*inputs)
             torch.cuda.current_stream().wait_stream(side)
             return out
         if key not in self.graphs:                                # record (nothing runs), then replay below
@@ -978,7 +1063,7 @@ class CudaGraphs:
                 buffer.copy_(value)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=self.pool):
-                outputs = self.fn(*static)
+                outputs = fn(*static)
             self.graphs[key] = (graph, static, outputs)
         graph, static, outputs = self.graphs[key]
         for buffer, value in zip(static, inputs):
@@ -987,14 +1072,6 @@ class CudaGraphs:
         if isinstance(outputs, dict):                             # copies: the next replay overwrites them
             return {k: v.clone() for k, v in outputs.items()}
         return tuple(v.clone() for v in outputs)
-
-
-def eval_tokens_for(device: torch.device, eval_tokens: int) -> int:
-    """--eval_tokens resolved: the decoder tokens per forward pass at evaluation; 0 (auto) is 32,768 on a GPU
-    (the old default, not re-measured there) and 2,048 on the CPU. Speed: a chunk's logits are tokens x
-    vocabulary floats, 1.3 GB in fp32 at 32,768 PTB tokens; with 2,048 a PTB test of ivae.py took 15-20% less
-    time on the 2-core CPU (1 and 2 threads), same numbers (results/bench/eval_tokens_2026-11-26.txt)."""
-    return eval_tokens or (32768 if device.type == "cuda" else 2048)
 
 
 def describe_device(device: torch.device) -> str:
@@ -1062,10 +1139,6 @@ def save_checkpoint(state: dict, path: str) -> None:
     os.replace(tmp, path)
 
 
-# Settings that earlier versions of the scripts had and their checkpoints still carry (ignored on load).
-RETIRED_FIELDS = {"bf16", "refit_steps", "refit_lr", "refit_window"}
-
-
 def load_checkpoint(path: str, device, cfg=None) -> dict:
     """A checkpoint written by save_checkpoint (plain dicts, tensors and lists: weights_only=True).
     With `cfg`, also check that it is a run's checkpoint written by cfg's script. Raises CheckpointError
@@ -1084,9 +1157,10 @@ def load_checkpoint(path: str, device, cfg=None) -> dict:
         if not isinstance(ckpt, dict) or not {"config", "step", "model"} <= set(ckpt):
             raise CheckpointError(f"{path}: not a checkpoint of this repository (no config, step or model)")
         mine, theirs = script_of(cfg), ckpt.get("script")
-        unknown = set(ckpt["config"]) - {f.name for f in fields(cfg)} - RETIRED_FIELDS
+        unknown = set(ckpt["config"]) - {f.name for f in fields(cfg)}
         if (theirs or mine) != mine or (not theirs and unknown):   # older checkpoints lack "script"
-            who = f"{theirs}.py" if theirs else f"another script (config fields {', '.join(sorted(unknown)[:3])})"
+            who = f"{theirs}.py" if theirs else ("another script or an older version of this one (config fields "
+                                                 f"{', '.join(sorted(unknown)[:3])})")
             raise CheckpointError(f"{path}: written by {who}, not by {mine}.py: use {mine}.py with its own "
                                   "--out_dir")
     return ckpt
@@ -1382,6 +1456,225 @@ class CsvLog:
             self._rewrite(old_rows)
         with open(self.path, "a", newline="", encoding="utf-8") as f:
             csv.DictWriter(f, fieldnames=self.columns, restval="").writerow(row)
+
+
+class Run:
+    """One LM training run's plumbing, so that a script's main() and train() show the paper's loop only:
+    the folder and its checks, the checkpoint (--resume / --eval_only), config.json and log.csv, the
+    progress line, the validation schedule and best.pt, Ctrl-C, the final test's row and metrics.json.
+
+        run = data.Run(cfg, parser)                  # device, --out_dir checked, a checkpoint loaded
+        corpus = run.load_corpus(splits)             # its vocabulary if resumed
+        run.restore(model=model, opt=opt, ...)       # the state dicts back; config.json, log.csv opened
+        with run.training(len(batcher), validate):   # Ctrl-C: finish the step, save, stop
+            for batch in run.batches(batcher):       # the steps left, on the device
+                out = train_step(...)
+                run.after_step(out, beta)            # progress line, checkpoints, validation
+        result = run.test(evaluate_test)             # best.pt's model on the test split, metrics.json
+    """
+
+    def __init__(self, cfg, parser: argparse.ArgumentParser, shared_samples: bool = False):
+        self.cfg, self.parser = cfg, parser
+        self.device = pick_device(cfg.cuda, cfg.cpu, parser, cfg.threads)
+        self.ckpt = open_run(cfg, parser, run_control(type(cfg)), self.device)
+        self.state = {"step": 0, "best": None, "validated": True, "train_time_s": 0.0}   # fresh, or resumed:
+        self.state.update({k: self.ckpt[k] for k in self.state if k in self.ckpt} if self.ckpt else {})
+        self.step, self.modules, self.log, self.stop = self.state["step"], {}, None, None
+        self.shared_samples = shared_samples     # one draw serves rec and the IW bound (the ETA's test cost)
+        self.trained_s = 0.0                     # this process's training time
+        set_seed(cfg.seed)
+        print(f"device: {describe_device(self.device)}, precision {precision_in_use(self.device, cfg.precision)}"
+              f" | writing to {cfg.out_dir}/")
+
+    def load_corpus(self, splits) -> "Corpus":
+        """The corpus (with the checkpoint's vocabulary if there is one); a DataError is a parser error.
+        A fresh run on Yahoo / Yelp takes the authors' sizes for the flags not given (LM_DEFAULTS)."""
+        vocab = Vocab.from_state_dict(self.ckpt["vocab"]) if self.ckpt else None
+        try:
+            corpus = load_corpus(self.cfg.data, self.cfg.data_dir, splits, vocab=vocab,
+                                 allow_bad_lines=self.cfg.allow_bad_lines)
+        except DataError as err:
+            self.parser.error(str(err))
+        if not self.ckpt:
+            lm_defaults(self.cfg, corpus.spec.name, getattr(self.parser, "given", set()))
+        os.makedirs(self.cfg.out_dir, exist_ok=True)
+        print(f"corpus {corpus.spec.name}: " + ", ".join(f"{s} {len(e):,}" for s, e in corpus.examples.items())
+              + f" sentences, vocabulary {len(corpus.vocab):,}")
+        self.vocab = corpus.vocab
+        return corpus
+
+    def restore(self, **modules) -> None:
+        """Keep `modules` (models and optimisers, named as in the checkpoint) for saving; load their state
+        dicts from the checkpoint if there is one (--eval_only: the models only) and the RNG states on
+        --resume; write config.json (not for --eval_only) and open log.csv."""
+        cfg, ckpt = self.cfg, self.ckpt
+        self.modules = modules
+        graph = self.device.type == "cuda" and cfg.cuda_graph != "off"
+        if ckpt:
+            for name, obj in modules.items():
+                if not (cfg.eval_only and isinstance(obj, torch.optim.Optimizer)):
+                    obj.load_state_dict(ckpt[name])
+                if isinstance(obj, torch.optim.Optimizer):       # this device's setting, not the saved one
+                    for group in obj.param_groups:
+                        group["capturable"] = graph
+            if not cfg.eval_only:
+                set_rng_state(ckpt["rng"])
+        if not cfg.eval_only:                                     # --eval_only keeps the run's own config
+            write_json(os.path.join(cfg.out_dir, "config.json"), dataclasses.asdict(cfg))
+        # A resume drops the log's rows after the checkpoint (and its step's row if it still awaits its
+        # validation); --eval_only leaves log.csv as it is.
+        self.log = CsvLog(os.path.join(cfg.out_dir, "log.csv"), read_only=cfg.eval_only,
+                          resume_step=self.step - (not self.state["validated"]) if ckpt else None)
+
+    def save(self, path: Optional[str] = None, validated: bool = True) -> None:
+        """A checkpoint: state dicts + config + vocabulary + step + best + RNG states, written atomically."""
+        save_checkpoint({"script": script_of(self.cfg), "config": dataclasses.asdict(self.cfg),
+                         "vocab": self.vocab.state_dict(),
+                         **{name: obj.state_dict() for name, obj in self.modules.items()},
+                         "step": self.step, "best": self.state["best"], "rng": rng_state(), "validated": validated,
+                         "train_time_s": time.time() - self.t_begin},
+                        path or os.path.join(self.cfg.out_dir, "checkpoint.pt"))
+
+    @contextlib.contextmanager
+    def training(self, steps_per_epoch: int, validate, n_valid: int, n_test: int):
+        """The training loop's frame: the schedule (epochs or max_steps), validation with `validate(step)`
+        (a row: its score is iw_nll, else nelbo; the best is kept in best.pt), and Ctrl-C."""
+        cfg = self.cfg
+        self.steps_per_epoch, self.validate_fn = steps_per_epoch, validate
+        self.total = cfg.epochs * steps_per_epoch if not cfg.max_steps else min(cfg.epochs * steps_per_epoch,
+                                                                                 cfg.max_steps)
+
+        def passes(n, S, K):                       # decoder passes of an evaluation: the bulk of its time
+            return n * (max(S, K) if self.shared_samples else S + K)
+        self.test_in_validations = passes(n_test, cfg.eval_samples, cfg.iw_samples) / \
+            max(1, passes(n_valid, cfg.val_samples, cfg.val_iw_samples))
+        self.val_seconds, self.t_begin = None, time.time() - self.state["train_time_s"]
+        self.acc, self.n_acc, self.tokens, self.t0 = {}, 0, 0, time.time()
+        t_train = time.time()
+        print(f"training: {steps_per_epoch} batches per epoch, steps {self.step} -> {self.total}", flush=True)
+        with GracefulInterrupt() as self.stop:
+            if not self.state["validated"]:                # resumed from a checkpoint that awaits its validation
+                self._validate()
+                self.save()
+            yield self
+        self.trained_s = time.time() - t_train
+        if self.stop.requested:
+            raise SystemExit(f"interrupted at step {self.step}: checkpoint saved to {cfg.out_dir}/checkpoint.pt; "
+                             "continue with --resume")
+        # Report the selected model: best.pt's weights (the last ones if no validation ran).
+        path = os.path.join(cfg.out_dir, "best.pt")
+        self.state["selected_step"] = None
+        if os.path.exists(path):
+            best = load_checkpoint(path, self.device)
+            for name, obj in self.modules.items():
+                if not isinstance(obj, torch.optim.Optimizer):
+                    obj.load_state_dict(best[name])
+            self.state["selected_step"] = best["step"]
+
+    def batches(self, batcher: "Batcher") -> Iterator["Batch"]:
+        """The training batches left, epoch after epoch, on the device; ends at the last step or on Ctrl-C."""
+        while self.step < self.total and not self.stop.requested:
+            epoch = self.step // self.steps_per_epoch
+            for batch in batcher.epoch(epoch, start=self.step % self.steps_per_epoch):
+                self.tokens += int((batch.lengths - 1).sum())        # counted on the CPU: no GPU sync
+                yield batch.to(self.device)
+                if self.step >= self.total or self.stop.requested:
+                    return
+
+    def after_step(self, out: dict, beta: float) -> None:
+        """Count the step; every log_every steps a progress line (the means of `out` since the last one);
+        a checkpoint every save_every steps; a validation (checkpoint first) at every epoch's end and
+        every val_every steps."""
+        cfg, spe = self.cfg, self.steps_per_epoch
+        self.step += 1
+        step = self.step
+        for k, v in out.items():
+            self.acc[k] = self.acc.get(k, 0) + v                      # device tensors: no sync per step
+        self.n_acc += 1
+        validating = step % spe == 0 or (cfg.val_every and step % cfg.val_every == 0)
+        saving = validating or step % cfg.save_every == 0 or step >= self.total or self.stop.requested
+        if step % cfg.log_every == 0 or saving:
+            means = {k: float(v) / self.n_acc for k, v in self.acc.items()}   # one device sync per interval
+            check_finite(means, step, os.path.join(cfg.out_dir, "checkpoint.pt"),   # never save non-finite weights
+                         "With a critic the usual cause is exp(nu) overflowing when its output grows large. "
+                         "Lower --lr (and --nu_lr), or use --precision fp32.")
+        if step % cfg.log_every == 0 or step == self.total:
+            dt = time.time() - self.t0
+            eta = eta_minutes(step, self.total, dt / self.n_acc, spe, cfg.val_every, self.val_seconds,
+                              self.test_in_validations)
+            terms = " | ".join(f"{k} {v:6.2f}" for k, v in means.items() if k != "loss")
+            print(f"step {step:>6}/{self.total} | ep {step / spe:5.2f} | {terms} | beta {beta:.3f} | "
+                  f"{self.n_acc / dt:5.1f} step/s {self.tokens / dt:7.0f} tok/s | {eta}", flush=True)
+            self.acc, self.n_acc, self.tokens, self.t0 = {}, 0, 0, time.time()
+        if validating:
+            self.save(validated=False)            # first the checkpoint: nothing is lost if the validation
+            self._validate()                      # is interrupted or killed
+        if saving:
+            self.save()
+
+    def _validate(self) -> None:
+        print(f"validating at step {self.step}", flush=True)
+        t_val = time.time()
+        with self.stop.interruptible():                                 # the first Ctrl-C stops it at once
+            row = self.validate_fn(self.step)
+        self.val_seconds = time.time() - t_val
+        self.t0 += self.val_seconds                                     # steps/s counts training only
+        row = {"step": self.step, "epoch": self.step / self.steps_per_epoch, "split": "valid", **row,
+               "val_seconds": round(self.val_seconds, 1)}
+        print(metrics.format_row(f"valid @ step {self.step}", row), flush=True)
+        for note in metrics.honest_notes(row):
+            print("  note:", note, flush=True)
+        metrics.warn_collapse(row, self.cfg.latent)
+        self.log.write(row)
+        score = row.get("iw_nll", row["nelbo"])
+        if self.state["best"] is None or score < self.state["best"]:
+            self.state["best"] = score
+            self.save(os.path.join(self.cfg.out_dir, "best.pt"))
+
+    def test(self, evaluate) -> dict:
+        """The final test: `evaluate()` -> (row, ...), timed and labelled with the step, the selected step,
+        the training time over every process of the run and the device; printed with its notes. With
+        --skip_test, the row metrics.json already holds for this checkpoint. Returns (row, *rest)."""
+        cfg = self.cfg
+        train_time = self.state["train_time_s"] + self.trained_s             # over every process of the run
+        if cfg.skip_test:
+            row, rest = saved_test_row(cfg.out_dir, self.step, self.parser), (None, None)
+        else:
+            t_test = time.time()
+            row, *rest = evaluate()
+            row = {"split": "test", "step": self.step, "selected_step": self.state.get("selected_step") or self.step,
+                   **row, "train_time_s": round(train_time, 1), "test_seconds": round(time.time() - t_test, 1),
+                   "device": describe_device(self.device)}
+        print(metrics.format_row("test", row))
+        for note in metrics.honest_notes(row):
+            print("  note:", note)
+        metrics.warn_collapse(row, cfg.latent)
+        return (row, *rest)
+
+    def write_results(self, row: dict) -> None:
+        """The test row into log.csv and metrics.json."""
+        self.log.write({"epoch": "", **row})
+        write_json(os.path.join(self.cfg.out_dir, "metrics.json"), row)
+
+    def valid_rows(self) -> list:
+        return [r for r in self.log.rows() if r.get("split") == "valid"]
+
+    def wrote(self) -> None:
+        """Name the files this run's folder holds."""
+        names = sorted(n for n in os.listdir(self.cfg.out_dir) if not n.endswith((".tmp", ".prev.pt")))
+        print(f"wrote {self.cfg.out_dir}/: " + " ".join(names))
+
+
+def first(examples: list, limit: int) -> list:
+    """The first `limit` examples (--eval_limit; 0: all)."""
+    return examples[:limit] if limit else examples
+
+
+def spread(examples: list, limit: int) -> list:
+    """`limit` examples spread evenly over the list (--val_limit; 0: all), fixed for the whole run."""
+    if limit and limit < len(examples):
+        return examples[::len(examples) // limit][:limit]
+    return examples
 
 
 if __name__ == "__main__":

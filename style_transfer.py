@@ -534,19 +534,42 @@ def balanced_plan(examples: list, batch_size: int, seed: int, epoch: int) -> lis
     """One epoch of (negative batch, positive batch) index pairs, as the authors' loop: max(#negative
     batches, #positive batches) iterations; the shorter side's extra batches are drawn at random from its
     own. Each side: padded length buckets, shuffled. A pure function of (seed, epoch), so a resumed run
-    sees the same batches."""
+    sees the same batches.
+
+    BatchNorm (in the prior and the classifier) cannot train on a batch of one sentence: when a side's
+    count leaves one sentence alone in its last bucket (65 at batch 64), it joins the bucket of the next
+    longest sentences, which then holds batch_size + 1 (lone_sentence_note says so once per run)."""
     sides = [[i for i, e in enumerate(examples) if e.label == y] for y in (0, 1)]
     plans = []
     for y, side in enumerate(sides):
-        if not side:
-            raise data.DataError(f"the training split holds no {'negative' if y == 0 else 'positive'} sentence")
-        plan = data.batch_plan([len(examples[i].ids) for i in side], batch_size, seed + y, epoch, equal_length=False)
+        name = "negative" if y == 0 else "positive"
+        if len(side) < 2:
+            raise data.DataError(f"the training split holds {len(side)} {name} sentence(s): each iteration trains "
+                                 f"on a {name} batch of at least two (BatchNorm in the prior and the classifier)")
+        lengths = [len(examples[i].ids) for i in side]
+        plan = data.batch_plan(lengths, batch_size, seed + y, epoch, equal_length=False)
+        lone = [b for b in plan if len(b) == 1]
+        if lone:                                           # at most one: the longest sentence, cut off last
+            plan.remove(lone[0])
+            host = max(plan, key=lambda b: max(lengths[i] for i in b))   # the bucket that came before it
+            host.append(lone[0][0])
         plans.append([[side[i] for i in b] for b in plan])
     n = max(len(p) for p in plans)
     rng = np.random.default_rng([seed, epoch, 2])
     for p in plans:
         p += [p[j] for j in rng.integers(0, len(p), n - len(p))]
     return list(zip(*plans))
+
+
+def lone_sentence_note(examples: list, batch_size: int) -> str:
+    """The line that says which side's last sentence balanced_plan merges into another batch ('' if none)."""
+    notes = []
+    for y, name in enumerate(("negative", "positive")):
+        n = sum(e.label == y for e in examples)
+        if n % batch_size == 1:
+            notes.append(f"{n:,} {name} sentences at --batch_size {batch_size} leave one alone in the last batch: "
+                         f"it joins the batch of the next longest {name} sentences")
+    return "note: " + "; ".join(notes) + " (BatchNorm cannot train on one sentence)" if notes else ""
 
 
 def checkpoint_state(cfg, vocab, model, opts, step_, best=None) -> dict:
@@ -637,7 +660,8 @@ def parse(argv=None) -> tuple:
     args = vars(data.parse_args(parser, argv))
     sentences = args.pop("transfer")
     cfg = Config(**args)
-    for name in ("epochs", "batch_size", "emb_dim", "hidden", "noise_dim", "prior_noise", "prior_width",
+    data.check_bounds(cfg, parser)                                       # the declared bounds; NaN and inf
+    for name in ("epochs", "emb_dim", "hidden", "noise_dim", "prior_noise", "prior_width",
                  "nu_width", "cls_width", "eval_samples", "max_decode_len", "fasttext_dim", "fasttext_buckets",
                  "fasttext_epochs", "log_every", "save_every"):
         if getattr(cfg, name) < 1:
@@ -646,6 +670,9 @@ def parse(argv=None) -> tuple:
                  "kl_weight", "class_weight", "temperature"):
         if getattr(cfg, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.batch_size < 2:
+        parser.error(f"--batch_size must be >= 2 (BatchNorm in the prior and the classifier cannot train on one "
+                     f"sentence), got {cfg.batch_size}")
     if not 0 < cfg.noise_anneal <= 1:
         parser.error(f"--noise_anneal must be in (0, 1], got {cfg.noise_anneal}")
     if cfg.fasttext_lr <= 0:
@@ -678,11 +705,18 @@ def main(argv=None) -> dict:
         return {"transfers": [{"input": w, "negative": n, "positive": p} for w, n, p in rows], "step": ckpt["step"]}
     try:
         vocab = data.Vocab.from_state_dict(ckpt["vocab"]) if ckpt else None
-        corpus = data.load_style_corpus(cfg.data_dir, cfg.split, vocab=vocab)
+        corpus = data.load_style_corpus(cfg.data_dir, cfg.split, vocab=vocab, allow_bad_lines=cfg.allow_bad_lines)
     except data.DataError as err:
         hint = (" -- for a copy without Shen et al.'s training files (sentiment.train.*), try --split no_train"
                 if cfg.split == "standard" else "")
         parser.error(str(err) + hint)
+    if not cfg.eval_only:
+        try:                                               # every iteration needs a batch of each sentiment
+            balanced_plan(corpus.examples["train"], cfg.batch_size, cfg.seed, 0)
+        except data.DataError as err:
+            parser.error(str(err))
+        if lone_sentence_note(corpus.examples["train"], cfg.batch_size):
+            print(lone_sentence_note(corpus.examples["train"], cfg.batch_size))
     os.makedirs(cfg.out_dir, exist_ok=True)
     print(f"device: {data.describe_device(device)}, precision {data.precision_in_use(device, cfg.precision)}")
     print(f"corpus yelp_style, split {cfg.split}: " + ", ".join(f"{s} {len(e):,}" for s, e in corpus.examples.items())

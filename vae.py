@@ -234,9 +234,6 @@ class Config(data.RunConfig):
     val_limit: int = option(800, "validate on N sentences spread evenly over the validation split (0: all)",
                             low=0, run=True)
     val_every: int = option(0, "validate every N training steps (0: at the end of every epoch)", low=0, run=True)
-    eval_tokens: int = option(0, "decoder tokens (sentences x samples x length) per forward pass at "
-                                 "evaluation; bounds the memory of the logits (0: 32768 on a GPU, 2048 on the "
-                                 "CPU, where small chunks run faster)", low=0, run=True)
     eval_limit: int = option(0, "evaluate on the first N sentences of each split only (0: all; smoke runs)",
                              low=0, run=True)
     # sampling, interpolation (Table 4), forward / reverse perplexity (Table 5)
@@ -405,7 +402,7 @@ def evaluate(model: VAE, examples: list, cfg: Config, device, n_samples: int, iw
         mu, logvar = model.posterior(h)
         z = GaussianPosterior.sample(mu, logvar, max(S, K), gen)         # (B, S', Z)
         with autocast():
-            nll = batched_nll(model.decoder, x, z, cfg.eval_tokens)      # (B, S'), fp32 (sentence_nll)
+            nll = batched_nll(model.decoder, x, z, metrics.EVAL_TOKENS[device.type])      # (B, S'), fp32 (sentence_nll)
         tot["rec"] += float(nll.double().mean(1).sum())
         tot["kl"] += float(metrics.gaussian_kl(mu, logvar).sum())
         if K:
@@ -527,7 +524,6 @@ def main(argv=None) -> dict:
     cfg, parser = data.parse_config(Config, "Gaussian text VAE baselines (VAE, beta-VAE, cyclical)", argv)
     check_config(cfg, parser)
     device = data.pick_device(cfg.cuda, cfg.cpu, parser, cfg.threads)
-    cfg.eval_tokens = data.eval_tokens_for(device, cfg.eval_tokens)
     ckpt = data.open_run(cfg, parser, data.run_control(Config), device)
     state = {"step": 0, "best": None, "validated": True, "train_time_s": 0.0}      # a fresh run; or resumed:
     state.update({k: ckpt[k] for k in state if k in ckpt} if ckpt else {})
@@ -535,10 +531,11 @@ def main(argv=None) -> dict:
     try:
         splits = (("train", "test") if cfg.fwd_rev_ppl else ("test",)) if cfg.eval_only else ("train", "valid", "test")
         vocab = data.Vocab.from_state_dict(ckpt["vocab"]) if ckpt else None
-        corpus = data.load_corpus(cfg.data, cfg.data_dir, splits, vocab=vocab)
+        corpus = data.load_corpus(cfg.data, cfg.data_dir, splits, vocab=vocab, allow_bad_lines=cfg.allow_bad_lines)
     except data.DataError as err:
         parser.error(str(err))
-    cfg = data.lm_defaults(cfg, corpus.spec.name if cfg.data in data.CORPORA else "ptb")
+    if not (cfg.resume or cfg.eval_only):                # the authors' sizes for the corpus, unless given
+        data.lm_defaults(cfg, corpus.spec.name if cfg.data in data.CORPORA else "ptb", parser.given)
     os.makedirs(cfg.out_dir, exist_ok=True)
     print(f"device: {data.describe_device(device)}, precision {data.precision_in_use(device, cfg.precision)}")
     print(f"corpus {corpus.spec.name}: " + ", ".join(f"{s} {len(e):,}" for s, e in corpus.examples.items())

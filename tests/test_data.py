@@ -298,11 +298,32 @@ def test_length_buckets_pad_and_mask():
 # ----------------------------------------------------------------------------------------------------
 
 
+REPO_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")   # PTB ships there
+
+
 def real_root(*rel):
-    for root in ("data", SHARED):
+    for root in (REPO_DATA, SHARED):
         if root and all(os.path.isfile(os.path.join(root, r)) for r in rel):
             return root
     pytest.skip(f"corpus files {rel} not found in data/ or $IVAE_DATA_DIR")
+
+
+def test_ptb_ships_with_the_repository_byte_for_byte():
+    """data/ptb/ holds Mikolov's PTB (data/ptb/README.md): present without $IVAE_DATA_DIR, the SHA-256 of
+    each file as its README lists it, and tracked by git (not ignored like the other corpora)."""
+    import hashlib
+    import re
+    import subprocess
+    folder = os.path.join(REPO_DATA, "ptb")
+    listed = dict(re.findall(r"`(ptb\.\w+\.txt)` \|[^|]*\|[^|]*\| `([0-9a-f]{64})`",
+                             open(os.path.join(folder, "README.md"), encoding="utf-8").read()))
+    assert sorted(listed) == ["ptb.test.txt", "ptb.train.txt", "ptb.valid.txt"]
+    for name, sha in listed.items():
+        with open(os.path.join(folder, name), "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == sha, name
+    ignored = subprocess.run(["git", "check-ignore", "-q", os.path.join(folder, "ptb.train.txt")],
+                             cwd=os.path.dirname(REPO_DATA))
+    assert ignored.returncode in (1, 128)            # 1: not ignored (0 would be); 128: a copy outside git
 
 
 def test_ptb_table1_statistics(capsys):
@@ -366,12 +387,6 @@ def test_precision_resolves_auto_by_hardware():
         assert torch.nn.Linear(4, 4)(torch.randn(2, 4)).dtype == torch.bfloat16
     with data.autocast_for(cpu, "fp32")():
         assert torch.nn.Linear(4, 4)(torch.randn(2, 4)).dtype == torch.float32
-
-
-def test_eval_tokens_auto_is_small_on_the_cpu_large_on_a_gpu():
-    assert data.eval_tokens_for(torch.device("cpu"), 0) == 2048
-    assert data.eval_tokens_for(torch.device("cuda"), 0) == 32768              # no GPU needed to resolve it
-    assert data.eval_tokens_for(torch.device("cpu"), 500) == 500               # an explicit value is kept
 
 
 def test_threads_flag_sets_torch_threads_and_rejects_negatives():

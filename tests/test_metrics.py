@@ -343,15 +343,49 @@ def test_defensive_proposal_density_and_sampling():
     torch.testing.assert_close(torch.cov(plain[:, 1].T), fitted.covariance_matrix[1], atol=0.03, rtol=0)
 
 
-def test_collapse_warning_is_loud(capsys):
-    row = {"rec": 80.0, "kl": 0.02, "mi": 0.0, "au": 0, "nelbo": 80.02, "ppl": 100.0}
+def test_collapse_warning_is_loud_and_says_what_triggered_it(capsys):
+    row = {"rec": 80.0, "kl": 0.02, "mi": 0.0, "au": 0, "nelbo": 80.02, "ppl": 100.0, "log_n": math.log(3761)}
     assert metrics.warn_collapse(row, 32) is True
-    assert "POSTERIOR COLLAPSE" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "POSTERIOR COLLAPSE" in out and "KL = 0.020 nats (closed form) is below 0.1" in out
     assert metrics.warn_collapse({**row, "kl": 5.0, "au": 12}, 32) is False
     assert capsys.readouterr().out == ""
-    assert metrics.format_row("test", {**row, "iw_nll": 79.5, "iw_ppl": 95.0}).endswith("IW-PPL 95.00")
     assert metrics.warn_collapse({**row, "kl": 1.34, "au": 3}, 32) is True     # our PTB VAE: 3 of 32 active
+    assert "PARTIAL POSTERIOR COLLAPSE: AU = 3/32" in capsys.readouterr().out
     assert metrics.warn_collapse({**row, "kl": 1.34, "au": 4}, 32) is False
+    # issue 31: the affine iVAE's KL of 72 nats with AU = 0 is no collapse: the posterior ignores x
+    ivae_row = {**row, "kl": 5.1, "kl_agg": 4.0, "kl_lower": 60.3, "kl_exact": 72.245, "au": 0}
+    assert metrics.warn_collapse(ivae_row, 32) is True
+    out = capsys.readouterr().out
+    assert "COLLAPSE" not in out and "72.245 nats, exact KL" in out
+    assert "no unit varies across sentences although KL is large" in out and "the posterior ignores x" in out
+    # without the exact KL, the certified bound (above the critic's 5.1) is the KL judged
+    no_exact = {k: v for k, v in ivae_row.items() if k != "kl_exact"}
+    assert metrics.warn_collapse(no_exact, 32) is True
+    assert "60.300 nats, certified lower bound; the critic says 5.100" in capsys.readouterr().out
+
+
+def test_format_row_labels_the_papers_estimates_apart_from_the_true_values():
+    vae_row = {"rec": 80.0, "kl": 1.34, "mi": 1.2, "mi_se": 0.05, "au": 3, "nelbo": 81.34, "ppl": 100.0}
+    assert metrics.format_row("test", vae_row) == ("test | the paper's way (closed-form KL): rec 80.00 | KL 1.34 | "
+                                                   "MI 1.20 | AU 3 | -ELBO 81.34 | PPL 100.00")   # nothing else
+    paper, true = metrics.format_row("test", {**vae_row, "iw_nll": 79.5, "iw_ppl": 95.0}).split("\n")
+    assert paper.startswith("test | the paper's way (closed-form KL):") and "IW" not in paper
+    assert true.startswith("test | true values and bounds (exact, certified, IW):") and true.endswith("IW-PPL 95.00")
+    # the issue's line: the critic's -ELBO 137.4 / PPL 627 beside IW-NLL 193.6, now on separate, labelled lines
+    ivae_row = {"rec": 80.0, "kl": 57.4, "mi": 3.2, "au": 0, "nelbo": 137.4, "ppl": 627.0, "kl_agg": 54.2,
+                "kl_lower": 55.1, "iw_nll": 193.6, "iw_ppl": 1234.5, "iw_samples": 500, "log_n": math.log(3761),
+                "kl_exact": 72.245, "nelbo_exact": 152.245, "ppl_exact": 900.0}
+    paper, true = metrics.format_row("valid @ step 9", ivae_row).split("\n")
+    assert paper.startswith("valid @ step 9 | the paper's way (critic estimates):")
+    assert "-ELBO 137.40 | PPL 627.00" in paper and "193" not in paper
+    assert paper.index("rec 80.00") == true.index("exact KL 72.25")                    # the columns line up
+    for part in ("exact KL 72.25", "exact -ELBO 152.25 (PPL 900.00)", "KL >= 55.10 certified",
+                 "IW-NLL 193.60 >= -log p(x) (K 500)", "MI <= log N 8.23"):
+        assert part in true, part
+    notes = metrics.honest_notes(ivae_row)
+    assert any("-ELBO 137.40 is below IW-NLL 193.60" in n and "no bound" in n for n in notes), notes
+    assert not any("IW-NLL" in n for n in metrics.honest_notes({**vae_row, "iw_nll": 79.5, "iw_ppl": 95.0}))
 
 
 # ----------------------------------------------------------------------------------------------------

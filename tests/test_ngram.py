@@ -1,6 +1,6 @@
 r"""Tests for the interpolated modified Kneser-Ney n-gram LM (NGramLM).
 
-The PTB test needs ptb/ptb.{train,test}.txt under $IVAE_DATA_DIR (or data/ptb/) and skips otherwise.
+The PTB test reads the repository's data/ptb/ (else $IVAE_DATA_DIR/ptb/) and skips if neither holds it.
 """
 
 import math
@@ -263,8 +263,10 @@ def test_rejects_sentence_markers_in_training_text():
 # ---------------------------------------------------------------------------------------------------
 
 def ptb_dir():
+    """The repository's data/ptb (PTB ships with it), else $IVAE_DATA_DIR/ptb."""
+    here = Path(__file__).resolve().parents[1] / "data" / "ptb"
     root = os.environ.get("IVAE_DATA_DIR")
-    return Path(root) / "ptb" if root else Path(__file__).resolve().parents[1] / "data" / "ptb"
+    return here if (here / "ptb.train.txt").exists() or not root else Path(root) / "ptb"
 
 
 def test_ptb_5gram_perplexity_and_speed():

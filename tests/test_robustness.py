@@ -1,6 +1,7 @@
 """Nothing lost, no traceback (issue 14): a repeated command, a bad checkpoint, a bad --out_dir, a Ctrl-C
 during validation, and the smaller holes (log columns, total training time, BOM, dialog bytes, messages).
 Each test names the guard it checks; tiny corpora in tmp_path, the model sizes of the scripts' own tests."""
+import dataclasses
 import json
 import os
 import signal
@@ -113,24 +114,25 @@ def test_a_foreign_checkpoint_names_the_script_that_wrote_it(corpus_dir, tmp_pat
     assert f"{out / 'checkpoint.pt'}: written by vae.py, not by ivae_mi.py" in err
 
 
-def test_a_checkpoint_of_an_earlier_version_still_loads_and_an_old_foreign_one_is_refused(corpus_dir, tmp_path,
-                                                                                          capsys):
-    # Checkpoints written before the script's name was stored, by a version that still had --bf16 and
-    # the critic refit: ivae.py --eval_only loads them; a vae.py one of that age is still named foreign.
-    for script, main, flags in (("ivae", ivae.main, IVAE_TINY), ("vae", vae.main, VAE_TINY)):
-        out = tmp_path / script
-        main(["--data", corpus_dir, "--out_dir", str(out), *flags, "--max_steps", "3"])
+def test_a_checkpoint_of_an_earlier_version_loads_unless_it_carries_retired_settings(corpus_dir, tmp_path, capsys):
+    # Checkpoints written before the script's name was stored load when their settings are this version's;
+    # one that still has --bf16 and the critic refit (retired) is refused with a message, not a traceback.
+    out = tmp_path / "ivae"
+    ivae.main(["--data", corpus_dir, "--out_dir", str(out), *IVAE_TINY, "--max_steps", "3"])
+
+    def rewrite(**retired):
         for name in ("checkpoint.pt", "best.pt", "checkpoint.prev.pt", "best.prev.pt"):
             if (out / name).exists():
                 ckpt = torch.load(out / name, weights_only=True)
-                del ckpt["script"]
-                ckpt["config"].update(bf16=False, refit_steps=3000, refit_lr=1e-4, refit_window=100)
+                ckpt.pop("script", None)
+                ckpt["config"].update(retired)
                 torch.save(ckpt, out / name)
-    result = ivae.main(["--data", corpus_dir, "--out_dir", str(tmp_path / "ivae"), "--eval_only", "--cpu"])
+    rewrite()
+    result = ivae.main(["--data", corpus_dir, "--out_dir", str(out), "--eval_only", "--cpu"])
     assert result["step"] == 3
-    err = parser_error(capsys, ivae.main, ["--data", corpus_dir, "--out_dir", str(tmp_path / "vae"), "--eval_only",
-                                           "--cpu"])
-    assert "written by another script" in err
+    rewrite(bf16=False, refit_steps=3000)
+    err = parser_error(capsys, ivae.main, ["--data", corpus_dir, "--out_dir", str(out), "--eval_only", "--cpu"])
+    assert "an older version of this one (config fields bf16, refit_steps)" in err
 
 
 def test_a_checkpoint_that_does_not_load_back_is_never_renamed_into_place(tmp_path, monkeypatch):
@@ -337,3 +339,110 @@ def test_style_messages_split_hint_and_fasttext_lr(tmp_path, capsys, monkeypatch
     err = parser_error(capsys, style_transfer.main, ["--data_dir", str(tmp_path), "--out_dir",
                                                      str(tmp_path / "run"), "--fasttext_lr", "0"])
     assert "--fasttext_lr must be > 0" in err
+
+
+# ----------------------------------------------------------------------------------------------------
+# 6. Issue 31: the tracebacks left. NaN learning rates, a style batch of one sentence, a corpus that is
+#    mostly not text, a split that keeps no line, and the dialog lines lost to bad bytes
+# ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("script,flag", [("vae", "--lr"), ("ivae", "--lr"), ("ivae", "--nu_lr"),
+                                         ("ivae_mi", "--lr"), ("ivae_mi", "--nu_lr"),
+                                         ("style_transfer", "--adv_lr"), ("style_transfer", "--ae_lr")])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_non_finite_float_option_is_a_parser_error(script, flag, value, tmp_path, capsys, monkeypatch):
+    """data.check_bounds: argparse reads "nan" as a float and NaN passes every `< low` test, so it reached
+    torch's optimiser. Now one message before any work (the corpus folder does not even exist)."""
+    monkeypatch.delenv("IVAE_DATA_DIR", raising=False)
+    err = parser_error(capsys, SCRIPTS[script], [f"{flag}={value}", "--data_dir", str(tmp_path / "none"),
+                                                 "--out_dir", str(tmp_path / "run"), "--cpu"])
+    assert f"{flag} must be a finite number, got {float(value)}" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_style_side_that_leaves_one_sentence_alone_is_merged_and_said_once(tmp_path, capsys, monkeypatch):
+    """9 negative sentences at batch 8 (the issue's 65 at 64) left a batch of one, on which the prior's and
+    the classifier's BatchNorm raise; the lone sentence now joins another batch, said once; --batch_size 1
+    is a parser error, and a side of one sentence a message."""
+    monkeypatch.delenv("IVAE_DATA_DIR", raising=False)
+    folder = tmp_path / "yelp_style"
+    folder.mkdir()
+    for split, n_neg in (("train", 9), ("dev", 4), ("test", 4)):
+        (folder / f"sentiment.{split}.0").write_text("".join(f"bad {'very ' * (i % 4)}food\n" for i in range(n_neg)))
+        (folder / f"sentiment.{split}.1").write_text("".join(f"good food {'very ' * (i % 3)}here\n" for i in range(8)))
+    corpus = data.load_style_corpus(str(tmp_path), verbose=False)
+    examples = corpus.examples["train"]
+    for epoch in range(3):
+        plan = style_transfer.balanced_plan(examples, 8, seed=0, epoch=epoch)
+        negatives = [i for neg, _ in plan for i in neg]
+        assert min(len(b) for pair in plan for b in pair) >= 2
+        assert sorted(negatives) == [i for i, e in enumerate(examples) if e.label == 0]   # none lost
+    note = style_transfer.lone_sentence_note(examples, 8)
+    assert "9 negative sentences at --batch_size 8 leave one alone" in note and "positive" not in note
+    tiny = ["--emb_dim", "8", "--hidden", "8", "--noise_dim", "4", "--prior_noise", "4", "--prior_width", "8",
+            "--nu_width", "8", "--cls_width", "8", "--eval_samples", "2", "--fasttext_dim", "4",
+            "--fasttext_buckets", "16", "--fasttext_epochs", "1", "--max_decode_len", "4", "--val_sentences", "0",
+            "--cpu", "--threads", "1", "--classifier_dir", str(tmp_path / "clf"), "--data_dir", str(tmp_path)]
+    result = style_transfer.main([*tiny, "--batch_size", "8", "--max_steps", "2", "--out_dir", str(tmp_path / "a")])
+    assert result["step"] == 2
+    assert capsys.readouterr().out.count("leave one alone") == 1
+    err = parser_error(capsys, style_transfer.main, [*tiny, "--batch_size", "1", "--out_dir", str(tmp_path / "b")])
+    assert "--batch_size must be >= 2" in err and "BatchNorm" in err
+    (folder / "sentiment.train.1").write_text("good food\n")
+    err = parser_error(capsys, style_transfer.main, [*tiny, "--out_dir", str(tmp_path / "c")])
+    assert "holds 1 positive sentence(s)" in err and "Traceback" not in err
+
+
+def test_a_corpus_of_mostly_unusable_lines_stops_unless_allowed(tmp_path, capsys):
+    """742 lines of binary garbage and 2 sentences trained without a word; now the split stops with how
+    many lines were skipped and why, and --allow_bad_lines goes on with the 2 sentences."""
+    import random
+    r = random.Random(1)
+    garbage = [bytes(r.randrange(128, 256) for _ in range(r.randint(10, 60))) for _ in range(742)]   # not UTF-8
+    (tmp_path / "train.txt").write_bytes(b"\n".join(garbage + [b"the cat sat on the mat", b"a dog ran"]) + b"\n")
+    for split in ("valid", "test"):
+        (tmp_path / f"{split}.txt").write_text("the cat\na dog\n")
+    with pytest.raises(data.DataError) as err:
+        data.load_corpus(str(tmp_path), verbose=False)
+    msg = str(err.value)
+    assert "split 'train'" in msg and "742 lines skipped as unusable and only 2 kept" in msg
+    assert "742 lines with non-UTF-8 bytes skipped" in msg and "--allow_bad_lines" in msg
+    corpus = data.load_corpus(str(tmp_path), verbose=False, allow_bad_lines=True)
+    assert len(corpus.examples["train"]) == 2
+    with pytest.raises(SystemExit) as exit_:                              # the command line: exit 2, one message
+        data.main(["--data", str(tmp_path), "--stats"])
+    assert exit_.value.code == 2 and "742 lines skipped" in capsys.readouterr().err
+    assert data.main(["--data", str(tmp_path), "--stats", "--allow_bad_lines"]) == 0
+    assert "allow_bad_lines" in {f.name for f in dataclasses.fields(data.RunConfig)}   # every script's flag
+    # a few bad lines among many good ones are skipped, counted and reported, as before
+    (tmp_path / "train.txt").write_bytes(b"\n".join(garbage[:3] + [b"the cat sat"] * 4) + b"\n")
+    assert len(data.load_corpus(str(tmp_path), verbose=False).examples["train"]) == 4
+
+
+def test_a_split_with_no_usable_line_says_why(tmp_path):
+    for split, text in (("train", "the cat\n"), ("valid", "the cat\n"), ("test", " ".join(["w"] * 201) + "\n")):
+        (tmp_path / f"{split}.txt").write_text(text)
+    with pytest.raises(data.DataError) as err:
+        data.load_corpus(str(tmp_path), verbose=False)
+    assert "split 'test'" in str(err.value) and "holds no usable line" in str(err.value)
+    assert "1 over-long sentences dropped (over 200 words)" in str(err.value)
+    (tmp_path / "test.txt").write_text("")
+    with pytest.raises(data.DataError, match="holds no usable line; the file is empty"):
+        data.load_corpus(str(tmp_path), verbose=False)
+
+
+def test_dialog_lines_lost_to_bad_bytes_are_counted(tmp_path):
+    """A DailyDialog line whose every utterance has bad bytes, and a Switchboard line whose JSON a bad byte
+    broke, were dropped without a count (the utterance count alone); now each is a non-UTF-8 line."""
+    daily = tmp_path / "dialogues.txt"
+    daily.write_bytes(b"Hi . __eou__ Bye . __eou__\n\xff\xfe . __eou__ Caf\xe9 ? __eou__\n__eou__\n")
+    report = data.LineReport()
+    assert len(data.read_dialogs([str(daily)], data.CORPORA["dailydialog"], report)) == 1
+    assert report == {"not_utf8_utterance": 2, "not_utf8": 1, "empty": 1}
+    assert "1 lines with non-UTF-8 bytes skipped" in report.summary()
+    good = json.dumps({"utts": [["A", "hello there", []], ["B", "hi", []]]}).encode()
+    swb = tmp_path / "test.jsonl"
+    swb.write_bytes(b"\n".join([good, b"\xff" + good, b'{"utts": [["A", 5, []]]}']) + b"\n")
+    report = data.LineReport()
+    assert len(data.read_dialogs([str(swb)], data.CORPORA["switchboard"], report)) == 1
+    assert report == {"not_utf8": 1, "malformed": 1}
