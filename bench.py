@@ -36,7 +36,7 @@ import ivae_mi
 import vae
 from data import option
 
-MODELS = ("vae", "ivae", "ivae_mi")
+MODELS = ("vae", "ivae", "ivae_mi", "ivae_ac")   # ivae_ac: ivae.py --kl_estimator ac
 
 
 @dataclass
@@ -61,20 +61,19 @@ class Config:
 def build(name: str, corpus: data.Corpus, device, precision: str, cuda_graph: str = "off"):
     """The script's default config for the corpus, its model and optimisers, and a step function that
     runs as the script's train() runs it (the same data.CudaGraphs wrapping)."""
-    module = {"vae": vae, "ivae": ivae, "ivae_mi": ivae_mi}[name]
+    module = {"vae": vae, "ivae": ivae, "ivae_mi": ivae_mi, "ivae_ac": ivae}[name]
     cfg = data.lm_defaults(module.Config(data=corpus.spec.name, precision=precision, cuda_graph=cuda_graph),
                            corpus.spec.name)
+    if name == "ivae_ac":
+        cfg.kl_estimator = "ac"
     graphs = cuda_graph if device.type == "cuda" else "off"
-    autocast = data.autocast_for(device, precision, cache=graphs == "off")   # as the scripts' --precision
-    beta = torch.tensor(1.0)
-    if name == "vae":
-        model = module.build(cfg, len(corpus.vocab), device)
-        opt = module.optimizer(model, cfg, capturable=graphs == "step")
-        step = data.CudaGraphs(lambda x, lengths, b: module.train_step(model, opt, data.Batch(x, lengths), b, cfg,
-                                                                       autocast), enabled=graphs == "step")
-        return lambda batch: step(batch.tokens, batch.lengths, beta)
+    if name == "vae":                            # build() sets --precision's autocast and Adam for the graph
+        model, opt = module.build(cfg, len(corpus.vocab), device)
+        step = data.CudaGraphs(module.train_step, enabled=graphs == "step")
+        return lambda batch: step(model, opt, batch.tokens, batch.lengths, 1.0, cfg)
     model, nu_xz, nu_z, opt, nu_opt = module.build(cfg, len(corpus.vocab), device)
-    step = data.CudaGraphs(module.train_step, enabled=graphs == "step")
+    train_step = module.ac_train_step if name == "ivae_ac" else module.train_step
+    step = data.CudaGraphs(train_step, enabled=graphs == "step" and name != "ivae_ac")
     return lambda batch: step(model, nu_xz, nu_z, opt, nu_opt, batch.tokens, batch.lengths, 1.0, cfg)
 
 

@@ -1259,6 +1259,10 @@ def open_run(cfg, parser: argparse.ArgumentParser, run_control: set, device) -> 
     (parse_args notes which it gives), except RUN_HERE. A bad checkpoint falls back to the next good one
     (NAME.prev.pt, then for --eval_only checkpoint.pt), saying which file was bad and which one is used.
     A model or optimiser flag given with a value other than the checkpoint's is a parser error."""
+    if cfg.resume and cfg.eval_only:
+        parser.error("--resume and --eval_only exclude each other")
+    if getattr(cfg, "skip_test", False) and not cfg.eval_only:           # LMConfig's
+        parser.error("--skip_test goes with --eval_only (a training run always ends with its test)")
     check_out_dir(cfg, parser)
     if not (cfg.resume or cfg.eval_only):
         return None
@@ -1347,11 +1351,13 @@ class GracefulInterrupt:
 def run_script(main) -> None:
     """`if __name__ == "__main__": data.run_script(main)`: a Ctrl-C that GracefulInterrupt does not
     handle (the second one, or one outside training) ends the process with one line and exit status 130,
-    never a traceback; so does a new checkpoint that fails to load back (exit status 1)."""
+    never a traceback; so do a new checkpoint that fails to load back and a non-finite loss (exit status 1)."""
     try:
         main()
     except CheckpointError as err:                   # a checkpoint written during the run did not load back
         sys.exit(f"stopped: {err}; the older checkpoints in --out_dir are kept")
+    except FloatingPointError as err:                # check_finite: a NaN or inf loss, before any bad save
+        sys.exit(f"stopped: {err}")
     except KeyboardInterrupt:
         print("\nstopped by Ctrl-C: the last checkpoint saved in --out_dir is kept (continue with --resume)",
               file=sys.stderr)
@@ -1559,8 +1565,9 @@ class Run:
             yield self
         self.trained_s = time.time() - t_train
         if self.stop.requested:
-            raise SystemExit(f"interrupted at step {self.step}: checkpoint saved to {cfg.out_dir}/checkpoint.pt; "
-                             "continue with --resume")
+            print(f"interrupted at step {self.step}: checkpoint saved to {cfg.out_dir}/checkpoint.pt; continue "
+                  "with --resume", file=sys.stderr, flush=True)
+            raise SystemExit(130)                        # 128 + SIGINT, as a shell expects of a Ctrl-C
         # Report the selected model: best.pt's weights (the last ones if no validation ran).
         path = os.path.join(cfg.out_dir, "best.pt")
         self.state["selected_step"] = None
@@ -1597,7 +1604,8 @@ class Run:
             means = {k: float(v) / self.n_acc for k, v in self.acc.items()}   # one device sync per interval
             check_finite(means, step, os.path.join(cfg.out_dir, "checkpoint.pt"),   # never save non-finite weights
                          "With a critic the usual cause is exp(nu) overflowing when its output grows large. "
-                         "Lower --lr (and --nu_lr), or use --precision fp32.")
+                         "Lower --lr (and --nu_lr), or use --precision fp32." if hasattr(cfg, "nu_lr") else
+                         "Lower --lr, or use --precision fp32.")
         if step % cfg.log_every == 0 or step == self.total:
             dt = time.time() - self.t0
             eta = eta_minutes(step, self.total, dt / self.n_acc, spe, cfg.val_every, self.val_seconds,

@@ -13,12 +13,14 @@ Paper section -> code section
          Eq. (9)   the critic's ascent step                           -> critic_step
          Eq. (10)  the model's step on -E log p(x|z) + E_q nu(x, z)    -> train_step
     §5.1           KL annealing, 40 epochs; MI, AU, PPL                -> beta_at, Config, evaluate
-    Table 4        interpolation between two sentences                -> interpolate
-    Table 5        forward / reverse PPL of prior samples (--fwd_rev_ppl) -> forward_reverse
+    Table 4        interpolation between two sentences                -> metrics.interpolation
+    Table 5        forward / reverse PPL of prior samples (--fwd_rev_ppl) -> metrics.prior_forward_reverse
+    (not in the paper) --kl_estimator ac: a KL that is right, by adaptive contrast -> ac_train_step
 
 Run
     python ivae.py --data ptb                      # GPU if present, else CPU; 40 epochs
     python ivae.py --data ptb --encoder_layers 0   # the authors' affine G_phi: q(z|x) Gaussian, KL exact
+    python ivae.py --data ptb --kl_estimator ac    # the KL by adaptive contrast instead of the paper's dual
     python ivae.py --data ptb --max_steps 300 --eval_limit 300 --cpu        # a quick CPU smoke run
     python ivae.py --out_dir runs/ivae --eval_only --skip_test --interpolate "the company said" "i do n't know"
 
@@ -91,6 +93,16 @@ class Config(data.LMConfig):
                                    "and of the IW proposal (apart from the evaluated samples)", low=1, run=True)
     out_dir: str = option("runs/ivae", "where config.json, log.csv, metrics.json, checkpoints and plots go",
                           run=True)
+    # beyond the paper: a KL that is right, by adaptive contrast (ac_train_step)
+    kl_estimator: str = option("dual", "the KL in training: the paper's critic nu(x, z) (dual), or adaptive contrast "
+                                       "(ac): q's own Gaussian fit in closed form + a critic on the residual",
+                               choices=["dual", "ac"])
+    ac_samples: int = option(64, "ac: samples of G_phi per sentence that fit q's mean and covariance", low=2)
+    ac_critic_samples: int = option(4, "ac: whitened samples per sentence the residual critic sees", low=1)
+    resid_check_every: int = option(5, "ac: a fresh critic checks the residual at every N-th epoch's validation "
+                                       "and at test (0: never)", low=0, run=True)
+    resid_check_sentences: int = option(8, "ac: sentences of the fresh-critic check", low=1, run=True)
+    resid_check_steps: int = option(1500, "ac: updates of the fresh critic", low=1, run=True)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -284,6 +296,44 @@ def train_step(model: IVAE, nu_xz: Critic, nu_z: Critic, opt, nu_opt, x: torch.T
     return {"loss": loss.detach(), "rec": rec.detach(), "KL": kl_cond, "KLq": kl_agg, "|g|": grad_norm.detach()}
 
 
+# ----------------------------------------------------------------------------------------------------
+# BEYOND THE PAPER: a KL that is right, by adaptive contrast (Mescheder, Nowozin, Geiger 2017, AVB §3.3).
+# For any density r, KL(q(z|x) || p) = E_q[log r(z|x) - log p(z)] + KL(q(z|x) || r(z|x)). With r the
+# Gaussian of q's own mean and covariance, fitted on S samples of G_phi, the first term is in closed form
+# and the second is small when q is near Gaussian: a critic nu(x, u) on whitened samples u = L^-1 (z - mu)
+# against N(0, I) estimates it. The paper's dual critic reports a few % of the KL (docs/honest_evaluation.md).
+# ----------------------------------------------------------------------------------------------------
+
+def ac_train_step(model: IVAE, nu_xz: Critic, nu_z: Critic, opt, nu_opt, x: torch.Tensor, lengths: torch.Tensor,
+                  beta: float, cfg: Config) -> dict:
+    """train_step with the KL by adaptive contrast; nu_xz learns the residual on whitened samples."""
+    h, z_all = model(x, lengths, cfg.ac_samples)                         # (B, H), (B, S, Z)
+    mu, L = metrics.fit_moments(z_all)                                   # (B, Z), (B, Z, Z): float64, differentiable
+    kl_gauss = metrics.gaussian_term(mu, L, cfg.ac_samples)              # (B,): KL(N(mu, Sigma) || p)
+    u = metrics.whiten(z_all[:, :cfg.ac_critic_samples], mu, L).float()  # (B, n, Z): the fit's own samples
+    z, hu = z_all[:, 0], h.detach().unsqueeze(1)                         # (B, Z) for the decoder; (B, 1, H)
+    for _ in range(cfg.nu_steps):            # the critics chase the current posterior: u, z constants here
+        u_p, z_p = torch.randn_like(u), torch.randn_like(z)              # fresh N(0, I) samples
+        with model.autocast():
+            nu_q, nu_p, nu_agg = nu_xz(u.detach(), hu).float(), nu_xz(u_p, hu).float(), \
+                nu_z(torch.cat([z.detach(), z_p])).float()               # (B, n), (B, n), (2B,)
+        kl_resid = metrics.dual_kl(nu_q, nu_p).mean()                    # KL(q(z|x) || N(mu, Sigma)), mean over B
+        kl_agg = metrics.dual_kl(nu_agg[:len(z)], nu_agg[len(z):])       # KL(q(z) || p): reported only
+        nu_opt.zero_grad(set_to_none=True)
+        (-(kl_resid + kl_agg)).backward()
+        nu_opt.step()
+    rec = model.nll(x, z).mean()                                         # sum over tokens, mean over B
+    # KL = Gaussian term + residual; of the residual's dual only E_q nu(x, u) depends on the model (through
+    # z, mu and L alike). Both terms average over B.
+    loss = rec + beta * (kl_gauss + nu_xz(u, hu).mean(-1)).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward(inputs=list(model.parameters()))
+    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+    opt.step()
+    return {"loss": loss.detach(), "rec": rec.detach(), "KL": kl_gauss.mean().detach() + kl_resid.detach(),
+            "KLg": kl_gauss.mean().detach(), "res": kl_resid.detach(), "KLq": kl_agg.detach(), "|g|": grad_norm.detach()}
+
+
 def beta_at(step: int, steps_per_epoch: int, cfg: Config) -> float:
     """KL annealing (§5.1): beta rises linearly per batch from beta_start to 1 over warmup_epochs."""
     if cfg.warmup_epochs <= 0:
@@ -300,10 +350,15 @@ def train(cfg: Config, corpus: data.Corpus, model, nu_xz, nu_z, opt, nu_opt, run
     valid = data.spread(data.first(corpus.examples["valid"], cfg.eval_limit), cfg.val_limit)
     test = data.first(corpus.examples["test"], cfg.eval_limit)
     # PLUMBING (speed, GPU only): each step replayed from a CUDA graph, one per batch shape; same arithmetic.
-    step_fn = data.CudaGraphs(train_step, enabled=run.device.type == "cuda" and cfg.cuda_graph == "step")
+    dual = cfg.kl_estimator == "dual"
+    step_fn = data.CudaGraphs(train_step if dual else ac_train_step,
+                              enabled=run.device.type == "cuda" and cfg.cuda_graph == "step" and dual)
 
     def validate(step: int) -> dict:
-        row, _, _ = evaluate(model, nu_xz, nu_z, valid, cfg, cfg.val_samples, cfg.val_iw_samples, run.device)
+        epoch, end = divmod(step, len(batcher))
+        check = not dual and cfg.resid_check_every > 0 and end == 0 and epoch % cfg.resid_check_every == 0
+        row, _, _ = evaluate(model, nu_xz, nu_z, valid, cfg, cfg.val_samples, cfg.val_iw_samples, run.device,
+                             resid_check=check)
         return {"beta": beta_at(step - 1, len(batcher), cfg), **row}     # beta as in the last training step
 
     with run.training(len(batcher), validate, len(valid), len(test)):
@@ -320,9 +375,10 @@ def train(cfg: Config, corpus: data.Corpus, model, nu_xz, nu_z, opt, nu_opt, run
 
 @torch.no_grad()
 def evaluate(model: IVAE, nu_xz: Critic, nu_z: Critic, examples: list, cfg: Config, S: int, K: int, device,
-             keep: int = 0, progress: str = ""):
-    """Every §5.1 metric of `examples`, S posterior and K importance samples per sentence.
-    Returns (row, per-dimension AU variance, posterior samples of the first `keep` sentences)."""
+             keep: int = 0, progress: str = "", resid_check: bool = False):
+    """Every §5.1 metric of `examples`, S posterior and K importance samples per sentence; with
+    --kl_estimator ac also kl_ac (its Gaussian term and residual) and, if resid_check, a fresh critic's
+    residual. Returns (row, per-dimension AU variance, posterior samples of the first `keep` sentences)."""
     model.eval()
     ev = metrics.LMEvaluation(device, seed=cfg.seed + 12345, n_samples=S)   # evaluation's own randomness
     affine = cfg.encoder_layers == 0                                    # q(z|x) Gaussian: exact columns
@@ -335,9 +391,14 @@ def evaluate(model: IVAE, nu_xz: Critic, nu_z: Critic, examples: list, cfg: Conf
         h, z = model(x, lengths, max(S, K) if affine else S, ev.gen)     # (B, H), (B, S', Z)
         nll = metrics.chunked_nll(model.nll, x, z, chunk)                # (B, S')
         ev.add_rec(nll)
-        ev.add_critics(nu_xz, nu_z, z[:, :S], h)                         # the paper's KL columns
+        ev.add_critics(nu_xz if cfg.kl_estimator == "dual" else None, nu_z, z[:, :S], h)   # the paper's KL columns
         fit = model.posterior(h, cfg.fit_samples, ev.gen)               # (B, F, Z), apart from z
         ev.add_kl_lower(fit, z[:, :S])
+        if cfg.kl_estimator == "ac":                                     # Gaussian term + residual, on the fit
+            mu, L = metrics.fit_moments(fit)
+            u = metrics.whiten(fit, mu, L).float()                       # (B, F, Z)
+            u_p = torch.randn(u.shape, device=device, generator=ev.gen)
+            ev.add_ac(metrics.gaussian_term(mu, L, cfg.fit_samples), nu_xz(u, h.unsqueeze(1)), nu_xz(u_p, h.unsqueeze(1)))
         if affine:
             ev.add_affine(*model.posterior.gaussian(h), -nll[:, :K], z[:, :K])
         else:
@@ -348,12 +409,28 @@ def evaluate(model: IVAE, nu_xz: Critic, nu_z: Critic, examples: list, cfg: Conf
         ev.keep(z[:, :S], keep)
         ev.add_batch(lengths)
         prog.add(lengths)
+    row, au_var, kept = ev.row()
+    if resid_check:                     # a fresh critic on the first few sentences, trusting no joint one
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(cfg.seed + 999)                            # its own stream: training's is untouched
+            batch = data.collate(examples[:cfg.resid_check_sentences]).to(device)
+            h, _ = model(batch.tokens, batch.lengths)                   # (b, H)
+            with torch.enable_grad():
+                check, _ = metrics.residual_check(lambda n: model.posterior(h, n),
+                                                  lambda: Critic(cfg.latent, cfg.hidden, cfg.nu_width, cfg.nu_layers),
+                                                  cond=h.unsqueeze(1), steps=cfg.resid_check_steps)
+            z = model.posterior(h, 1024)                                 # the joint critic on the same sentences
+            mu, L = metrics.fit_moments(z)
+            u = metrics.whiten(z, mu, L).float()                         # (b, 1024, Z)
+            joint = metrics.dual_kl(nu_xz(u, h.unsqueeze(1)), nu_xz(torch.randn_like(u), h.unsqueeze(1)))
+        row.update(kl_resid_check=float(check.mean()), kl_resid_joint=float(joint.mean()),
+                   resid_check_sentences=len(h))
     model.train()
-    return ev.row()
+    return row, au_var, kept
 
 
 # ----------------------------------------------------------------------------------------------------
-# PAPER Tables 4, 5: sampling from the prior, interpolation, forward / reverse PPL
+# PAPER Tables 4, 5: decoding z into sentences (sampling, interpolation, forward / reverse PPL in metrics.py)
 # ----------------------------------------------------------------------------------------------------
 
 @torch.no_grad()
@@ -377,51 +454,6 @@ def decode(decoder: Decoder, z: torch.Tensor, max_len: int, temperature: float =
             break
     decoder.train(was_training)
     return torch.cat(out, 1).tolist()
-
-
-@torch.no_grad()
-def interpolate(model: IVAE, vocab: data.Vocab, a: str, b: str, cfg: Config, device) -> list:
-    """Table 4: greedy decodes of z_t = (1 - t) z_a + t z_b, t = 0, 0.1, ..., 1; z of a sentence = the mean
-    of its posterior samples."""
-    was_training = model.training
-    model.eval()
-    zs = []
-    for sentence in (a, b):
-        x = torch.tensor([vocab.encode(sentence.lower().split())], device=device)
-        zs.append(model(x, torch.tensor([x.shape[1]], device=device), cfg.eval_samples)[1].mean(1))   # (1, Z)
-    ts = [i / 10 for i in range(11)]
-    z = torch.cat([(1 - t) * zs[0] + t * zs[1] for t in ts])             # (11, Z)
-    lines = [" ".join(vocab.decode(ids)) for ids in decode(model.decoder, z, cfg.max_decode_len)]
-    model.train(was_training)
-    return [f"{t:.1f}\t{line}" for t, line in zip(ts, lines)]
-
-
-def write_samples(model: IVAE, vocab: data.Vocab, cfg: Config, device, path: str) -> list:
-    """samples.txt: num_samples z ~ N(0, I), decoded greedily and at the temperature."""
-    gen = torch.Generator(device=device).manual_seed(cfg.seed + 777)     # an arbitrary offset: its own stream
-    z = torch.randn(cfg.num_samples, cfg.latent, device=device, generator=gen)
-    greedy = decode(model.decoder, z, cfg.max_decode_len)
-    sampled = decode(model.decoder, z, cfg.max_decode_len, cfg.temperature, gen)
-    lines = [f"# {cfg.num_samples} prior samples z ~ N(0, I); greedy, then temperature {cfg.temperature}"]
-    lines += ["greedy\t" + " ".join(vocab.decode(ids)) for ids in greedy]
-    lines += [f"T={cfg.temperature}\t" + " ".join(vocab.decode(ids)) for ids in sampled]
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    return lines
-
-
-def forward_reverse(model: IVAE, corpus: data.Corpus, cfg: Config, device, path: str) -> dict:
-    """Table 5: greedy decodes of fwd_rev_samples z ~ N(0, I), written to `path`, scored by
-    metrics.forward_reverse_ppl against the training and test text."""
-    gen = torch.Generator(device=device).manual_seed(cfg.seed + 4242)
-    z = torch.randn(cfg.fwd_rev_samples, cfg.latent, device=device, generator=gen)
-    samples = [corpus.vocab.decode(ids) for chunk in z.split(256)
-               for ids in decode(model.decoder, chunk, cfg.max_decode_len)]
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(" ".join(s) for s in samples) + "\n")
-    text = {split: [corpus.vocab.decode(e) for e in corpus.examples[split]] for split in ("train", "test")}
-    words = [w for w in corpus.vocab.itos if w not in (data.PAD, data.BOS, data.EOS)]
-    return metrics.forward_reverse_ppl(samples, text["train"], text["test"], words)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -462,16 +494,28 @@ def main(argv=None) -> dict:
     # The final test, the paper's columns and the honest ones (best.pt's model), then the extras.
     test = data.first(corpus.examples["test"], cfg.eval_limit)
     result, au_var, kept = run.test(lambda: evaluate(model, nu_xz, nu_z, test, cfg, cfg.eval_samples,
-                                                     cfg.iw_samples, run.device, keep=5, progress="test"))
-    if cfg.fwd_rev_ppl:
-        result.update(forward_reverse(model, corpus, cfg, run.device, os.path.join(cfg.out_dir, "fwd_rev_samples.txt")))
+                                                     cfg.iw_samples, run.device, keep=5, progress="test",
+                                                     resid_check=cfg.kl_estimator == "ac" and cfg.resid_check_every > 0))
+    dec = lambda z, temperature, gen: decode(model.decoder, z, cfg.max_decode_len, temperature, gen)   # noqa: E731
+    if cfg.fwd_rev_ppl:                          # Table 5 (the offsets added to the seed: streams of their own)
+        text = {s: [corpus.vocab.decode(e) for e in corpus.examples[s]] for s in ("train", "test")}
+        result.update(metrics.prior_forward_reverse(
+            dec, corpus.vocab.decode, cfg.latent, cfg.fwd_rev_samples, cfg.seed + 4242, run.device,
+            os.path.join(cfg.out_dir, "fwd_rev_samples.txt"), text["train"], text["test"],
+            [w for w in corpus.vocab.itos if w not in (data.PAD, data.BOS, data.EOS)]))
         print(f"forward PPL {result['fwd_ppl']:.1f} | reverse PPL {result['rev_ppl']:.1f} (train, as the "
               f"authors) {result['rev_ppl_test']:.1f} (test) | {cfg.fwd_rev_samples} greedy prior samples")
     run.write_results(result)
-    for line in write_samples(model, corpus.vocab, cfg, run.device, os.path.join(cfg.out_dir, "samples.txt"))[:4]:
+    for line in metrics.write_prior_samples(dec, corpus.vocab.decode, cfg.latent, cfg.num_samples, cfg.temperature,
+                                            cfg.seed + 777, run.device, os.path.join(cfg.out_dir, "samples.txt"))[:4]:
         print("sample:", line)
-    if cfg.interpolate:
-        lines = interpolate(model, corpus.vocab, *cfg.interpolate, cfg, run.device)
+    if cfg.interpolate:                          # Table 4: z of a sentence = the mean of its posterior samples
+        model.eval()
+        with torch.no_grad():
+            xs = [torch.tensor([corpus.vocab.encode(s.lower().split())], device=run.device) for s in cfg.interpolate]
+            z_a, z_b = (model(x, torch.tensor([x.shape[1]], device=run.device), cfg.eval_samples)[1].mean(1)
+                        for x in xs)                                     # (1, Z) each
+        lines = metrics.interpolation(dec, corpus.vocab.decode, z_a, z_b)
         with open(os.path.join(cfg.out_dir, "interpolation.txt"), "w", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
         print("\n".join(lines))

@@ -17,8 +17,8 @@ Paper section -> code section
          Eq. (13)  KL(q(z) || p) = max_nu E_q(z) nu(z) - E_p exp nu + 1 -> Critic, model_loss, critic_step
          Eq. (14)  L_MI = E log p(x|z) - E_q(z) nu(z) + E_p exp nu(z)   -> model_loss, train_step
     §5.1           KL annealing, 40 epochs; MI, AU, PPL                -> beta_at, Config, evaluate
-    Table 4        interpolation between two sentences                -> interpolate
-    Table 5        forward / reverse PPL of prior samples (--fwd_rev_ppl) -> forward_reverse
+    Table 4        interpolation between two sentences                -> metrics.interpolation
+    Table 5        forward / reverse PPL of prior samples (--fwd_rev_ppl) -> metrics.prior_forward_reverse
 
 Run
     python ivae_mi.py --data ptb                      # GPU if present, else CPU; 40 epochs
@@ -358,7 +358,7 @@ def evaluate(model: IVAE, nu_xz: Critic, nu_z: Critic, examples: list, cfg: Conf
 
 
 # ----------------------------------------------------------------------------------------------------
-# PAPER Tables 4, 5: sampling from the prior, interpolation, forward / reverse PPL
+# PAPER Tables 4, 5: decoding z into sentences (sampling, interpolation, forward / reverse PPL in metrics.py)
 # ----------------------------------------------------------------------------------------------------
 
 @torch.no_grad()
@@ -382,51 +382,6 @@ def decode(decoder: Decoder, z: torch.Tensor, max_len: int, temperature: float =
             break
     decoder.train(was_training)
     return torch.cat(out, 1).tolist()
-
-
-@torch.no_grad()
-def interpolate(model: IVAE, vocab: data.Vocab, a: str, b: str, cfg: Config, device) -> list:
-    """Table 4: greedy decodes of z_t = (1 - t) z_a + t z_b, t = 0, 0.1, ..., 1; z of a sentence = the mean
-    of its posterior samples."""
-    was_training = model.training
-    model.eval()
-    zs = []
-    for sentence in (a, b):
-        x = torch.tensor([vocab.encode(sentence.lower().split())], device=device)
-        zs.append(model(x, torch.tensor([x.shape[1]], device=device), cfg.eval_samples)[1].mean(1))   # (1, Z)
-    ts = [i / 10 for i in range(11)]
-    z = torch.cat([(1 - t) * zs[0] + t * zs[1] for t in ts])             # (11, Z)
-    lines = [" ".join(vocab.decode(ids)) for ids in decode(model.decoder, z, cfg.max_decode_len)]
-    model.train(was_training)
-    return [f"{t:.1f}\t{line}" for t, line in zip(ts, lines)]
-
-
-def write_samples(model: IVAE, vocab: data.Vocab, cfg: Config, device, path: str) -> list:
-    """samples.txt: num_samples z ~ N(0, I), decoded greedily and at the temperature."""
-    gen = torch.Generator(device=device).manual_seed(cfg.seed + 777)     # an arbitrary offset: its own stream
-    z = torch.randn(cfg.num_samples, cfg.latent, device=device, generator=gen)
-    greedy = decode(model.decoder, z, cfg.max_decode_len)
-    sampled = decode(model.decoder, z, cfg.max_decode_len, cfg.temperature, gen)
-    lines = [f"# {cfg.num_samples} prior samples z ~ N(0, I); greedy, then temperature {cfg.temperature}"]
-    lines += ["greedy\t" + " ".join(vocab.decode(ids)) for ids in greedy]
-    lines += [f"T={cfg.temperature}\t" + " ".join(vocab.decode(ids)) for ids in sampled]
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    return lines
-
-
-def forward_reverse(model: IVAE, corpus: data.Corpus, cfg: Config, device, path: str) -> dict:
-    """Table 5: greedy decodes of fwd_rev_samples z ~ N(0, I), written to `path`, scored by
-    metrics.forward_reverse_ppl against the training and test text."""
-    gen = torch.Generator(device=device).manual_seed(cfg.seed + 4242)
-    z = torch.randn(cfg.fwd_rev_samples, cfg.latent, device=device, generator=gen)
-    samples = [corpus.vocab.decode(ids) for chunk in z.split(256)
-               for ids in decode(model.decoder, chunk, cfg.max_decode_len)]
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(" ".join(s) for s in samples) + "\n")
-    text = {split: [corpus.vocab.decode(e) for e in corpus.examples[split]] for split in ("train", "test")}
-    words = [w for w in corpus.vocab.itos if w not in (data.PAD, data.BOS, data.EOS)]
-    return metrics.forward_reverse_ppl(samples, text["train"], text["test"], words)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -468,15 +423,26 @@ def main(argv=None) -> dict:
     test = data.first(corpus.examples["test"], cfg.eval_limit)
     result, au_var, kept = run.test(lambda: evaluate(model, nu_xz, nu_z, test, cfg, cfg.eval_samples,
                                                      cfg.iw_samples, run.device, keep=5, progress="test"))
-    if cfg.fwd_rev_ppl:
-        result.update(forward_reverse(model, corpus, cfg, run.device, os.path.join(cfg.out_dir, "fwd_rev_samples.txt")))
+    dec = lambda z, temperature, gen: decode(model.decoder, z, cfg.max_decode_len, temperature, gen)   # noqa: E731
+    if cfg.fwd_rev_ppl:                          # Table 5 (the offsets added to the seed: streams of their own)
+        text = {s: [corpus.vocab.decode(e) for e in corpus.examples[s]] for s in ("train", "test")}
+        result.update(metrics.prior_forward_reverse(
+            dec, corpus.vocab.decode, cfg.latent, cfg.fwd_rev_samples, cfg.seed + 4242, run.device,
+            os.path.join(cfg.out_dir, "fwd_rev_samples.txt"), text["train"], text["test"],
+            [w for w in corpus.vocab.itos if w not in (data.PAD, data.BOS, data.EOS)]))
         print(f"forward PPL {result['fwd_ppl']:.1f} | reverse PPL {result['rev_ppl']:.1f} (train, as the "
               f"authors) {result['rev_ppl_test']:.1f} (test) | {cfg.fwd_rev_samples} greedy prior samples")
     run.write_results(result)
-    for line in write_samples(model, corpus.vocab, cfg, run.device, os.path.join(cfg.out_dir, "samples.txt"))[:4]:
+    for line in metrics.write_prior_samples(dec, corpus.vocab.decode, cfg.latent, cfg.num_samples, cfg.temperature,
+                                            cfg.seed + 777, run.device, os.path.join(cfg.out_dir, "samples.txt"))[:4]:
         print("sample:", line)
-    if cfg.interpolate:
-        lines = interpolate(model, corpus.vocab, *cfg.interpolate, cfg, run.device)
+    if cfg.interpolate:                          # Table 4: z of a sentence = the mean of its posterior samples
+        model.eval()
+        with torch.no_grad():
+            xs = [torch.tensor([corpus.vocab.encode(s.lower().split())], device=run.device) for s in cfg.interpolate]
+            z_a, z_b = (model(x, torch.tensor([x.shape[1]], device=run.device), cfg.eval_samples)[1].mean(1)
+                        for x in xs)                                     # (1, Z) each
+        lines = metrics.interpolation(dec, corpus.vocab.decode, z_a, z_b)
         with open(os.path.join(cfg.out_dir, "interpolation.txt"), "w", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
         print("\n".join(lines))

@@ -64,7 +64,7 @@ def dual_kl(nu_q: torch.Tensor, nu_p: torch.Tensor) -> torch.Tensor:
     KL >> log S none of them falls where q lives, so a critic nu* + c is reported as about KL + 1 + c
     (tests/test_metrics.py: true KL 23.1, 128 prior samples; nu*: 24.2, nu* + 5: 29.2). A jointly
     trained critic errs the other way in practice (0-7 nats reported where the exact KL is 40-220;
-    ../README "Why the paper's iVAE numbers look so good"). Either way it is an estimate, not a bound;
+    docs/honest_evaluation.md). Either way it is an estimate, not a bound;
     kl_lower_bound gives a certified one.
     exp(nu) is computed in float64 (nu of a few tens overflows nothing there, and bf16/fp16 inputs are
     safe); the result is returned in float32 or the inputs' dtype if wider."""
@@ -196,7 +196,7 @@ def defensive_proposal(samples: torch.Tensor, widen: float = 1.5,
     importance sampler needs (a proposal narrower than the target gives rare, huge weights). Since
     r >= r_i / 2, every importance weight is at most 2x that of either component alone, so the bound
     stays finite where one component has the right tails; at small K the IW bound can still be far
-    from -log p(x) (a linear-Gaussian model: 231.9 with this proposal vs the exact 105.3)."""
+    from -log p(x): it is a bound, not an estimate."""
     S, Z = samples.shape[1], samples.shape[2]
     full = fit_gaussian_proposal(samples, jitter, shrinkage=Z / (S + Z))
     wide = torch.diag_embed(widen ** 2 * torch.diagonal(full.covariance_matrix, dim1=1, dim2=2))
@@ -1127,12 +1127,23 @@ class LMEvaluation:
         self.tot["rec"] += float(nll.double().mean(1).sum())
 
     def add_critics(self, nu_xz, nu_z, z: torch.Tensor, h: torch.Tensor) -> None:
-        """The paper's KL columns: nu(x, z) per sentence, nu(z) pooled, on z (B, S, Z) and S fresh prior
-        samples per sentence. h (B, H) conditions nu(x, z)."""
+        """The paper's KL columns: nu(x, z) per sentence (none: nu_xz None), nu(z) pooled, on z (B, S, Z)
+        and S fresh prior samples per sentence. h (B, H) conditions nu(x, z)."""
         hs = h.unsqueeze(1)                                              # (B, 1, H)
         z_prior = torch.randn(z.shape, device=z.device, generator=self.gen)
-        self.tot["kl"] += float(dual_kl(nu_xz(z, hs), nu_xz(z_prior, hs)).sum())
+        if nu_xz is not None:
+            self.tot["kl"] += float(dual_kl(nu_xz(z, hs), nu_xz(z_prior, hs)).sum())
         self.dual_agg.add(nu_z(z), nu_z(z_prior))
+
+    def add_ac(self, kl_gauss: torch.Tensor, nu_q: torch.Tensor, nu_p: torch.Tensor) -> None:
+        """Adaptive contrast (ivae.py --kl_estimator ac): the Gaussian term (B,) and the residual critic's
+        values on whitened posterior samples nu_q (B, F) and on N(0, I) samples nu_p (B, F). The row's
+        `kl` is then kl_ac = kl_gauss + kl_resid, the KL the model was trained with."""
+        resid = dual_kl(nu_q, nu_p)                                      # (B,)
+        self.tot["kl_gauss"] += float(kl_gauss.sum())
+        self.tot["kl_resid"] += float(resid.sum())
+        self.tot["kl"] += float(kl_gauss.sum()) + float(resid.sum())
+        self.ac = True
 
     def add_kl_lower(self, fit: torch.Tensor, z: torch.Tensor) -> None:
         """kl_lower_bound with a Gaussian fitted on `fit` (B, F, Z), evaluated on z (B, S, Z)."""
@@ -1151,13 +1162,15 @@ class LMEvaluation:
 
     def add_gaussian(self, mu: torch.Tensor, logvar: torch.Tensor, log_lik: torch.Tensor, z: torch.Tensor) -> None:
         """q(z|x) = N(mu, diag exp(logvar)) (vae.py): its KL in closed form, the IW bound with q as the
-        proposal on z (B, K, Z), and one sample per sentence for gaussian_mi."""
+        proposal on the first K samples of z (B, S', Z), log p(x|z) = log_lik (B, K) (K = 0: none), and
+        the first sample of each sentence for gaussian_mi."""
         self.tot["kl"] += float(gaussian_kl(mu, logvar).sum())
-        if z.shape[1]:
-            self.K = z.shape[1]
-            zd, mud, lvd = z.double(), mu.double().unsqueeze(1), logvar.double().unsqueeze(1)
+        if log_lik.shape[1]:
+            self.K = log_lik.shape[1]
+            zk = z[:, :self.K]                                           # (B, K, Z)
+            zd, mud, lvd = zk.double(), mu.double().unsqueeze(1), logvar.double().unsqueeze(1)
             log_q = -0.5 * ((zd - mud).pow(2) / lvd.exp() + lvd + math.log(2 * math.pi)).sum(-1)   # (B, K)
-            self.tot["iw"] += float(iw_bound(log_lik, z, log_q).sum())
+            self.tot["iw"] += float(iw_bound(log_lik, zk, log_q).sum())
         self.mus.append(mu.cpu())
         self.logvars.append(logvar.cpu())
         self.z1.append(z[:, 0].cpu())
@@ -1188,6 +1201,8 @@ class LMEvaluation:
         n, words, tot = self.n, self.words, self.tot
         row = {"n_sentences": n, "n_words": words, "eval_samples": self.S, "rec": tot["rec"] / n,
                "kl": tot["kl"] / n}
+        if getattr(self, "ac", False):
+            row.update(kl_ac=tot["kl"] / n, kl_gauss=tot["kl_gauss"] / n, kl_resid=tot["kl_resid"] / n)
         if self.mus:                                                     # Gaussian q (vae.py): exact MI
             mu_all = torch.cat(self.mus)
             au, au_var = active_units(mu_all)
@@ -1213,6 +1228,44 @@ class LMEvaluation:
                                       kl_exact.to(self.device), generator=self.gen)
                 row.update(kl_agg_exact=agg["kl_agg"], mi_exact=agg["mi"], mi_exact_se=agg["mi_se"])
         return row, au_var, (torch.stack(self.kept) if self.kept else None)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Decoding a trained LM VAE (Tables 4, 5), given its decode(z (N, Z), temperature, generator) -> token ids
+# and to_words(ids) -> words. Seeds give each use its own stream, apart from training's.
+# ----------------------------------------------------------------------------------------------------
+
+def write_prior_samples(decode, to_words, latent: int, n: int, temperature: float, seed: int, device,
+                        path: str) -> list:
+    """samples.txt: n codes z ~ N(0, I), decoded greedily and at the temperature. Returns its lines."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    z = torch.randn(n, latent, device=device, generator=gen)             # (n, Z)
+    greedy, sampled = decode(z, 0.0, None), decode(z, temperature, gen)
+    lines = [f"# {n} prior samples z ~ N(0, I); greedy, then temperature {temperature}"]
+    lines += ["greedy\t" + " ".join(to_words(ids)) for ids in greedy]
+    lines += [f"T={temperature}\t" + " ".join(to_words(ids)) for ids in sampled]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return lines
+
+
+def interpolation(decode, to_words, z_a: torch.Tensor, z_b: torch.Tensor, steps: int = 10) -> list:
+    """Table 4: greedy decodes of z_t = (1 - t) z_a + t z_b, t = 0, 1/steps, ..., 1; z_a, z_b: (1, Z)."""
+    ts = [i / steps for i in range(steps + 1)]
+    z = torch.cat([(1 - t) * z_a + t * z_b for t in ts])                 # (steps + 1, Z)
+    return [f"{t:.1f}\t" + " ".join(to_words(ids)) for t, ids in zip(ts, decode(z, 0.0, None))]
+
+
+def prior_forward_reverse(decode, to_words, latent: int, n: int, seed: int, device, path: str,
+                          train_text, test_text, vocabulary) -> dict:
+    """Table 5: greedy decodes of n codes z ~ N(0, I) (in chunks of 256), written to `path`, scored by
+    forward_reverse_ppl against the training and test text."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    z = torch.randn(n, latent, device=device, generator=gen)
+    samples = [to_words(ids) for chunk in z.split(256) for ids in decode(chunk, 0.0, None)]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(" ".join(s) for s in samples) + "\n")
+    return forward_reverse_ppl(samples, train_text, test_text, vocabulary)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import bench
 
 def test_bench_table(corpus_dir, tmp_path):
     result = bench.main(["--data", corpus_dir, "--cpu", "--steps", "2", "--warmup", "1", "--out_dir", str(tmp_path)])
-    assert set(result["table"]) == {"vae", "ivae", "ivae_mi"}
+    assert set(result["table"]) == {"vae", "ivae", "ivae_mi", "ivae_ac"}
     assert result["table"]["vae"]["ratio_to_vae"] == 1.0
     for row in result["table"].values():
         assert row["ms_per_step"] > 0 and row["tokens_per_s"] > 0 and row["timed_steps"] == 2

@@ -105,21 +105,13 @@ def test_dialog_on_the_gpu(dialog_dir, tmp_path):  # noqa: F811
 
 
 def graphed_steps(script, cfg, mode: str):
-    """A step function as the script's train() builds it: `mode` = step / off (data.CudaGraphs)."""
-    device = torch.device("cuda")
-    if script is vae:
-        autocast = data.autocast_for(device, "fp32", cache=mode == "off")
-        torch.manual_seed(0)
-        model = vae.build(cfg, 20, device)
-        opt = vae.optimizer(model, cfg, capturable=mode != "off")
-        step = data.CudaGraphs(lambda x, n, b: vae.train_step(model, opt, data.Batch(x, n), b, cfg, autocast),
-                               enabled=mode == "step")
-        return (lambda x, n, b: step(x, n, b)), step, [model]
+    """A step function as the script's train() builds it: `mode` = step / off (data.CudaGraphs). build()
+    returns the modules and optimisers that train_step takes first, in its order."""
     torch.manual_seed(0)
     cfg.cuda_graph, cfg.precision = mode, "fp32"
-    model, nu_xz, nu_z, opt, nu_opt = script.build(cfg, 20, device)
+    built = script.build(cfg, 20, torch.device("cuda"))
     step = data.CudaGraphs(script.train_step, enabled=mode == "step")
-    return (lambda x, n, b: step(model, nu_xz, nu_z, opt, nu_opt, x, n, b, cfg)), step, [model, nu_xz, nu_z]
+    return (lambda x, n, b: step(*built, x, n, b, cfg)), step, [m for m in built if isinstance(m, torch.nn.Module)]
 
 
 @pytest.mark.parametrize("script", [vae, ivae, ivae_mi], ids=["vae-step", "ivae-step", "ivae_mi-step"])
@@ -140,8 +132,7 @@ def test_steps_replayed_from_cuda_graphs_match_the_eager_ones(script):
     for m in ("off", "step"):
         call, wrapper, modules = graphed_steps(script, cfg, m)
         torch.manual_seed(1)
-        outs = [call(batch.tokens, batch.lengths, 0.5 + 0.03 * i if script is not vae else
-                     torch.tensor(0.5 + 0.03 * i)) for i, batch in enumerate(batches)]
+        outs = [call(batch.tokens, batch.lengths, 0.5 + 0.03 * i) for i, batch in enumerate(batches)]
         runs.append(([copy.deepcopy(mod.state_dict()) for mod in modules], [float(o["loss"]) for o in outs],
                      len(wrapper.graphs)))
     (eager, loss0, _), (graphed, loss1, n_graphs) = runs

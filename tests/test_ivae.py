@@ -275,3 +275,15 @@ def test_encoder_summarises_each_sentence_by_its_state_at_the_end_token():
     for i, sentence in enumerate([[1, 4, 5, 6, 2], [1, 7, 2]]):
         _, (h_n, _) = enc.rnn(enc.emb(torch.tensor([sentence])))
         torch.testing.assert_close(h[i], h_n[0, 0])
+
+
+def test_adaptive_contrast_reports_the_exact_kl_of_the_affine_encoder(corpus_dir, tmp_path):
+    # --kl_estimator ac (issue 29): for the affine G_phi q(z|x) is Gaussian, so the AC estimate's residual
+    # is ~0 and kl_ac must sit on the exact KL; the fresh-critic check runs at test. A Gaussian term fitted
+    # with the wrong sample count, or a residual critic that sees unwhitened samples, moves kl_ac off it.
+    result = run(corpus_dir, tmp_path / "ac", "--encoder_layers", "0", "--kl_estimator", "ac", "--max_steps", "14",
+                 "--resid_check_steps", "20", "--resid_check_every", "1")
+    assert result["kl"] == result["kl_ac"] == pytest.approx(result["kl_gauss"] + result["kl_resid"])
+    assert result["kl_ac"] == pytest.approx(result["kl_exact"], rel=0.05), (result["kl_ac"], result["kl_exact"])
+    assert abs(result["kl_resid"]) < 0.05 and abs(result["kl_resid_check"]) < 0.2
+    assert result["resid_check_sentences"] == 8

@@ -35,31 +35,71 @@ def test_cyclical_schedule_hand_values():
     assert vae.beta_at(7, 10, 100, vae.Config(anneal="none", beta=0.5)) == 0.5
 
 
-def vae_iw(dec, x, mu, logvar, K, gen):
-    """The IW bound as vae.evaluate computes it: K samples of q(z|x), q itself the proposal."""
-    z = vae.GaussianPosterior.sample(mu, logvar, K, gen)                 # (B, K, Z)
-    log_q = vae.diag_gaussian_logpdf(z.double(), mu.double().unsqueeze(1), logvar.double().unsqueeze(1))
-    return metrics.iw_bound(-vae.batched_nll(dec, x, z, 1000), z, log_q)
+def vae_iw(model, x, mu, logvar, K, seed):
+    """The IW bound of each sentence as vae.evaluate computes it: K samples of q(z|x) = N(mu, diag
+    exp(logvar)) drawn by the model's posterior, q itself the proposal (metrics.LMEvaluation.add_gaussian)."""
+    with torch.no_grad():
+        model.posterior.linear.weight.zero_()                            # q(z|x) = N(mu, logvar) whatever h
+        model.posterior.linear.bias.copy_(torch.cat([mu[0], logvar[0]]))
+    iw = []
+    for i in range(len(x)):
+        ev = metrics.LMEvaluation(torch.device("cpu"), seed=seed, n_samples=K)
+        with torch.no_grad():
+            q_mu, q_logvar, z = model(x[i:i + 1], torch.tensor([x.shape[1]]), K, ev.gen)   # (1, Z), (1, Z), (1, K, Z)
+            ev.add_gaussian(q_mu, q_logvar, -metrics.chunked_nll(model.nll, x[i:i + 1], z, 1000), z)
+        iw.append(ev.tot["iw"])
+    return torch.tensor(iw, dtype=torch.float64)
 
 
 def test_iw_bound_is_tighter_than_the_elbo_and_exact_for_a_linear_decoder_free_case():
     # With the decoder ignoring z, p(x|z) = p(x): log p(x) = -nll exactly, and every importance weight
     # p(x) p(z) / q(z|x) has mean p(x); with q = p (mu 0, logvar 0) the bound is exact.
     torch.manual_seed(0)
-    dec = vae.Decoder(vocab_size=10, emb_dim=4, hidden=4, latent=3, dropout=0.0)
+    model = vae.VAE(vae.Config(emb_dim=4, hidden=4, latent=3, dropout=0.0), vocab_size=10).eval()
     with torch.no_grad():
-        dec.z_to_h.weight.zero_()
-        dec.rnn.weight_ih_l0[:, 4:].zero_()                              # z does not enter the LSTM
+        model.decoder.z_to_h.weight.zero_()
+        model.decoder.rnn.weight_ih_l0[:, 4:].zero_()                    # z does not enter the LSTM
     x = torch.tensor([[1, 5, 6, 2], [1, 7, 8, 2]])
     mu, logvar = torch.zeros(2, 3), torch.zeros(2, 3)
-    nll = vae.sentence_nll(dec, x, torch.zeros(2, 3)).double()
-    iw = vae_iw(dec, x, mu, logvar, 50, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        nll = model.nll(x, torch.zeros(2, 3)).double()
+    iw = vae_iw(model, x, mu, logvar, 50, seed=0)
     torch.testing.assert_close(iw, nll)
     # A Gaussian posterior away from the prior: IW-NLL (K = 200) <= -ELBO = rec + KL.
     mu2, logvar2 = torch.full((2, 3), 1.0), torch.full((2, 3), -1.0)
     elbo = nll + metrics.gaussian_kl(mu2, logvar2).double()
-    iw2 = vae_iw(dec, x, mu2, logvar2, 200, torch.Generator().manual_seed(0))
+    iw2 = vae_iw(model, x, mu2, logvar2, 200, seed=0)
     assert torch.all(iw2 < elbo) and torch.all(iw2 >= nll - 1e-6)
+
+
+def test_train_step_is_eq_3_with_the_reparameterised_sample():
+    # One step by hand: the same z (same seed), rec = -log p(x|z), KL in closed form (checked against
+    # torch.distributions), loss = rec + beta * KL; and the optimiser moved the weights.
+    torch.manual_seed(0)
+    cfg = vae.Config(emb_dim=4, hidden=4, latent=3, dropout=0.0, batch_size=2)
+    model, opt = vae.build(cfg, 10, torch.device("cpu"))
+    x, lengths = torch.tensor([[1, 5, 6, 2], [1, 7, 8, 2]]), torch.tensor([4, 4])
+    torch.manual_seed(1)
+    with torch.no_grad():
+        mu, logvar, z = model(x, lengths)
+        rec = model.nll(x, z[:, 0]).mean()
+    q = torch.distributions.Normal(mu, (0.5 * logvar).exp())
+    kl = torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).sum(-1).mean()
+    before = [p.detach().clone() for p in model.parameters()]
+    torch.manual_seed(1)
+    out = vae.train_step(model, opt, x, lengths, 0.3, cfg)
+    assert float(out["rec"]) == pytest.approx(float(rec), rel=1e-6)
+    assert float(out["KL"]) == pytest.approx(float(kl), rel=1e-5)
+    assert float(out["loss"]) == pytest.approx(float(rec + 0.3 * kl), rel=1e-6)
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_no_importance_samples_leaves_the_iw_columns_out(corpus_dir, tmp_path):
+    # --iw_samples 0 / --val_iw_samples 0: no IW bound, the rest of the row (MI from each sentence's first
+    # sample) as usual; validation selects on -ELBO.
+    result = run(corpus_dir, tmp_path / "k0", "--max_steps", "4", "--val_every", "2", "--iw_samples", "0",
+                 "--val_iw_samples", "0")
+    assert "iw_nll" not in result and "mi" in result and result["nelbo"] == pytest.approx(result["rec"] + result["kl"])
 
 
 def test_tiny_run_writes_everything(corpus_dir, tmp_path):
