@@ -99,6 +99,7 @@ class Config(data.LMConfig):
                                choices=["dual", "ac"])
     ac_samples: int = option(64, "ac: samples of G_phi per sentence that fit q's mean and covariance", low=2)
     ac_critic_samples: int = option(4, "ac: whitened samples per sentence the residual critic sees", low=1)
+    ac_nu_lr: float = option(0.0, "ac: Adam learning rate of the residual critic nu(x, u) (0: --nu_lr)", low=0)
     resid_check_every: int = option(5, "ac: a fresh critic checks the residual at every N-th epoch's validation "
                                        "and at test (0: never)", low=0, run=True)
     resid_check_sentences: int = option(8, "ac: sentences of the fresh-critic check", low=1, run=True)
@@ -235,8 +236,10 @@ def build(cfg: Config, vocab_size: int, device):
     graph = device.type == "cuda" and cfg.cuda_graph == "step"
     model.autocast = data.autocast_for(device, cfg.precision, cache=not graph)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True, capturable=graph)
-    nu_opt = torch.optim.Adam(list(nu_xz.parameters()) + list(nu_z.parameters()), lr=cfg.nu_lr, fused=True,
-                              capturable=graph)
+    critics = list(nu_xz.parameters()) + list(nu_z.parameters())
+    if cfg.kl_estimator == "ac" and cfg.ac_nu_lr:                       # the residual critic at its own rate
+        critics = [{"params": list(nu_xz.parameters()), "lr": cfg.ac_nu_lr}, {"params": list(nu_z.parameters())}]
+    nu_opt = torch.optim.Adam(critics, lr=cfg.nu_lr, fused=True, capturable=graph)
     return model.to(device), nu_xz, nu_z, opt, nu_opt
 
 
