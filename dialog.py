@@ -1,76 +1,68 @@
-r"""Dialog response generation with iVAE_MI-style implicit latents (Fang et al., EMNLP 2019, §5.3, Table 8).
+r"""Dialog response generation with implicit latents (Fang et al., EMNLP 2019, §5.3, Table 8).
 
 Fang, Li, Gao, Dong, Chen. "Implicit Deep Latent Variable Models for Text Generation". EMNLP 2019.
-arXiv:1908.11527. Authors' code: github.com/fangleai/Implicit-LVM, dialog_dailydial/ and
-dialog_switchboard/, built on DialogWAE (Gu et al., ICLR 2019), whose sizes and schedule it keeps.
+arXiv:1908.11527. Model and training follow the authors' code (github.com/fangleai/Implicit-LVM), cited as
+M:line = dialog_dailydial/models_dailydial.py and T:line = dialog_dailydial/train_dailydial.py (the
+dialog_switchboard/ files differ in the KL weight only); it builds on DialogWAE (Gu et al., ICLR 2019).
 
-A response x answers a context c (its previous <= 10 utterances). Both the posterior q(z | x, c) and the
-prior p(z | c) are implicit: an MLP gives a Gaussian sample e, and a generator MLP maps it to z (200-d),
-so neither has a density. Their KL is estimated through its Fenchel dual with a critic nu(z, c)
-(§5.3 "Model Extension"); the decoder GRU starts from cat(z, c). At test time z comes from the prior.
+A response x answers a context c (its previous <= 10 utterances). The posterior q(z|x,c) and the prior
+p(z|c) are both implicit: an MLP gives a Gaussian sample e, a generator MLP maps it to z (200-d), so
+neither has a density. Their KL is estimated through its Fenchel dual with a critic nu(z, c) (§5.3
+"Model Extension"); the decoder GRU starts from cat(z, c). At test time z comes from the prior.
 
 Paper section -> code section
-    §5.3 utterance / context encoders, posterior, prior, decoder   -> "Model"
-    §5.3 dual KL(q(z|x,c) || p(z|c)) with nu(z, c) (Eq. 7-9 form)  -> train_step
-    Table 8 BLEU-R/P/F1, BOW-A/E/G, intra/inter-dist-1/2          -> "Evaluation" (metrics.py)
+    §5.3 encoders, posterior, prior, critic, decoder      -> "Model" (each layer with its M:line)
+    §5.3 dual KL(q(z|x,c) || p(z|c)) (Eq. 7-9 form)       -> train_step: the authors' three steps (T:253-332)
+    Table 8 BLEU-R/P/F1, BOW-A/E/G, intra/inter-dist-1/2 -> response_scores (metrics.py)
+    does the prior work? rec / rec_prior / rec_shuffled, dual estimates, a two-sample test -> evaluate
 
-Run
-    python dialog.py --data dailydialog --embeddings ../shared/data/glove/glove.6B.50d.dialog.txt --emb_dim 50
+Run (the authors' model and schedule: 100 epochs, StepLR x0.6 every 10)
+    python dialog.py --data dailydialog --data_dir ../shared/data --threads 1 --out_dir runs/dialog
+    python dialog.py --out_dir runs/dialog --resume                  # after an interruption (Ctrl-C saves)
     python dialog.py --data switchboard --cuda                       # needs switchboard's train.jsonl
-    python dialog.py --data dailydialog --max_steps 300 --eval_limit 100 --threads 1 --out_dir /tmp/dd  # smoke
-    python dialog.py --eval_only --context "hi ." --context "how are you ?"     # ten responses to your context
-    printf 'hi .\n\nhow are you ?\n' | python dialog.py --eval_only --context -  # stdin: utterances, blank-line separated
-    (add --temperature 0.7 to sample the words too, instead of greedy decoding of each sampled z)
+    python dialog.py --max_steps 300 --eval_limit 100 --threads 1 --out_dir /tmp/dd         # smoke
+    python dialog.py --eval_only --context "hi ." --context "how are you ?"    # ten responses to your context
+    printf 'hi .\n\nhow are you ?\n' | python dialog.py --eval_only --context -  # blank-line separated
 
-Shapes: B examples, C context utterances, U tokens per utterance, T response tokens, E embedding,
-H utterance-encoder hidden (each way), Hc context hidden, Z latent, K responses sampled per context.
+Shapes: B examples, C context utterances, U tokens per utterance, T response tokens, N utterances, E
+embedding, H utterance-encoder hidden (each way), Hc context hidden, Z latent, K responses per context.
 
-Training, one iteration (the authors' three steps):
-    1. nu_steps critic updates maximising E_q nu(z, c) - E_p exp(nu(z', c)) + 1 (z ~ q(z|x,c), z' ~ p(z|c)),
-       fresh posterior and prior samples for each update (as the authors)
-    2. autoencoder: minimise -log p(x | z, c), z ~ q(z|x,c) (SGD, lr 1, clip 1, StepLR x0.6 / 10 epochs);
-       sum over tokens, mean over examples. Dropout (DialogWAE / the authors): 0.5 on the utterance encoder's
-       and the decoder's input embeddings, 0.25 on the context GRU's input
-    3. posterior and prior: minimise beta * the dual KL estimate (RMSprop 5e-5); the prior's samples
-       enter through -E_p exp(nu), the posterior's through E_q nu.
-    beta rises from 0.1 to 1 over 10 epochs on Switchboard; DailyDialog uses beta = 1 (the authors).
+BatchNorm and the dual estimate. BatchNorm sits in q, p, both generators and the critic, in train mode all
+through training (T:233). The critic sees the posterior samples and the prior samples in two separate
+passes (T:297, 323), each normalised in every BN layer by its own batch's mean and variance. So in training
+nu is not a function of (z, c) alone: nu(z_i, c_i) depends on the other samples of its pass, and what the
+first layer's normalisation removes is invisible to it: a prior whose z are all offset by one vector from
+the posterior's shifts each unit by a constant, which BN subtracts. E_q nu - E_p exp(nu) + 1 then measures a
+divergence of batch-standardised features, not KL(q||p), and bounds nothing. In eval mode (running
+averages) nu is a function of (z, c). Reported: `kl` (training log) and `dual_batch` (validation) by batch
+statistics, `dual` in eval mode; rec_prior, rec_shuffled and the two-sample test do not use the critic.
 
-Validation after every epoch: reconstruction NLL of the validation responses (posterior z); the checkpoint
-with the lowest is kept as best.pt and evaluated on test (as the LM scripts select on validation).
-
-Evaluation (Table 8), per test context: K = 10 responses decoded greedily from 10 prior samples.
-    BLEU-R / BLEU-P / BLEU-F1: max / mean over the K of nltk sentence BLEU (method7) with the reference,
-        averaged over contexts; F1 of the averages. n = 3 as the authors' code (`bleu_*`), and n = 4 as the
-        paper's text says (`bleu4_*`). Tokens as DialogWAE's indexes2sent gives them: the reference and each
-        response keep their `</s>` (a response that never ends has none), no `<s>`.
-    BOW-A / E / G: embedding average / extrema / greedy similarity (Liu et al. 2016), max over the K,
-        averaged; needs --embeddings. With the GloVe 6B 50-d file here (the paper used Twitter 200-d) these
-        compare between our runs only.
-    intra-dist-1/2 (distinct n-grams within each response, averaged) and inter-dist-1/2 (across the K
-        responses of a context), averaged over contexts.
+Speed (results/dailydialog/bench_step.py). The encoders' GRUs run in gru_final_states, nn.GRU's arithmetic
+on nn.GRU's weights (nn.GRU's CPU backward on a PackedSequence grows with length x tokens); only real tokens
+are embedded and see dropout, empty context slots are skipped, responses share the contexts' pass. One
+thread of a shared 2-core CPU: about 1.2x the iterations per second (bench_step.txt: 1.21x in bf16, which
+--precision auto picks here, 1.20x in fp32), short of the 1.5x asked: ~3/4 of what is left are the matrix
+products (37 GFLOP an iteration: output layer, GRUs), which MKL runs at 55-80 GFLOP/s on this AMD CPU.
 
 Deviations from the authors' code (and why)
-    * The critic has no BatchNorm (it couples the samples of a batch) and its estimate is the real dual,
-      mean exp(nu) (metrics.dual_kl).
-    * The order within an iteration is critic, autoencoder, posterior/prior; the authors' is autoencoder,
-      posterior/prior, critic (the same cycle, started at another step), and they encode the context with
-      dropout off (eval mode) for the posterior/prior and critic steps; here dropout stays on in all three.
-    * Rec sums the token NLLs of a response (the house convention, like the LM scripts) instead of
-      averaging them; the gradient clip (1) bounds the SGD step either way.
-    * Model selection on validation reconstruction NLL (best.pt); the authors evaluate every epoch's model.
-    * --embeddings must have --emb_dim's dimension (an error otherwise, never a silent change of the
-      model's size); rows of words missing from the file keep the uniform(-0.1, 0.1) init of all rows
-      (DialogWAE's). The file here is GloVe 6B 50-d (so --emb_dim 50), the authors' Twitter 200-d.
-    * All MLPs (posterior, prior, generators, critic) use Tanh between layers and no BatchNorm (our choice
-      of activation; the authors' critic has BatchNorm, which couples a batch's samples); widths are
-      `--mlp_width` (200).
-    * BOW metrics are computed over real words only (metrics.bow_similarity explains DialogWAE's padding
-      quirks); contexts hold up to 10 previous utterances (the authors' window holds 9).
-    * bf16 autocast by default where the hardware has it natively (--precision auto; the authors: fp32):
-      on the 2-core CPU only 1.05-1.2x faster (the GRUs' small matrix products), losses within seed noise
-      (README).
+    * Batches come from data.Batcher (shared by every script): 32 responses of one length bucket from
+      anywhere in the corpus; the authors' loader takes 32 dialogs of similar length and makes each turn
+      position a batch (their data.py:153-204). BatchNorm's statistics are those of such a batch.
+    * Contexts hold up to 10 previous utterances, as §5.3 says (the authors' window holds 9, T:15).
+    * Embeddings: the authors' are GloVe Twitter 200-d (T:77), not here. --emb_dim 200 with --embed_init
+      random: every row N(0, 0.1^2), as their rows of words missing from the file (their data.py:94), and
+      --embeddings scores BOW only; or --embed_init file with --emb_dim = the file's (GloVe 6B 50-d here).
+    * The embedding is stepped and clipped once: the authors' SGD and clip lists hold it twice (in the context
+      encoder and in the decoder, M:316-319, T:272-273), so their SGD stepped it twice (an effective lr 2)
+      and their clip counted it twice, an accident of a shared module.
+    * A batch of one response is skipped (BatchNorm needs two); the authors drop an epoch's remainder.
+    * Model selection on validation rec (best.pt); the authors test every epoch's model (T:339-342).
+    * rec is reported per response (summed over tokens, the house convention); the loss is their token mean.
+    * bf16 autocast by default where the hardware has it natively (--precision auto; the authors: fp32).
+    * BOW over real words only (metrics.bow_similarity explains DialogWAE's padding quirks).
 """
 import contextlib
+import math
 import os
 import sys
 import time
@@ -84,120 +76,175 @@ import data
 import metrics
 from data import option
 
+INIT = 0.02          # uniform(-INIT, INIT), bias 0: every Linear of the MLPs (M:142-145, 330-333)
+OUT_INIT = 0.1       # the same for the decoder's output layer (M:210-215)
+EMB_STD = 0.1        # embedding rows not read from a file: N(0, 0.1^2) (the authors' data.py:94)
+
 
 @dataclass
 class Config(data.RunConfig):
     # the run: the command-line contract every script shares is data.RunConfig (--data --seed --out_dir
     # --epochs --max_steps --resume --eval_only --threads ...); here what differs for this task
     data: str = option("dailydialog", "corpus", choices=["dailydialog", "switchboard"])
-    out_dir: str = option("runs/dialog", "where config.json, log.csv, metrics.json, checkpoints, responses go",
-                          run=True)
-    epochs: int = option(100, "training epochs (DialogWAE: 100)", low=1, run=True)
-    embeddings: str = option("", "GloVe-format word vectors to initialise the embeddings and for BOW metrics")
-    samples_per_context: int = option(10, "responses sampled per test context (Table 8: 10)", run=True)
-    # model (DialogWAE's sizes)
-    emb_dim: int = option(200, "word embedding size (DialogWAE: 200); an --embeddings file must match it")
-    utt_hidden: int = option(300, "utterance encoder: bidirectional GRU units each way")
-    ctx_hidden: int = option(300, "context encoder GRU units")
-    latent: int = option(200, "latent z")
-    mlp_width: int = option(200, "width of the posterior, prior, generator and critic MLPs")
-    dropout: float = option(0.5, "dropout on the utterance encoder's and the decoder's input embeddings (authors)")
-    ctx_dropout: float = option(0.25, "dropout on the context GRU's input (authors)")
-    max_context: int = option(10, "previous utterances in a context window")
-    # training (the authors' schedule)
-    batch_size: int = option(32, "examples per batch")
-    ae_lr: float = option(1.0, "SGD learning rate of the autoencoder step")
-    ae_decay: float = option(0.6, "StepLR factor of the autoencoder's learning rate")
-    ae_decay_epochs: int = option(10, "StepLR period in epochs")
-    clip: float = option(1.0, "gradient-norm clip of the autoencoder step")
-    gen_lr: float = option(5e-5, "RMSprop learning rate of the posterior / prior step")
-    nu_lr: float = option(1e-5, "RMSprop learning rate of the critic")
-    nu_steps: int = option(5, "critic updates per iteration")
-    beta: str = option("auto", "KL weight: auto (1 for DailyDialog; 0.1 -> 1 over 10 epochs for Switchboard), "
-                              "or a number")
+    out_dir: str = option("runs/dialog", "where config.json, log.csv, metrics.json, checkpoints go", run=True)
+    epochs: int = option(100, "training epochs (the authors: 100)", low=1, run=True)
+    embeddings: str = option("", "GloVe-format word vectors for the BOW metrics (and the embeddings' init)")
+    embed_init: str = option("file", "rows from --embeddings (file; --emb_dim = its size) or N(0, 0.1^2) (random)",
+                             choices=["file", "random"])
+    samples_per_context: int = option(10, "responses sampled per test context (Table 8: 10)", low=1, run=True)
+    # model (the authors' sizes, T:13-38)
+    emb_dim: int = option(200, "word embedding size (the authors: 200)", low=1)
+    utt_hidden: int = option(300, "utterance encoder: bidirectional GRU units each way", low=1)
+    ctx_hidden: int = option(300, "context encoder GRU units", low=1)
+    latent: int = option(200, "latent z", low=1)
+    mlp_width: int = option(200, "width of the posterior and prior MLPs (the authors: = latent)", low=1)
+    critic_width: int = option(600, "width of the critic's hidden layers (the authors: 2 x utt_hidden)", low=1)
+    dropout: float = option(0.5, "dropout on the utterance encoder's and the decoder's input embeddings", low=0)
+    ctx_dropout: float = option(0.25, "dropout on the context GRU's input", low=0)
+    max_context: int = option(10, "previous utterances in a context window (§5.3: 10)", low=1)
+    # training (the authors' schedule, T:13-38, M:316-326)
+    batch_size: int = option(32, "examples per batch", low=2)
+    ae_lr: float = option(1.0, "SGD learning rate of the autoencoder step", low=0)
+    ae_decay: float = option(0.6, "StepLR factor of the autoencoder's learning rate", low=0)
+    ae_decay_epochs: int = option(10, "StepLR period in epochs", low=1)
+    clip: float = option(1.0, "gradient-norm clip of the encoders and the decoder (autoencoder step)", low=0)
+    gen_lr: float = option(5e-5, "RMSprop learning rate of the posterior / prior step", low=0)
+    nu_lr: float = option(1e-5, "RMSprop learning rate of the critic", low=0)
+    nu_steps: int = option(5, "critic updates per iteration", low=0)
+    beta: str = option("auto", "KL weight: auto (1 for DailyDialog; 0.1 -> 1 over 9 epochs for Switchboard), or a number")
     # evaluation
-    eval_limit: int = option(0, "evaluate on the first N test contexts only (0: all)", run=True)
-    bleu_n: int = option(3, "BLEU n-gram order of bleu_r/p/f1 (authors' code: 3); bleu4_* always uses 4", run=True)
-    max_decode_len: int = option(40, "longest response, in tokens", run=True)
-    temperature: float = option(0.0, "decoding of each sampled z: 0 greedy (Table 8); > 0 sample softmax(logits / T)",
-                                run=True)
-    responses_shown: int = option(50, "contexts written to responses.txt", run=True)
-
-
+    eval_limit: int = option(0, "evaluate on the first N test contexts only (0: all)", low=0, run=True)
+    bleu_n: int = option(3, "BLEU n of bleu_r/p/f1 (authors' code: 3); bleu4_* always uses 4", low=1, run=True)
+    max_decode_len: int = option(40, "longest response, in tokens (the authors' maxlen)", low=1, run=True)
+    temperature: float = option(0.0, "0: greedy decoding (Table 8); > 0: sample softmax(logits / T)", low=0, run=True)
+    responses_shown: int = option(50, "contexts written to responses.txt", low=0, run=True)
+    warn_gap: float = option(0.1, "WARNING when rec_prior closes less than this share of rec_shuffled - rec", run=True)
 
 
 # ----------------------------------------------------------------------------------------------------
 # PAPER §5.3: the model
 # ----------------------------------------------------------------------------------------------------
 
-def mlp(sizes: list) -> nn.Sequential:
+def mlp(sizes: list, act) -> nn.Sequential:
+    """Linear-BatchNorm-act for each hidden layer, a plain Linear last; weights uniform(+-INIT), biases 0."""
     mods = []
     for i in range(len(sizes) - 1):
         mods.append(nn.Linear(sizes[i], sizes[i + 1]))
+        nn.init.uniform_(mods[-1].weight, -INIT, INIT)
+        nn.init.zeros_(mods[-1].bias)
         if i < len(sizes) - 2:
-            mods.append(nn.Tanh())
+            mods += [nn.BatchNorm1d(sizes[i + 1]), act()]                # eps 1e-5, momentum 0.1 (M:129)
     return nn.Sequential(*mods)
 
 
-class GaussianThenGenerator(nn.Module):
-    """An implicit distribution: an MLP gives (mu, logvar), e = mu + sigma * eps, then z = generator(e).
-    Used for both q(z | x, c) (input cat(x, c)) and p(z | c) (input c)."""
+def gru_final_states(gru: nn.GRU, x: torch.Tensor, lengths: torch.Tensor, embed=None, drop=None) -> torch.Tensor:
+    r"""The last hidden state of each row of x (N, L[, In]) over its first `lengths` (>= 1) steps from h0 = 0, as
+    nn.GRU on a PackedSequence gives it, with `gru`'s own weights (one layer), written out for speed (module
+    docstring); `embed` and `drop` see the real tokens only. -> (N, H), or (N, 2H) = cat(forward, backward)."""
+    packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    inp = embed(packed.data) if embed is not None else packed.data      # (S, In): step 0 of each row, step 1, ...
+    inp, sizes, H = drop(inp) if drop is not None else inp, packed.batch_sizes, gru.hidden_size
+
+    def direction(sfx: str, rows=None) -> torch.Tensor:                  # rows: the order to read inp's rows in
+        gi = F.linear(inp, getattr(gru, "weight_ih_l0" + sfx), getattr(gru, "bias_ih_l0" + sfx))   # (S, 3H) at once
+        w_hh, b_hh = getattr(gru, "weight_hh_l0" + sfx), getattr(gru, "bias_hh_l0" + sfx)
+        h, ended = inp.new_zeros(int(sizes[0]), H), []
+        for n_t, gi_t in zip(sizes.tolist(), (gi if rows is None else gi[rows]).split(sizes.tolist())):
+            ended.append(h[n_t:])                                        # rows longest first: the short ones end
+            h, gh = h[:n_t], F.linear(h[:n_t], w_hh, b_hh)               # (n_t, 3H): gates r, z, n
+            # r, z = sigmoid(W_i{r,z} x + b_i{r,z} + W_h{r,z} h + b_h{r,z})     (torch.nn.GRU's equations)
+            r, z = torch.sigmoid(gi_t[:, :2 * H] + gh[:, :2 * H]).chunk(2, 1)
+            # n = tanh(W_in x + b_in + r * (W_hn h + b_hn));  h' = (1 - z) * n + z * h = lerp(n, h, z)
+            n = torch.tanh(gi_t[:, 2 * H:] + r * gh[:, 2 * H:])
+            h = torch.lerp(n.to(h.dtype), h, z.to(h.dtype))
+        return torch.cat([h] + ended[::-1])                              # (N, H), longest first
+
+    if not gru.bidirectional:
+        return direction("")[packed.unsorted_indices]
+    # The backward direction reads each row reversed: step t of row i is token L_i - 1 - t, in the same layout.
+    step = torch.repeat_interleave(torch.arange(len(sizes)), sizes)      # (S,) the step of each packed row
+    first = sizes.cumsum(0) - sizes                                      # (T,) the first packed row of each step
+    row = torch.arange(len(step)) - first[step]                          # (S,) the sequence of each packed row
+    rows = first[lengths.cpu()[packed.sorted_indices.cpu()][row] - 1 - step] + row
+    return torch.cat([direction(""), direction("_reverse", rows.to(inp.device))], -1)[packed.unsorted_indices]
+
+
+class ContextEncoder(nn.Module):
+    r"""The authors' UttEncoder and ContextEncoder (M:15-119) -> c (B, Hc) and the response's vector x (B, 2H).
+
+        context (B, C, U) --real slots, <s> dropped (T:248)--> (N, U-1) --BiGRU--> (N, 2H) --back into the C
+        slots, cat speaker one-hot--> (B, C, 2H+2) --GRU over the C_b utterances--> c (B, Hc)
+        response (B, T) --<s> dropped (T:258)--> the same BiGRU, in the same pass --> x (B, 2H)"""
+
+    def __init__(self, emb: nn.Embedding, cfg: Config):
+        super().__init__()
+        self.emb = emb                                                   # shared with the decoder (M:270-302)
+        self.drop, self.ctx_drop = nn.Dropout(cfg.dropout), nn.Dropout(cfg.ctx_dropout)     # M:44, 103
+        self.utt_rnn = nn.GRU(emb.embedding_dim, cfg.utt_hidden, batch_first=True, bidirectional=True)  # M:26
+        self.ctx_rnn = nn.GRU(2 * cfg.utt_hidden + 2, cfg.ctx_hidden, batch_first=True)   # + 2: who spoke (M:78)
+
+    def forward(self, batch: data.Batch) -> tuple:
+        B, C, U = batch.context.shape
+        lengths = batch.utt_lengths.view(-1)                             # (B*C,), 0 in empty slots
+        real = (lengths > 0).nonzero().squeeze(1)                        # (N,) slots holding an utterance
+        W = max(U, batch.tokens.shape[1]) - 1
+        cut = lambda t: F.pad(t[:, 1:], (0, W - t.shape[1] + 1), value=data.PAD_ID)        # <s> dropped
+        tokens = torch.cat([cut(batch.context.view(B * C, U)[real]), cut(batch.tokens)])    # (N + B, W)
+        vec = gru_final_states(self.utt_rnn, tokens, torch.cat([lengths[real], batch.lengths]) - 1, self.emb, self.drop)
+        utt = vec.new_zeros(B * C, vec.shape[1]).index_copy(0, real, vec[:len(real)])       # (B*C, 2H)
+        inp = torch.cat([utt.view(B, C, -1), F.one_hot(batch.speakers, 2).to(vec.dtype)], -1)  # (B, C, 2H+2)
+        return gru_final_states(self.ctx_rnn, inp, batch.context_lengths, drop=self.ctx_drop), vec[len(real):]
+
+
+class Implicit(nn.Module):
+    """An implicit distribution (M:122-193, 280-300, 335-343): e = mu + sigma * eps from a Gaussian MLP, then
+    z = generator(e). q(z | x, c) takes cat(x, c) (M:278), p(z | c) takes c (M:276)."""
 
     def __init__(self, inp: int, width: int, latent: int):
         super().__init__()
-        self.gauss = mlp([inp, width, 2 * latent])
-        self.generator = mlp([latent, width, width, latent])
+        self.gauss = mlp([inp, width, width, 2 * latent], nn.Tanh)       # -> (mu, log sigma^2), M:127-136
+        self.generator = mlp([latent, latent, latent, latent], nn.ReLU)  # M:280-288
 
     def forward(self, inp: torch.Tensor, generator=None) -> torch.Tensor:
-        mu, logvar = self.gauss(inp).chunk(2, -1)
+        mu, logvar = self.gauss(inp).chunk(2, -1)                        # (B, Z) each
         eps = torch.randn(mu.shape, device=mu.device, generator=generator)
-        return self.generator(mu + (0.5 * logvar).exp() * eps)
+        return self.generator(mu + (0.5 * logvar).exp() * eps)           # e = mu + sigma eps (M:152-155) -> z
 
 
 class DialogModel(nn.Module):
     def __init__(self, vocab_size: int, emb_dim: int, cfg: Config):
         super().__init__()
-        self.emb = nn.Embedding(vocab_size, emb_dim, padding_idx=data.PAD_ID)
-        with torch.no_grad():                                            # DialogWAE: uniform(-0.1, 0.1)
-            self.emb.weight.uniform_(-0.1, 0.1)
-            self.emb.weight[data.PAD_ID] = 0.0
-        self.drop = nn.Dropout(cfg.dropout)                              # utterance encoder + decoder inputs
-        self.ctx_drop = nn.Dropout(cfg.ctx_dropout)                      # context GRU input
-        self.utt_rnn = nn.GRU(emb_dim, cfg.utt_hidden, batch_first=True, bidirectional=True)
-        self.ctx_rnn = nn.GRU(2 * cfg.utt_hidden + 2, cfg.ctx_hidden, batch_first=True)   # + 2: who spoke
-        self.posterior = GaussianThenGenerator(2 * cfg.utt_hidden + cfg.ctx_hidden, cfg.mlp_width, cfg.latent)
-        self.prior = GaussianThenGenerator(cfg.ctx_hidden, cfg.mlp_width, cfg.latent)
-        self.nu = mlp([cfg.latent + cfg.ctx_hidden, cfg.mlp_width, cfg.mlp_width, 1])      # critic nu(z, c)
-        self.dec_rnn = nn.GRU(emb_dim, cfg.latent + cfg.ctx_hidden, batch_first=True)      # h0 = cat(z, c)
+        self.emb = nn.Embedding(vocab_size, emb_dim, padding_idx=data.PAD_ID)    # M:270
+        self.encoder = ContextEncoder(self.emb, cfg)
+        self.posterior = Implicit(2 * cfg.utt_hidden + cfg.ctx_hidden, cfg.mlp_width, cfg.latent)
+        self.prior = Implicit(cfg.ctx_hidden, cfg.mlp_width, cfg.latent)
+        self.nu = mlp([cfg.latent + cfg.ctx_hidden, cfg.critic_width, cfg.critic_width, 1],
+                      lambda: nn.LeakyReLU(0.2))                         # the critic nu(z, c), M:305-314
+        self.dec_drop = nn.Dropout(cfg.dropout)                          # M:224
+        self.dec_rnn = nn.GRU(emb_dim, cfg.latent + cfg.ctx_hidden, batch_first=True)      # h0 = cat(z, c), M:302
         self.out = nn.Linear(cfg.latent + cfg.ctx_hidden, vocab_size)
+        with torch.no_grad():
+            self.emb.weight.normal_(0.0, EMB_STD)
+            self.emb.weight[data.PAD_ID] = 0.0                           # T:116
+            for gru in (self.encoder.utt_rnn, self.encoder.ctx_rnn, self.dec_rnn):
+                for w in gru.parameters():
+                    if w.dim() > 1:
+                        nn.init.orthogonal_(w)                           # M:29-32, 81-84, 211-213
+            self.out.weight.uniform_(-OUT_INIT, OUT_INIT)
+            self.out.bias.zero_()
 
-    def encode_utterances(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """BiGRU over each utterance; cat(last forward state, last backward state). (N, U) -> (N, 2H)."""
-        packed = nn.utils.rnn.pack_padded_sequence(self.drop(self.emb(tokens)), lengths.clamp(min=1).cpu(),
-                                                   batch_first=True, enforce_sorted=False)
-        _, h = self.utt_rnn(packed)                                      # (2, N, H)
-        return torch.cat([h[0], h[1]], -1)
-
-    def encode_context(self, batch: data.Batch) -> torch.Tensor:
-        r"""c: a GRU over the context's utterance vectors, each with a one-hot of who said it.
-
-            context (B, C, U) --utterance BiGRU--> (B, C, 2H) --cat speaker one-hot--> (B, C, 2H+2)
-                               --context GRU over the C_b real utterances--> c (B, Hc)
-        """
-        B, C, U = batch.context.shape
-        utt = self.encode_utterances(batch.context.view(B * C, U), batch.utt_lengths.view(B * C)).view(B, C, -1)
-        inp = self.ctx_drop(torch.cat([utt, F.one_hot(batch.speakers, 2).float()], -1))   # (B, C, 2H+2)
-        packed = nn.utils.rnn.pack_padded_sequence(inp, batch.context_lengths.cpu(), batch_first=True,
-                                                   enforce_sorted=False)
-        _, h = self.ctx_rnn(packed)
-        return h[-1]                                                     # (B, Hc)
-
-    def critic(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return self.nu(torch.cat([z, c], -1)).squeeze(-1).float()       # (B,), fp32 before exp(nu)
+    def critic(self, z: torch.Tensor, c: torch.Tensor, batch_stats: bool = False) -> torch.Tensor:
+        """nu(z, c) -> (B,), fp32 before exp. batch_stats: BatchNorm by this batch's statistics, as in training,
+        also in eval mode and leaving the running averages alone (the `dual_batch` diagnostic)."""
+        h = torch.cat([z, c], -1)
+        for m in self.nu:
+            bn = batch_stats and isinstance(m, nn.BatchNorm1d)
+            h = F.batch_norm(h, None, None, m.weight, m.bias, True, 0.0, m.eps) if bn else m(h)
+        return h.squeeze(-1).float()
 
     def decode_logits(self, x_in: torch.Tensor, z: torch.Tensor, c: torch.Tensor, state=None):
         h0 = torch.cat([z, c], -1).unsqueeze(0) if state is None else state
-        out, state = self.dec_rnn(self.drop(self.emb(x_in)), h0)
+        out, state = self.dec_rnn(self.dec_drop(self.emb(x_in)), h0)
         return self.out(out), state                                      # (B, T, V)
 
     def nll(self, x: torch.Tensor, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -209,6 +256,7 @@ class DialogModel(nn.Module):
 
 
 def make_optimizers(model: DialogModel, cfg: Config) -> dict:
+    """The authors' three optimisers (M:316-324); the embedding once in the SGD list (module docstring)."""
     ae = [p for n, p in model.named_parameters() if not n.startswith(("prior.", "nu."))]
     gen = list(model.posterior.parameters()) + list(model.prior.parameters())
     return {"ae": torch.optim.SGD(ae, lr=cfg.ae_lr), "gen": torch.optim.RMSprop(gen, lr=cfg.gen_lr),
@@ -219,71 +267,71 @@ def beta_at(step: int, steps_per_epoch: int, cfg: Config, corpus: str) -> float:
     if cfg.beta != "auto":
         return float(cfg.beta)
     if corpus == "dailydialog":
-        return 1.0
-    return min(1.0, 0.1 + 0.9 * step / (10 * steps_per_epoch))         # Switchboard: 0.1 -> 1 over 10 epochs
+        return 1.0                                                       # T:296-297: no beta
+    return min(1.0, 0.1 + (step + 1) / (10 * steps_per_epoch))          # train_swda.py:227, 243-244
 
 
 # ----------------------------------------------------------------------------------------------------
-# PAPER §5.3: one training iteration
+# PAPER §5.3: one training iteration (T:253-332)
 # ----------------------------------------------------------------------------------------------------
 
 def train_step(model: DialogModel, opts: dict, batch: data.Batch, beta: float, cfg: Config,
                autocast=contextlib.nullcontext) -> dict:
     """One iteration. Forward passes run under `autocast` (bf16 matrix products with --precision bf16 /
     auto); the reconstruction loss, nu and exp(nu) are fp32 (DialogModel.nll / critic); backward outside."""
+    model.train()                                                        # T:233, 254-255
+    # 1. The autoencoder reconstructs the response from a posterior sample (T:257-274).
     with autocast():
-        c = model.encode_context(batch)                                  # (B, Hc)
-        x = model.encode_utterances(batch.tokens, batch.lengths)         # (B, 2H)
-    # 1. The critic, Eq. (7)-(9) form: KL(q(z|x,c) || p(z|c)) = max_nu E_q nu(z, c) - E_p exp(nu(z', c)) + 1
-    cd, xc = c.detach(), torch.cat([x, c], -1).detach()
+        c, x = model.encoder(batch)                                      # (B, Hc), (B, 2H)
+        nll = model.nll(batch.tokens, model.posterior(torch.cat([x, c], -1)), c)          # (B,)
+    # -log p(x | z, c), z ~ q(z|x,c), averaged over the batch's tokens as nn.CrossEntropyLoss (T:262-270)
+    rec = nll.sum() / (batch.lengths - 1).sum()
+    opts["ae"].zero_grad(set_to_none=True)
+    rec.backward()
+    nn.utils.clip_grad_norm_([*model.encoder.parameters(), *model.dec_rnn.parameters(), *model.out.parameters()],
+                             cfg.clip)                                   # not q's MLPs (T:272-273)
+    opts["ae"].step()                                                    # SGD (M:316-319)
+    # Steps 2-3 encode in eval mode, no dropout (T:284, 312): one c and x serve all their passes.
+    model.encoder.eval()
+    with torch.no_grad(), autocast():
+        c, x = model.encoder(batch)
+    xc = torch.cat([x, c], -1)                                           # (B, 2H + Hc)
+    # 2. Posterior and prior close the gap the critic measures, the critic fixed (T:283-302), RMSprop (M:320-323):
+    #    minimise beta * (E_q nu(z, c) - E_p exp(nu(z', c)) + 1),   z ~ q(z|x,c), z' ~ p(z|c)
+    with autocast():
+        kl_gen = metrics.dual_kl(model.critic(model.posterior(xc), c), model.critic(model.prior(c), c))
+    opts["gen"].zero_grad(set_to_none=True)
+    (beta * kl_gen).backward(inputs=[p for g in opts["gen"].param_groups for p in g["params"]])  # not nu (T:287)
+    opts["gen"].step()
+    # 3. The critic, fresh samples at each of its updates (T:311-332), RMSprop (M:324), Eq. (7)-(9) form:
+    #    KL(q(z|x,c) || p(z|c)) = max_nu E_q nu(z, c) - E_p exp(nu(z', c)) + 1
+    kl = kl_gen.detach()
     for _ in range(cfg.nu_steps):
         with autocast():
-            with torch.no_grad():                                        # fresh samples of both each update
-                zq = model.posterior(xc)                                 # (B, Z)
-                zp = model.prior(cd)                                     # (B, Z)
-            kl = metrics.dual_kl(model.critic(zq, cd), model.critic(zp, cd))
+            with torch.no_grad():
+                zq, zp = model.posterior(xc), model.prior(c)             # (B, Z) each
+            kl = metrics.dual_kl(model.critic(zq, c), model.critic(zp, c))
         opts["nu"].zero_grad(set_to_none=True)
         (-kl).backward()
         opts["nu"].step()
-    # 2. The autoencoder: reconstruct the response from a posterior sample.
-    with autocast():
-        z = model.posterior(torch.cat([x, c], -1))
-        rec = model.nll(batch.tokens, z, c).mean()                       # sum over tokens, mean over B
-    opts["ae"].zero_grad(set_to_none=True)
-    rec.backward()
-    nn.utils.clip_grad_norm_([p for g in opts["ae"].param_groups for p in g["params"]], cfg.clip)
-    opts["ae"].step()
-    # 3. Posterior and prior close the gap the critic measures (context features held fixed).
-    with autocast():
-        with torch.no_grad():
-            c2 = model.encode_context(batch)
-            x2 = model.encode_utterances(batch.tokens, batch.lengths)
-        kl_gen = metrics.dual_kl(model.critic(model.posterior(torch.cat([x2, c2], -1)), c2),
-                                 model.critic(model.prior(c2), c2))
-    opts["gen"].zero_grad(set_to_none=True)
-    (beta * kl_gen).backward()
-    opts["gen"].step()
-    return {"rec": rec.detach(), "kl": kl.detach()}
+    return {"rec": nll.detach().mean(), "kl": kl.detach()}              # rec per response, as evaluate's
 
 
 # ----------------------------------------------------------------------------------------------------
-# Table 8: evaluation
+# PAPER Table 8: evaluation, and whether the prior works; your own context (respond)
 # ----------------------------------------------------------------------------------------------------
 
 @torch.no_grad()
 def decode(model: DialogModel, z: torch.Tensor, c: torch.Tensor, max_len: int, temperature: float = 0.0,
            generator=None) -> list:
     """Responses decoded from (z, c), each (N, .) -> token-id lists (read them up to </s>).
-    temperature 0: greedy (argmax, Table 8); > 0: each token sampled from softmax(logits / temperature)."""
-    N = z.shape[0]
-    token = torch.full((N, 1), data.BOS_ID, dtype=torch.long, device=z.device)
+    temperature 0: greedy (argmax, Table 8, M:242-243); > 0: each token sampled from softmax(logits / T)."""
+    token = torch.full((z.shape[0], 1), data.BOS_ID, dtype=torch.long, device=z.device)
     state, out = None, []
     for _ in range(max_len):
         logits, state = model.decode_logits(token, z, c, state)         # (N, 1, V)
-        if temperature > 0:
-            token = torch.multinomial(F.softmax(logits[:, -1] / temperature, -1), 1, generator=generator)
-        else:
-            token = logits[:, -1].argmax(-1, keepdim=True)               # (N, 1)
+        token = torch.multinomial(F.softmax(logits[:, -1] / temperature, -1), 1, generator=generator) \
+            if temperature > 0 else logits[:, -1].argmax(-1, keepdim=True)                  # (N, 1)
         out.append(token)
         if bool((torch.cat(out, 1) == data.EOS_ID).any(1).all()):
             break
@@ -293,19 +341,13 @@ def decode(model: DialogModel, z: torch.Tensor, c: torch.Tensor, max_len: int, t
 def bleu_tokens(ids: list, vocab: data.Vocab) -> list:
     """Ids -> the words BLEU sees, as DialogWAE's indexes2sent: <s> and <pad> dropped, up to AND including the
     first </s> (a response that never ends has none).  [<s>, hi, </s>, <pad>] -> [hi, </s>]"""
-    words = []
-    for i in ids:
-        if i in (data.BOS_ID, data.PAD_ID):
-            continue
-        words.append(vocab.itos[i])
-        if i == data.EOS_ID:
-            break
-    return words
+    ids = [i for i in ids if i not in (data.BOS_ID, data.PAD_ID)]
+    return [vocab.itos[i] for i in (ids[:ids.index(data.EOS_ID) + 1] if data.EOS_ID in ids else ids)]
 
 
 def response_scores(hyps_per_context: list, references: list, vectors: dict, bleu_n: int) -> dict:
-    """Table 8's columns (metrics.py does the arithmetic). Token lists as bleu_tokens gives them: BLEU sees
-    the `</s>` as DialogWAE and the authors; BOW and Distinct see the words only."""
+    """Table 8's columns (metrics.py does the arithmetic): BLEU-R / P = max / mean over a context's K responses,
+    averaged over contexts, F1 of the two; BOW and Distinct see the words only, BLEU also the `</s>`."""
     out = metrics.bleu_recall_precision(hyps_per_context, references, n=bleu_n)
     out.update({f"bleu4_{k[5:]}": v for k, v in metrics.bleu_recall_precision(hyps_per_context, references, n=4).items()})
     words = lambda ws: [w for w in ws if w != data.EOS]
@@ -322,52 +364,78 @@ def response_scores(hyps_per_context: list, references: list, vectors: dict, ble
 @torch.no_grad()
 def evaluate(model: DialogModel, corpus: data.Corpus, split: str, cfg: Config, device, vectors: dict,
              sample: bool = True) -> tuple:
-    """Reconstruction NLL per response (posterior z) and, with `sample`, Table 8 from K prior samples.
+    """Whether the prior works, per response (model in eval mode):
+        rec           -log p(x | z, c) summed over tokens, z ~ q(z|x,c) (the checkpoint selection's value)
+        rec_prior     the same with z ~ p(z|c): what the test-time samples are worth to the decoder
+        rec_shuffled  the same with another response's posterior z (the batch rolled by one)
+        dual          E_q nu - E_p exp(nu) + 1 pooled over the split, nu in eval mode;  dual_batch: the
+                      mean over batches of the same with BatchNorm by batch statistics, as in training
+    With `sample`: prior_vs_posterior_acc, a fresh classifier's held-out accuracy at telling (z, c) with
+    z ~ p(z|c) from z ~ q(z|x,c) (metrics.two_sample_accuracy; 0.5 = alike), and Table 8 from K prior samples.
     Returns (metrics, (contexts, references, responses)) with the words as bleu_tokens gives them."""
-    model.eval()
+    model.eval()                                                         # BatchNorm by its running averages
     autocast = data.autocast_for(device, cfg.precision)
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 12345)
-    examples = corpus.examples[split][:cfg.eval_limit or None]
-    K = cfg.samples_per_context
-    nll, words, hyps, refs, contexts = 0.0, 0, [], [], []
+    examples, K = corpus.examples[split][:cfg.eval_limit or None], cfg.samples_per_context
+    tot, words, dual, dual_batch = {"rec": 0.0, "rec_prior": 0.0, "rec_shuffled": 0.0}, 0, metrics.DualKL(), []
+    pairs, hyps, refs, contexts = ([], []), [], [], []
     for idx in data.batch_plan([len(e.response) for e in examples], cfg.batch_size, 0, 0, shuffle=False):
         batch = data.collate([examples[i] for i in idx]).to(device)
-        with autocast():                                                 # --precision
-            c = model.encode_context(batch)                                  # (B, Hc)
-            x = model.encode_utterances(batch.tokens, batch.lengths)         # (B, 2H)
-            nll += float(model.nll(batch.tokens, model.posterior(torch.cat([x, c], -1), gen), c).sum())
+        with autocast():
+            c, x = model.encoder(batch)                                  # (B, Hc), (B, 2H)
+            zq, zp = model.posterior(torch.cat([x, c], -1), gen), model.prior(c, gen)    # (B, Z) each
+            for key, z in (("rec", zq), ("rec_prior", zp), ("rec_shuffled", zq.roll(1, 0))):  # B = 1 keeps its own
+                tot[key] += float(model.nll(batch.tokens, z, c).sum())
+            dual.add(model.critic(zq, c), model.critic(zp, c))
+            if len(idx) > 1:
+                dual_batch.append(float(metrics.dual_kl(model.critic(zq, c, True), model.critic(zp, c, True))))
             words += int((batch.lengths - 1).sum())
             if sample:
-                cK = c.repeat_interleave(K, 0)                               # (B*K, Hc)
+                pairs[0].append(torch.cat([zq, c], -1).float().cpu())
+                pairs[1].append(torch.cat([zp, c], -1).float().cpu())
+                cK = c.repeat_interleave(K, 0)                           # (B*K, Hc)
                 ids = decode(model, model.prior(cK, gen), cK, cfg.max_decode_len, cfg.temperature, gen)
                 for j, i in enumerate(idx):
                     hyps.append([bleu_tokens(s, corpus.vocab) for s in ids[j * K:(j + 1) * K]])
                     refs.append(bleu_tokens(examples[i].response, corpus.vocab))
                     contexts.append([corpus.vocab.decode(u) for u in examples[i].context])
-    result = {"n_contexts": len(examples), "rec": nll / len(examples), "ppl": metrics.perplexity(nll, words)}
+    result = {"n_contexts": len(examples), **{k: v / len(examples) for k, v in tot.items()},
+              "ppl": metrics.perplexity(tot["rec"], words), "dual": dual.value(),
+              "dual_batch": sum(dual_batch) / len(dual_batch) if dual_batch else None}
     if sample:
+        result["prior_vs_posterior_acc"] = metrics.two_sample_accuracy(*map(torch.cat, pairs), seed=cfg.seed)
         result.update(response_scores(hyps, refs, vectors, cfg.bleu_n))
     model.train()
     return result, (contexts, refs, hyps)
 
 
-def write_responses(path: str, contexts, refs, hyps, n: int, split_name: str) -> None:
+def prior_warnings(row: dict, warn_gap: float) -> list:
+    """What is wrong with the learned prior, for the loud WARNING lines: its z must help the decoder clearly
+    more than another response's z does, and the dual estimates must be finite."""
+    out = [f"the dual estimate {k} = {row[k]} is not finite" for k in ("dual", "dual_batch")
+           if row[k] is not None and not math.isfinite(row[k])]
+    if not row["rec_shuffled"] - row["rec_prior"] > warn_gap * max(0.0, row["rec_shuffled"] - row["rec"]):
+        out.append(f"rec_prior {row['rec_prior']:.2f} is not clearly below rec_shuffled {row['rec_shuffled']:.2f} "
+                   f"(rec {row['rec']:.2f}): the prior's z is worth little more to the decoder than another response's")
+    return out
+
+
+def write_responses(out_dir: str, contexts, refs, hyps, n: int, title: str) -> None:
+    """responses.txt: n contexts, each with its reference and all its sampled responses; samples.txt: 20 lines of
+    reference => first response."""
     show = lambda ws: " ".join(w for w in ws if w != data.EOS)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(f"# {split_name}: context (oldest first), reference, then the sampled responses\n")
+    with open(os.path.join(out_dir, "responses.txt"), "w", encoding="utf-8") as f:
+        f.write(f"# {title}: context (oldest first), reference, then the sampled responses\n")
         for ctx, ref, hs in list(zip(contexts, refs, hyps))[:n]:
-            f.write("".join(f"context> {' '.join(u)}\n" for u in ctx))
-            f.write(f"reference> {show(ref)}\n")
+            f.write("".join(f"context> {' '.join(u)}\n" for u in ctx) + f"reference> {show(ref)}\n")
             f.write("".join(f"sample {k}> {show(h)}\n" for k, h in enumerate(hs)) + "\n")
+    with open(os.path.join(out_dir, "samples.txt"), "w", encoding="utf-8") as f:
+        f.write("".join(f"{show(ref)}\t=>\t{show(hs[0])}\n" for ref, hs in list(zip(refs, hyps))[:20]))
 
-
-# ----------------------------------------------------------------------------------------------------
-# Your own context: --eval_only --context "hi ." --context "how are you ?" (or --context - for stdin)
-# ----------------------------------------------------------------------------------------------------
 
 @torch.no_grad()
 def respond(model: DialogModel, vocab: data.Vocab, utterances: list, cfg: Config, device) -> list:
-    """K = samples_per_context responses to a context typed as text (oldest utterance first; speakers
+    """--eval_only --context: K responses to a context typed as text (oldest utterance first; speakers
     alternate and the responder speaks after the last one). Tokenised as the corpus (data.wordpunct_lower);
     words outside the vocabulary are read as <unk>, with a note on stderr. -> K word lists."""
     model.eval()
@@ -375,13 +443,11 @@ def respond(model: DialogModel, vocab: data.Vocab, utterances: list, cfg: Config
     unknown = sorted({w for t in turns for w in t if w not in vocab})
     if unknown:
         print(f"not in the vocabulary (read as <unk>): {', '.join(unknown)}", file=sys.stderr)
-    n = len(turns)
-    dialog = [(t, i % 2) for i, t in enumerate(turns)] + [([], n % 2)]   # the response itself is a stand-in
-    example = data.dialog_examples([dialog], vocab, cfg.max_context)[-1]
-    batch = data.collate([example]).to(device)
+    dialog = [(t, i % 2) for i, t in enumerate(turns)] + [([], len(turns) % 2)]   # the response: a stand-in
+    batch = data.collate([data.dialog_examples([dialog], vocab, cfg.max_context)[-1]]).to(device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 4242)
     with data.autocast_for(device, cfg.precision)():
-        cK = model.encode_context(batch).repeat(cfg.samples_per_context, 1)   # (K, Hc)
+        cK = model.encoder(batch)[0].repeat(cfg.samples_per_context, 1)  # (K, Hc)
         ids = decode(model, model.prior(cK, gen), cK, cfg.max_decode_len, cfg.temperature, gen)
     return [vocab.decode(s) for s in ids]
 
@@ -390,74 +456,66 @@ def respond(model: DialogModel, vocab: data.Vocab, utterances: list, cfg: Config
 # PLUMBING: training loop, checkpoints, main()
 # ----------------------------------------------------------------------------------------------------
 
-def checkpoint_state(cfg, vocab, model, opts, sched, step_, best) -> dict:
-    return {"script": data.script_of(cfg), "config": asdict(cfg), "vocab": vocab.state_dict(),
-            "model": model.state_dict(),
-            "opts": {k: o.state_dict() for k, o in opts.items()}, "sched": sched.state_dict(), "step": step_,
-            "best": best, "rng": data.rng_state()}
-
-
 def train(cfg, corpus, model, opts, sched, state, device, log) -> int:
     """Train from state["step"] to the end (epochs or max_steps); validate after every epoch and keep the
-    checkpoint with the lowest validation reconstruction NLL in best.pt. Returns the last step."""
+    checkpoint with the lowest validation rec in best.pt. Returns the last step."""
     batcher = data.Batcher(corpus.examples["train"], cfg.batch_size, seed=cfg.seed, equal_length=False)
-    steps_per_epoch = len(batcher)
-    total = cfg.epochs * steps_per_epoch
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
-    step_, best = state["step"], state["best"]
+    per_epoch = len(batcher)
+    total = min(cfg.epochs * per_epoch, cfg.max_steps or math.inf)
+    step_, best, t_begin = state["step"], state["best"], time.time() - state["train_time_s"]  # over every process
     ckpt_path, best_path = os.path.join(cfg.out_dir, "checkpoint.pt"), os.path.join(cfg.out_dir, "best.pt")
-    t_begin = time.time() - state["train_time_s"]                        # train_time_s sums every process
     autocast = data.autocast_for(device, cfg.precision)                  # bf16 where --precision says so
 
     def save(path=ckpt_path, validated=True):
-        ckpt = checkpoint_state(cfg, corpus.vocab, model, opts, sched, step_, best)
-        data.save_checkpoint({**ckpt, "validated": validated, "train_time_s": time.time() - t_begin}, path)
+        data.save_checkpoint({"script": data.script_of(cfg), "config": asdict(cfg), "vocab": corpus.vocab.state_dict(),
+                              "model": model.state_dict(), "opts": {k: o.state_dict() for k, o in opts.items()},
+                              "sched": sched.state_dict(), "step": step_, "best": best, "rng": data.rng_state(),
+                              "validated": validated, "train_time_s": time.time() - t_begin}, path)
 
-    def validate():                                                      # selection on rec
+    def validate():                                                      # the diagnostics; selection on rec
         nonlocal best
         print(f"validating at step {step_}", flush=True)
         with stop.interruptible():                                       # the first Ctrl-C stops it at once
             row, _ = evaluate(model, corpus, "valid", cfg, device, {}, sample=False)
-        beta = beta_at(step_ - 1, steps_per_epoch, cfg, corpus.spec.name)  # as in the epoch's last step
-        row = {"step": step_, "epoch": step_ / steps_per_epoch, "split": "valid", "beta": beta, **row}
-        print(f"valid @ step {step_}: rec {row['rec']:.2f} | PPL {row['ppl']:.2f}", flush=True)
+        warnings = prior_warnings(row, cfg.warn_gap)
+        row = {"step": step_, "epoch": step_ / per_epoch, "split": "valid",
+               "beta": beta_at(step_ - 1, per_epoch, cfg, corpus.spec.name), **row, "prior_ok": int(not warnings)}
+        print(f"valid @ step {step_}: " + " | ".join(f"{k} {row[k]:.4g}" for k in
+              ("rec", "rec_prior", "rec_shuffled", "dual", "dual_batch", "ppl") if row[k] is not None), flush=True)
+        for w in warnings:
+            print(f"WARNING (valid, step {step_}): {w}", file=sys.stderr, flush=True)
         log.write(row)
         if best is None or row["rec"] < best:
             best = row["rec"]
             save(best_path)
 
-    print(f"training: {steps_per_epoch} batches per epoch, steps {step_} -> {total}", flush=True)
+    print(f"training: {per_epoch} batches per epoch, steps {step_} -> {total}", flush=True)
     acc, n_acc, t0 = {}, 0, time.time()
     with data.GracefulInterrupt() as stop:
         if not state["validated"]:                         # resumed from a checkpoint that awaits its validation
             validate()
             save()
         while step_ < total and not stop.requested:
-            for batch in batcher.epoch(step_ // steps_per_epoch, start=step_ % steps_per_epoch):
-                beta = beta_at(step_, steps_per_epoch, cfg, corpus.spec.name)
-                out = train_step(model, opts, batch.to(device), beta, cfg, autocast)
+            for batch in batcher.epoch(step_ // per_epoch, start=step_ % per_epoch):
+                if len(batch.lengths) > 1:                               # BatchNorm needs two examples
+                    beta = beta_at(step_, per_epoch, cfg, corpus.spec.name)
+                    out = train_step(model, opts, batch.to(device), beta, cfg, autocast)
+                    acc, n_acc = {k: acc.get(k, 0) + v for k, v in out.items()}, n_acc + 1
                 step_ += 1
-                for k, v in out.items():
-                    acc[k] = acc.get(k, 0) + v
-                n_acc += 1
-                end_of_epoch = step_ % steps_per_epoch == 0
+                end_of_epoch = step_ % per_epoch == 0
                 if end_of_epoch:
                     sched.step()                                         # StepLR counts epochs
-                saving = end_of_epoch or step_ % cfg.save_every == 0 or step_ >= total or stop.requested
-                if step_ % cfg.log_every == 0 or saving:
-                    means = {k: float(v) / n_acc for k, v in acc.items()}
+                if (step_ % cfg.log_every == 0 or step_ == total) and n_acc:
+                    means, dt = {k: float(v) / n_acc for k, v in acc.items()}, time.time() - t0
                     data.check_finite(means, step_, ckpt_path, "Lower --ae_lr, --gen_lr or --nu_lr.")
-                if step_ % cfg.log_every == 0 or step_ == total:
-                    dt = time.time() - t0
-                    print(f"step {step_:>6}/{total} | ep {step_ / steps_per_epoch:5.2f} | rec {means['rec']:6.2f} | "
-                          f"KL {means['kl']:6.2f} | beta {beta:.2f} | {n_acc / dt:5.1f} step/s | "
-                          f"ETA {(total - step_) * dt / n_acc / 60:5.1f} min", flush=True)
+                    print(f"step {step_:>6}/{total} | ep {step_ / per_epoch:5.2f} | rec {means['rec']:6.2f} | KL "
+                          f"{means['kl']:6.2f} | {n_acc / dt:5.2f} step/s | ETA {(total - step_) * dt / n_acc / 60:5.1f} min",
+                          flush=True)
                     acc, n_acc, t0 = {}, 0, time.time()
                 if end_of_epoch:
                     save(validated=False)                  # first the epoch's checkpoint: nothing is lost
                     validate()                             # if the validation is interrupted or killed
-                if saving:
+                if end_of_epoch or step_ % cfg.save_every == 0 or step_ >= total or stop.requested:
                     save()
                 if step_ >= total or stop.requested:
                     break
@@ -466,59 +524,35 @@ def train(cfg, corpus, model, opts, sched, state, device, log) -> int:
     return step_
 
 
-def read_context(values: list, parser) -> list:
-    """--context values; '-' reads stdin, where utterances are separated by blank lines."""
-    utterances = []
-    for v in values:
-        if v == "-":
-            blocks = sys.stdin.read().split("\n\n")
-            utterances += [" ".join(b.split()) for b in blocks if b.strip()]
-        elif v.strip():
-            utterances.append(v)
-    if values and not utterances:
-        parser.error("--context: no utterance given")
-    return utterances
-
-
 def parse(argv=None) -> tuple:
-    """(cfg, parser, context utterances): the Config flags plus --context, which may be given several times
-    (data.parse_config knows only Config fields, so --context is added here; it is not a setting)."""
+    """(cfg, parser, context utterances), the flags checked. --context may be given several times; '-' reads
+    stdin, where utterances are separated by blank lines (it is no setting, so not in Config)."""
     parser = data.config_parser(Config, "Dialog response generation with implicit latents (§5.3)")
-    parser.add_argument("--context", action="append", default=[],
-                        help="with --eval_only: one utterance of a context to answer, oldest first (repeat the "
-                             "flag); '-' reads stdin, utterances separated by blank lines")
+    parser.add_argument("--context", action="append", default=[], help="with --eval_only: one utterance of a "
+                        "context to answer, oldest first (repeat the flag); '-' reads stdin, blank-line separated")
     args = vars(data.parse_args(parser, argv))
     values = args.pop("context")
     cfg = Config(**args)
-    if values and not cfg.eval_only:
-        parser.error("--context needs --eval_only (and a trained model in --out_dir)")
-    return cfg, parser, read_context(values, parser)
+    data.check_bounds(cfg, parser)
+    try:
+        cfg.beta == "auto" or float(cfg.beta)
+    except ValueError:
+        parser.error(f"--beta takes 'auto' or a number, got {cfg.beta}")
+    for bad, message in ((max(cfg.dropout, cfg.ctx_dropout) >= 1, "--dropout and --ctx_dropout must be < 1"),
+                         (cfg.embeddings and not os.path.isfile(cfg.embeddings), f"--embeddings: no file {cfg.embeddings}"),
+                         (cfg.resume and cfg.eval_only, "--resume and --eval_only exclude each other"),
+                         (values and not cfg.eval_only, "--context needs --eval_only (and a trained model in --out_dir)")):
+        if bad:
+            parser.error(message)
+    blocks = [b for v in values for b in (sys.stdin.read().split("\n\n") if v == "-" else [v])]
+    utterances = [" ".join(b.split()) for b in blocks if b.strip()]
+    if values and not utterances:
+        parser.error("--context: no utterance given")
+    return cfg, parser, utterances
 
 
 def main(argv=None) -> dict:
     cfg, parser, utterances = parse(argv)
-    for name in ("epochs", "samples_per_context", "emb_dim", "utt_hidden", "ctx_hidden", "latent", "mlp_width",
-                 "max_context", "batch_size", "ae_decay_epochs", "bleu_n", "max_decode_len", "log_every",
-                 "save_every"):
-        if getattr(cfg, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(cfg, name)}")
-    for name in ("max_steps", "eval_limit", "nu_steps", "ae_lr", "gen_lr", "nu_lr", "clip", "responses_shown"):
-        if getattr(cfg, name) < 0:
-            parser.error(f"--{name} must be >= 0, got {getattr(cfg, name)}")
-    for name in ("dropout", "ctx_dropout"):
-        if not 0 <= getattr(cfg, name) < 1:
-            parser.error(f"--{name} must be in [0, 1), got {getattr(cfg, name)}")
-    if cfg.temperature < 0:
-        parser.error(f"--temperature must be >= 0 (0: greedy), got {cfg.temperature}")
-    if cfg.beta != "auto":
-        try:
-            float(cfg.beta)
-        except ValueError:
-            parser.error(f"--beta takes 'auto' or a number, got {cfg.beta}")
-    if cfg.embeddings and not os.path.isfile(cfg.embeddings):
-        parser.error(f"--embeddings: no file {cfg.embeddings}")
-    if cfg.resume and cfg.eval_only:
-        parser.error("--resume and --eval_only exclude each other")
     device = data.pick_device(cfg.cuda, cfg.cpu, parser, cfg.threads)
     ckpt = data.open_run(cfg, parser, data.run_control(Config), device)
     state = {"step": 0, "best": None, "validated": True, "train_time_s": 0.0}       # a fresh run; or resumed:
@@ -532,28 +566,28 @@ def main(argv=None) -> dict:
         print("".join(f"context> {u}\n" for u in utterances)
               + "".join(f"sample {k}> {' '.join(r)}\n" for k, r in enumerate(responses)), end="")
         return {"context": utterances, "responses": responses, "step": ckpt["step"]}
-    if cfg.embeddings and not ckpt:
+    from_file = cfg.embeddings and cfg.embed_init == "file" and not ckpt
+    if from_file:
         with open(cfg.embeddings, encoding="utf-8") as f:
             dim = len(f.readline().split()) - 1
-        if dim != cfg.emb_dim:
+        if dim != cfg.emb_dim:                                           # the model's size never changes silently
             parser.error(f"--embeddings {cfg.embeddings} holds {dim}-d vectors but --emb_dim is {cfg.emb_dim}: pass "
-                         f"--emb_dim {dim} to initialise the embeddings from the file (the model's size never "
-                         "changes silently)")
+                         f"--emb_dim {dim} to start from them, or --embed_init random to score BOW with them only")
     try:
-        vocab = data.Vocab.from_state_dict(ckpt["vocab"]) if ckpt else None
         splits = ("test",) if cfg.eval_only else ("train", "valid", "test")
-        corpus = data.load_corpus(cfg.data, cfg.data_dir, splits, vocab=vocab, max_context=cfg.max_context)
+        corpus = data.load_corpus(cfg.data, cfg.data_dir, splits, max_context=cfg.max_context,
+                                  vocab=data.Vocab.from_state_dict(ckpt["vocab"]) if ckpt else None)
     except data.DataError as err:
         parser.error(str(err))
     os.makedirs(cfg.out_dir, exist_ok=True)
-    print(f"device: {data.describe_device(device)}, precision {data.precision_in_use(device, cfg.precision)}")
-    print(f"corpus {corpus.spec.name}: " + ", ".join(f"{s} {len(e):,}" for s, e in corpus.examples.items())
+    print(f"device: {data.describe_device(device)}, precision {data.precision_in_use(device, cfg.precision)}\n"
+          f"corpus {corpus.spec.name}: " + ", ".join(f"{s} {len(e):,}" for s, e in corpus.examples.items())
           + f" responses, vocabulary {len(corpus.vocab):,}")
     vectors = metrics.load_word_vectors(cfg.embeddings, corpus.vocab.itos) if cfg.embeddings else {}
     model = DialogModel(len(corpus.vocab), cfg.emb_dim, cfg).to(device)
-    if vectors and not ckpt:          # GloVe where known; the other rows keep DialogModel's uniform(-0.1, 0.1)
+    if from_file:                           # GloVe where known; the other rows keep DialogModel's N(0, 0.1^2)
+        hits = [(i, w) for i, w in enumerate(corpus.vocab.itos) if w in vectors and i != data.PAD_ID]
         with torch.no_grad():
-            hits = [(i, w) for i, w in enumerate(corpus.vocab.itos) if w in vectors]
             for i, w in hits:
                 model.emb.weight[i] = torch.tensor(vectors[w], dtype=torch.float32)
         print(f"embeddings: {len(hits):,} of {len(corpus.vocab):,} words from {cfg.embeddings} ({cfg.emb_dim}-d)")
@@ -577,35 +611,29 @@ def main(argv=None) -> dict:
             state["step"] = train(cfg, corpus, model, opts, sched, state, device, log)
         except FloatingPointError as err:
             raise SystemExit(f"stopped: {err}")
-        best_path = os.path.join(cfg.out_dir, "best.pt")
-        if os.path.exists(best_path):                                    # report the selected model
-            sel = data.load_checkpoint(best_path, device)
+        if os.path.exists(os.path.join(cfg.out_dir, "best.pt")):        # report the selected model
+            sel = data.load_checkpoint(os.path.join(cfg.out_dir, "best.pt"), device)
             model.load_state_dict(sel["model"])
             state["selected_step"] = sel["step"]
     train_time = state["train_time_s"] + time.time() - t_start                # over every process of the run
 
     result, (contexts, refs, hyps) = evaluate(model, corpus, "test", cfg, device, vectors)
-    step_ = state["step"]
-    result = {"split": "test", "corpus": corpus.spec.name, "step": step_,
-              "selected_step": state.get("selected_step", step_), **result,
-              "samples_per_context": cfg.samples_per_context, "bleu_n": cfg.bleu_n,
-              "embeddings": cfg.embeddings or None, "train_time_s": round(train_time, 1),
-              "device": data.describe_device(device)}
-    print(f"test: BLEU-R/P/F1 {result['bleu_r']:.3f} / {result['bleu_p']:.3f} / {result['bleu_f1']:.3f} (n = {cfg.bleu_n})"
-          f" | 4-gram {result['bleu4_r']:.3f} / {result['bleu4_p']:.3f} / {result['bleu4_f1']:.3f}"
-          + (f" | BOW-A/E/G {result['bow_a']:.3f} / {result['bow_e']:.3f} / {result['bow_g']:.3f}" if vectors else "")
-          + f" | intra-dist {result['intra_dist1']:.3f} / {result['intra_dist2']:.3f}"
-          f" | inter-dist {result['inter_dist1']:.3f} / {result['inter_dist2']:.3f} | rec PPL {result['ppl']:.2f}")
+    warnings = prior_warnings(result, cfg.warn_gap)
+    result = {"split": "test", "corpus": corpus.spec.name, "step": state["step"],
+              "selected_step": state.get("selected_step", state["step"]), **result, "prior_ok": int(not warnings),
+              "samples_per_context": cfg.samples_per_context, "bleu_n": cfg.bleu_n, "embeddings": cfg.embeddings or None,
+              "train_time_s": round(train_time, 1), "device": data.describe_device(device)}
+    print(f"test (BLEU n = {cfg.bleu_n}): " + " | ".join(f"{k} {result[k]:.4g}" for k in "bleu_r bleu_p bleu_f1 "
+          "bleu4_r bleu4_p bleu4_f1 bow_a bow_e bow_g intra_dist1 intra_dist2 inter_dist1 inter_dist2 rec rec_prior "
+          "rec_shuffled dual prior_vs_posterior_acc".split() if k in result))
+    for w in warnings:
+        print(f"WARNING (test): {w}", file=sys.stderr, flush=True)
     log.write({"epoch": "", **result})
-    data.write_json(os.path.join(cfg.out_dir, "metrics.json"), result)
-    write_responses(os.path.join(cfg.out_dir, "responses.txt"), contexts, refs, hyps, cfg.responses_shown,
+    data.write_json(os.path.join(cfg.out_dir, "metrics.json"), {**result, "warnings": warnings})
+    write_responses(cfg.out_dir, contexts, refs, hyps, cfg.responses_shown,
                     f"{corpus.spec.name} test, model of step {result['selected_step']}")
-    show = lambda ws: " ".join(w for w in ws if w != data.EOS)
-    with open(os.path.join(cfg.out_dir, "samples.txt"), "w", encoding="utf-8") as f:
-        f.write("".join(f"{show(ref)}\t=>\t{show(hs[0])}\n" for ref, hs in list(zip(refs, hyps))[:20]))
     rows = [r for r in log.rows() if r.get("split") == "valid"]
-    metrics.plot_curves(rows, ["rec", "ppl"], os.path.join(cfg.out_dir, "curves.png"))
-    written = [f for f in "config.json log.csv metrics.json checkpoint.pt best.pt responses.txt samples.txt curves.png".split() if os.path.exists(os.path.join(cfg.out_dir, f))]
+    metrics.plot_curves(rows, ["rec", "rec_prior", "rec_shuffled"], os.path.join(cfg.out_dir, "curves.png"))
     names = "config.json log.csv metrics.json checkpoint.pt best.pt responses.txt samples.txt curves.png".split()
     print(f"wrote {cfg.out_dir}/: " + " ".join(f for f in names if os.path.exists(os.path.join(cfg.out_dir, f))))
     return result

@@ -3,6 +3,10 @@ learned prior p(z|c) put its samples where the posterior q(z|x,c) does? (Table 8
 
     PYTHONPATH=. python results/dailydialog/probe_prior.py --ckpt runs/dialog/best.pt --data_dir ../shared/data
 
+It probes the model BEFORE issue 30's fix and runs against that code only (dialog.py at 5cb1eca; e.g.
+`git worktree add /tmp/old 5cb1eca` and run it there): probe_prior.txt is its output, the diagnosis kept
+beside the old Table 8 row. The new dialog.py logs the same three reconstructions in every validation row.
+
 On the first 2,000 test responses (fixed seed, fp32, CPU):
 1. reconstruction NLL per response with z from the posterior, from the prior, and with the posterior's z
    shuffled across the batch (another response's code): what z is worth to the decoder;
