@@ -840,7 +840,7 @@ def option(default, help: str, choices=None, nargs=None, low=None, run: bool = F
 
 @dataclass
 class RunConfig:
-    """The command-line contract every training script shares (README, "One command-line contract"). A
+    """The command-line contract every training script shares (docs/running.md). A
     script's Config subclasses it and adds the paper's knobs: `class Config(data.RunConfig)`. A script may
     redeclare a field for its own default or help (out_dir, epochs, data's choices). data and seed come
     back from a checkpoint; the rest are run control (run=True): --resume / --eval_only may change them."""

@@ -76,7 +76,7 @@ Deviations from the authors' code (and why)
     * PyTorch's default initialisation (the authors: uniform(-0.1, 0.1) for the seq2seq, N(0, 0.02) MLPs).
     * Batches are padded length buckets of one sentiment (the authors' batchify also pads within a batch).
     * bf16 autocast by default where the hardware has it natively (--precision auto; the authors: fp32):
-      1.5-1.7x the iterations per second on the 2-core CPU, losses within seed noise (README).
+      1.5-1.7x the iterations per second on the 2-core CPU, losses within seed noise (results/bench/README.md).
 """
 import contextlib
 import hashlib
