@@ -1371,7 +1371,7 @@ def eta_minutes(step: int, total: int, sec_per_step: float, steps_per_epoch: int
     costs `test_in_validations` validations: its decoder passes over a validation's)."""
     train = (total - step) * sec_per_step / 60
     if val_seconds is None:
-        return f"ETA {train:5.1f} min + evaluations (timed at the first validation)"
+        return f"ETA {train:5.1f} min + evaluations"
 
     def count(every):                                                    # multiples of `every` in (step, total]
         return total // every - step // every
@@ -1544,7 +1544,9 @@ class Run:
     @contextlib.contextmanager
     def training(self, steps_per_epoch: int, validate, n_valid: int, n_test: int):
         """The training loop's frame: the schedule (epochs or max_steps), validation with `validate(step)`
-        (a row: its score is iw_nll, else nelbo; the best is kept in best.pt), and Ctrl-C."""
+        (a row: its score is iw_nll, else nelbo; the best is kept in best.pt), and Ctrl-C. Before the first
+        step, `validate(step, probe=True)` on PROBE_SENTENCES sentences times the ETA's evaluations until
+        the first real validation does."""
         cfg = self.cfg
         self.steps_per_epoch, self.validate_fn = steps_per_epoch, validate
         self.total = cfg.epochs * steps_per_epoch if not cfg.max_steps else min(cfg.epochs * steps_per_epoch,
@@ -1555,6 +1557,10 @@ class Run:
         self.test_in_validations = passes(n_test, cfg.eval_samples, cfg.iw_samples) / \
             max(1, passes(n_valid, cfg.val_samples, cfg.val_iw_samples))
         self.val_seconds, self.t_begin = None, time.time() - self.state["train_time_s"]
+        if self.step < self.total and n_valid:     # the first ETA's evaluations: a validation on a few sentences
+            t_probe = time.time()                  # (evaluation has its own random stream: nothing else moves)
+            validate(self.step, probe=True)
+            self.val_seconds = (time.time() - t_probe) * n_valid / min(PROBE_SENTENCES, n_valid)
         self.acc, self.n_acc, self.tokens, self.t0 = {}, 0, 0, time.time()
         t_train = time.time()
         print(f"training: {steps_per_epoch} batches per epoch, steps {self.step} -> {self.total}", flush=True)
@@ -1671,6 +1677,10 @@ class Run:
         """Name the files this run's folder holds."""
         names = sorted(n for n in os.listdir(self.cfg.out_dir) if not n.endswith((".tmp", ".prev.pt")))
         print(f"wrote {self.cfg.out_dir}/: " + " ".join(names))
+
+
+# Sentences of the validation probe that times the evaluations for the first ETA (Run.training).
+PROBE_SENTENCES = 32
 
 
 def first(examples: list, limit: int) -> list:

@@ -357,10 +357,11 @@ def train(cfg: Config, corpus: data.Corpus, model, nu_xz, nu_z, opt, nu_opt, run
     step_fn = data.CudaGraphs(train_step if dual else ac_train_step,
                               enabled=run.device.type == "cuda" and cfg.cuda_graph == "step" and dual)
 
-    def validate(step: int) -> dict:
+    def validate(step: int, probe: bool = False) -> dict:          # probe: a few sentences, for the ETA
+        examples = data.spread(valid, data.PROBE_SENTENCES) if probe else valid
         epoch, end = divmod(step, len(batcher))
-        check = not dual and cfg.resid_check_every > 0 and end == 0 and epoch % cfg.resid_check_every == 0
-        row, _, _ = evaluate(model, nu_xz, nu_z, valid, cfg, cfg.val_samples, cfg.val_iw_samples, run.device,
+        check = not (dual or probe) and cfg.resid_check_every > 0 and end == 0 and epoch % cfg.resid_check_every == 0
+        row, _, _ = evaluate(model, nu_xz, nu_z, examples, cfg, cfg.val_samples, cfg.val_iw_samples, run.device,
                              resid_check=check)
         return {"beta": beta_at(step - 1, len(batcher), cfg), **row}     # beta as in the last training step
 

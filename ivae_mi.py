@@ -307,8 +307,9 @@ def train(cfg: Config, corpus: data.Corpus, model, nu_xz, nu_z, opt, nu_opt, run
     # PLUMBING (speed, GPU only): each step replayed from a CUDA graph, one per batch shape; same arithmetic.
     step_fn = data.CudaGraphs(train_step, enabled=run.device.type == "cuda" and cfg.cuda_graph == "step")
 
-    def validate(step: int) -> dict:
-        row, _, _ = evaluate(model, nu_xz, nu_z, valid, cfg, cfg.val_samples, cfg.val_iw_samples, run.device)
+    def validate(step: int, probe: bool = False) -> dict:          # probe: a few sentences, for the ETA
+        examples = data.spread(valid, data.PROBE_SENTENCES) if probe else valid
+        row, _, _ = evaluate(model, nu_xz, nu_z, examples, cfg, cfg.val_samples, cfg.val_iw_samples, run.device)
         return {"beta": beta_at(step - 1, len(batcher), cfg), **row}     # beta as in the last training step
 
     with run.training(len(batcher), validate, len(valid), len(test)):

@@ -376,7 +376,7 @@ def test_eta_counts_the_validations_left_and_the_final_test():
     line = data.eta_minutes(0, 100, 0.6, 50, 20, 60.0, 3.0)
     assert line.startswith("ETA  10.0 min") and "1.0 train, 9.0 validation + test" in line
     assert data.eta_minutes(60, 100, 0.6, 50, 0, 60.0, 3.0).startswith("ETA   4.4 min")   # 0.4 + (1 + 3)
-    assert "timed at the first validation" in data.eta_minutes(0, 100, 0.6, 50, 0, None, 3.0)
+    assert data.eta_minutes(0, 100, 0.6, 50, 0, None, 3.0) == "ETA   1.0 min + evaluations"   # none timed yet
 
 
 def test_precision_resolves_auto_by_hardware():

@@ -287,3 +287,11 @@ def test_adaptive_contrast_reports_the_exact_kl_of_the_affine_encoder(corpus_dir
     assert result["kl_ac"] == pytest.approx(result["kl_exact"], rel=0.05), (result["kl_ac"], result["kl_exact"])
     assert abs(result["kl_resid"]) < 0.05 and abs(result["kl_resid_check"]) < 0.2
     assert result["resid_check_sentences"] == 8
+
+
+def test_the_first_progress_line_counts_the_validations_and_the_test(corpus_dir, tmp_path, capsys):
+    # Issue 31: before the first validation, a validation on a few sentences (Run.training's probe) times
+    # the evaluations, so the first ETA already includes every validation and the final test.
+    run(corpus_dir, tmp_path / "eta", "--max_steps", "6", "--log_every", "5")
+    first = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("step"))
+    assert "validation + test" in first, first
