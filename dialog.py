@@ -576,7 +576,8 @@ def main(argv=None) -> dict:
     try:
         splits = ("test",) if cfg.eval_only else ("train", "valid", "test")
         corpus = data.load_corpus(cfg.data, cfg.data_dir, splits, max_context=cfg.max_context,
-                                  vocab=data.Vocab.from_state_dict(ckpt["vocab"]) if ckpt else None)
+                                  vocab=data.Vocab.from_state_dict(ckpt["vocab"]) if ckpt else None,
+                                  allow_bad_lines=cfg.allow_bad_lines)
     except data.DataError as err:
         parser.error(str(err))
     os.makedirs(cfg.out_dir, exist_ok=True)
