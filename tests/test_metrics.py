@@ -362,7 +362,7 @@ def test_collapse_warning_is_loud_and_says_what_triggered_it(capsys):
     # without the exact KL, the certified bound (above the critic's 5.1) is the KL judged
     no_exact = {k: v for k, v in ivae_row.items() if k != "kl_exact"}
     assert metrics.warn_collapse(no_exact, 32) is True
-    assert "60.300 nats, certified lower bound; the critic says 5.100" in capsys.readouterr().out
+    assert "60.300 nats, lower bound; the critic says 5.100" in capsys.readouterr().out
 
 
 def test_format_row_labels_the_papers_estimates_apart_from_the_true_values():
@@ -371,7 +371,7 @@ def test_format_row_labels_the_papers_estimates_apart_from_the_true_values():
                                                    "MI 1.20 | AU 3 | -ELBO 81.34 | PPL 100.00")   # nothing else
     paper, true = metrics.format_row("test", {**vae_row, "iw_nll": 79.5, "iw_ppl": 95.0}).split("\n")
     assert paper.startswith("test | the paper's way (closed-form KL):") and "IW" not in paper
-    assert true.startswith("test | true values and bounds (exact, certified, IW):") and true.endswith("IW-PPL 95.00")
+    assert true.startswith("test | true values and bounds (exact, lower bound, IW):") and true.endswith("IW-PPL 95.00")
     # the line: the critic's -ELBO 137.4 / PPL 627 beside IW-NLL 193.6, now on separate, labelled lines
     ivae_row = {"rec": 80.0, "kl": 57.4, "mi": 3.2, "au": 0, "nelbo": 137.4, "ppl": 627.0, "kl_agg": 54.2,
                 "kl_lower": 55.1, "iw_nll": 193.6, "iw_ppl": 1234.5, "iw_samples": 500, "log_n": math.log(3761),
@@ -380,7 +380,7 @@ def test_format_row_labels_the_papers_estimates_apart_from_the_true_values():
     assert paper.startswith("valid @ step 9 | the paper's way (critic estimates):")
     assert "-ELBO 137.40 | PPL 627.00" in paper and "193" not in paper
     assert paper.index("rec 80.00") == true.index("exact KL 72.25")                    # the columns line up
-    for part in ("exact KL 72.25", "exact -ELBO 152.25 (PPL 900.00)", "KL >= 55.10 certified",
+    for part in ("exact KL 72.25", "exact -ELBO 152.25 (PPL 900.00)", "KL >= 55.10 (lower bound)",
                  "IW-NLL 193.60 >= -log p(x) (K 500)", "MI <= log N 8.23"):
         assert part in true, part
     notes = metrics.honest_notes(ivae_row)
@@ -531,3 +531,11 @@ def test_dual_kl_with_few_prior_samples_is_not_a_lower_bound():
     est = metrics.dual_kl(q.log_prob(zq) - p.log_prob(zq) + c, q.log_prob(zp) - p.log_prob(zp) + c)
     assert 20 < true_kl < 30
     assert float(est.mean()) > true_kl + 0.8 * c, (float(est.mean()), true_kl)
+
+
+def test_format_row_labels_an_adaptive_contrast_row_as_its_own_estimate():
+    # ivae.py --kl_estimator ac: the row's kl is kl_ac, not a critic's estimate of the paper's kind.
+    row = {"rec": 80.0, "kl": 5.0, "kl_ac": 5.0, "kl_agg": 0.2, "kl_lower": 4.9, "mi": 4.8, "au": 30,
+           "nelbo": 85.0, "ppl": 100.0, "log_n": 8.0}
+    first = metrics.format_row("test", row).splitlines()[0]
+    assert first.startswith("test | " + metrics.AC_LABEL) and "the paper's way" not in first
