@@ -11,12 +11,17 @@ Paper section -> code
     honest bounds (importance sampling)       -> fit_gaussian_proposal, defensive_proposal, iw_nll, iw_bound
     the critic's estimate pooled over a split -> DualKL
     exact diagnostics of the affine encoder   -> affine_posterior_kl, AffinePosteriors, aggregate_kl_mi
-    a KL lower bound in expectation (any q)        -> kl_lower_bound
+    a KL lower bound in expectation (any q)   -> kl_lower_bound
+    (beyond the paper) adaptive contrast      -> fit_moments, logdet_bias, gaussian_term, whitening_artifact,
+                                                 whiten, ac_kl, residual_check
     §5.2-§5.3, Tables 7-8 (BLEU, BOW, Dist.)  -> sentence_bleu, bleu_recall_precision, corpus_bleu,
                                                  load_word_vectors, bow_similarity, bow_metrics,
                                                  distinct_intra, distinct_inter
     Table 5 forward / reverse PPL, style RPPL -> NGramLM (5-gram, interpolated modified Kneser-Ney),
                                                  forward_reverse_ppl, ppl_without_eos, rppl_authors
+    dialog: is the prior any use (§5.3)       -> two_sample_accuracy
+    §5.1 evaluation of an LM VAE over a split -> LMEvaluation, chunked_nll, EVAL_TOKENS
+    Tables 4, 5: decoding a trained model     -> write_prior_samples, interpolation, prior_forward_reverse
     (reporting)                               -> format_row, honest_notes, warn_collapse, plot_curves,
                                                  plot_critic_vs_exact, plot_active_units, plot_latent_pca
 
