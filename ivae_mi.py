@@ -223,13 +223,14 @@ def build(cfg: Config, vocab_size: int, device):
     nu_z = Critic(cfg.latent, 0, cfg.nu_width, cfg.nu_layers).to(device)
     for p in model.parameters():
         nn.init.uniform_(p, -cfg.init_range, cfg.init_range)
+    model.to(device)                                                     # initialised on the CPU, as before
     # PLUMBING (speed): fused Adam; capturable keeps its state on the GPU for the CUDA graph.
     graph = device.type == "cuda" and cfg.cuda_graph == "step"
     model.autocast = data.autocast_for(device, cfg.precision, cache=not graph)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True, capturable=graph)
     nu_opt = torch.optim.Adam(list(nu_xz.parameters()) + list(nu_z.parameters()), lr=cfg.nu_lr, fused=True,
                               capturable=graph)
-    return model.to(device), nu_xz, nu_z, opt, nu_opt
+    return model, nu_xz, nu_z, opt, nu_opt
 
 
 # ----------------------------------------------------------------------------------------------------
