@@ -477,10 +477,6 @@ def check_config(cfg: Config, parser) -> None:
     if cfg.encoder_layers == 0 and cfg.noise_dim < cfg.latent:
         parser.error(f"--noise_dim {cfg.noise_dim} < --latent {cfg.latent} with the affine encoder gives "
                      "q(z|x) = N(m, W W^T) a singular covariance (rank noise_dim): its KL is infinite")
-    if cfg.resume and cfg.eval_only:
-        parser.error("--resume and --eval_only exclude each other")
-    if cfg.skip_test and not cfg.eval_only:
-        parser.error("--skip_test goes with --eval_only (a training run always ends with its test)")
 
 
 def main(argv=None) -> dict:

@@ -165,8 +165,7 @@ def build(cfg: Config, vocab_size: int, device):
     model = VAE(cfg, vocab_size)
     for p in model.parameters():
         nn.init.uniform_(p, -cfg.init_range, cfg.init_range)
-    # PLUMBING (speed): fused Adam; capturable keeps its state on the GPU for the CUDA graph.
-    graph = device.type == "cuda" and cfg.cuda_graph == "step"
+    graph = device.type == "cuda" and cfg.cuda_graph == "step"   # PLUMBING (speed): fused Adam, GPU-held state
     model.autocast = data.autocast_for(device, cfg.precision, cache=not graph)
     return model.to(device), torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True, capturable=graph)
 
@@ -221,9 +220,9 @@ def train(cfg: Config, corpus: data.Corpus, model: VAE, opt, run: data.Run) -> N
     # PLUMBING (speed, GPU only): each step replayed from a CUDA graph, one per batch shape; same arithmetic.
     step_fn = data.CudaGraphs(train_step, enabled=run.device.type == "cuda" and cfg.cuda_graph == "step")
 
-    def validate(step: int, probe: bool = False) -> dict:          # probe: a few sentences, for the ETA
-        examples = data.spread(valid, data.PROBE_SENTENCES) if probe else valid
-        row, _, _ = evaluate(model, examples, cfg, cfg.val_samples, cfg.val_iw_samples, run.device)
+    def validate(step: int, probe: bool = False) -> dict:          # probe: 32 sentences, for the first ETA
+        row, _, _ = evaluate(model, data.spread(valid, data.PROBE_SENTENCES) if probe else valid, cfg,
+                             cfg.val_samples, cfg.val_iw_samples, run.device)
         return {"beta": beta_at(step - 1, len(batcher), schedule_steps, cfg), **row}   # the last step's beta
 
     with run.training(len(batcher), validate, len(valid), len(test)):
