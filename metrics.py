@@ -399,6 +399,8 @@ def fit_moments(z: torch.Tensor, max_tries: int = 6) -> tuple:
     mu = zd.mean(1)                                                      # (B, Z)
     centred = zd - mu.unsqueeze(1)                                       # (B, S, Z)
     cov = centred.transpose(1, 2) @ centred / (S - 1)                    # (B, Z, Z), unbiased
+    if not bool(torch.isfinite(cov).all()):                              # no jitter mends a NaN: say so
+        raise FloatingPointError("fit_moments: non-finite posterior samples (the model diverged)")
     L, info = torch.linalg.cholesky_ex(cov)
     eye = torch.eye(Z, dtype=cov.dtype, device=cov.device)
     scale = torch.diagonal(cov, dim1=1, dim2=2).mean(-1).detach().clamp_min(torch.finfo(cov.dtype).tiny)

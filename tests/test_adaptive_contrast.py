@@ -319,3 +319,11 @@ def test_ac_estimate_with_a_trained_residual_critic_on_mixtures():
     est = gauss + resid
     rel = (est - truth) / truth
     assert float(rel.abs().max()) < 0.10, (est, truth, gauss, resid)
+
+
+def test_fit_moments_names_non_finite_samples():
+    # A diverged model's NaN samples: a FloatingPointError (one line via data.run_script), not a jitter loop.
+    z = torch.randn(2, 40, 4)
+    z[1, 3, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        metrics.fit_moments(z)
