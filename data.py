@@ -1367,8 +1367,9 @@ def run_script(main) -> None:
 def eta_minutes(step: int, total: int, sec_per_step: float, steps_per_epoch: int, val_every: int,
                 val_seconds: Optional[float], test_in_validations: float) -> str:
     """The progress line's ETA: the training steps left, plus the validations still to come (after every
-    epoch and every val_every steps) and the final test, both timed by the last validation (the test
-    costs `test_in_validations` validations: its decoder passes over a validation's)."""
+    epoch and every val_every steps) and the final test, both timed by the last validation, or before
+    the first one by Run.training's 32-sentence probe (the test costs `test_in_validations`
+    validations: its decoder passes over a validation's)."""
     train = (total - step) * sec_per_step / 60
     if val_seconds is None:
         return f"ETA {train:5.1f} min + evaluations"
