@@ -30,13 +30,11 @@ Shapes: B sentences, T tokens (<s> ... </s>), V vocabulary, H LSTM hidden, Z lat
 per sentence. Minimised: rec + beta * mean_i nu(z_i) (Eq. 14), rec the token NLL summed over a sentence,
 averaged over sentences. PPL counts the words and </s> of each sentence.
 
-What the numbers are (docs/honest_evaluation.md says more; metrics.py has each formula and source)
-    * `kl`, `kl_agg`, `mi`, `nelbo`, `ppl`: the paper's columns, from the critics trained beside the
-      model. Estimates, NOT bounds: the jointly trained critic reports a small fraction of the true KL.
-    * `kl_lower`: a lower bound (in expectation) on E_x KL(q(z|x) || p); `iw_nll` / `iw_ppl`: an
-      importance-weighted upper bound on -log p(x); `log_n` = log N bounds any MI on N sentences.
-    * With `--encoder_layers 0`, q(z|x) = N(A h + c, W W^T): `kl_exact`, `nelbo_exact`, `ppl_exact`,
-      `kl_agg_exact`, `mi_exact` are exact. Validation rows (`valid`) are for model selection only.
+What the numbers are (docs/honest_evaluation.md; metrics.py has each formula and its source)
+    * `kl`, `kl_agg`, `mi`, `nelbo`, `ppl`: the paper's columns, from the critics. Estimates, NOT bounds:
+      the jointly trained critic reports a small fraction of the true KL.
+    * `kl_lower` <= E_x KL(q(z|x) || p) in expectation; `iw_nll` >= -log p(x); MI on N sentences <= `log_n`.
+    * `--encoder_layers 0` (q(z|x) = N(A h + c, W W^T)): `kl_exact`, `nelbo_exact`, `mi_exact`, ... exact.
 
 Deviations from the paper / the authors' code (and why)
     * Eq. (7) with the "+1" the paper's print omits: without it the dual is KL - 1, not KL.
@@ -45,8 +43,7 @@ Deviations from the paper / the authors' code (and why)
     * Model selection on the validation IW-NLL (a true bound, so selection cannot reward a critic that
       underestimates the KL); test reported once. The authors report test after every epoch.
     * nu(x, z), iVAE's critic, is trained here too (same samples, one Adam with nu(z)) to report the KL.
-    * bf16 autocast by default where the hardware has it (--precision auto; the authors: fp32), and on a
-      GPU each training step is replayed from a CUDA graph: results/bench/README.md has both measured.
+    * bf16 autocast where the hardware has it (authors: fp32); on a GPU a CUDA graph (results/bench/).
 """
 from __future__ import annotations
 
@@ -64,8 +61,7 @@ from data import option
 
 
 # ----------------------------------------------------------------------------------------------------
-# PAPER §3.2, §5.1: the knobs, with the authors' PTB values (Yahoo / Yelp: data.LM_DEFAULTS). Every field
-# is a --flag; data.LMConfig adds the run's flags (evaluation sizes, sampling, --cuda_graph, ...).
+# PAPER §3.2, §5.1: the knobs (authors' PTB values; Yahoo/Yelp: data.LM_DEFAULTS) + data.LMConfig's flags
 # ----------------------------------------------------------------------------------------------------
 
 @dataclass
@@ -272,8 +268,8 @@ def critic_step(nu_xz: Critic, nu_z: Critic, nu_opt, h: torch.Tensor, z: torch.T
 
 def train_step(model: IVAE, nu_xz: Critic, nu_z: Critic, opt, nu_opt, x: torch.Tensor, lengths: torch.Tensor,
                beta: float, cfg: Config) -> dict:
-    """The training scheme of §3.1 with nu(z) (Appendix B): sample z, update the critics, update the model. x (B, T) a batch of
-    equal-length sentences."""
+    """The training scheme of §3.1 with nu(z) (Appendix B): sample z, update the critics, update the model.
+    x (B, T) a batch of equal-length sentences."""
     h, z = model(x, lengths)                                             # (B, H), (B, 1, Z)
     z = z.squeeze(1)                                                     # (B, Z): one sample per sentence
     # The critics chase the current posterior; h and z are constants for them. nu(x, z) is iVAE's
@@ -360,34 +356,7 @@ def evaluate(model: IVAE, nu_xz: Critic, nu_z: Critic, examples: list, cfg: Conf
 
 
 # ----------------------------------------------------------------------------------------------------
-# PAPER Tables 4, 5: decoding z into sentences (sampling, interpolation, forward / reverse PPL in metrics.py)
-# ----------------------------------------------------------------------------------------------------
-
-@torch.no_grad()
-def decode(decoder: Decoder, z: torch.Tensor, max_len: int, temperature: float = 0.0, gen=None) -> list:
-    """Sentences from latent codes z (N, Z): greedy (temperature 0) or sampled, up to max_len tokens."""
-    was_training = decoder.training
-    decoder.eval()
-    token = torch.full((z.shape[0], 1), data.BOS_ID, dtype=torch.long, device=z.device)
-    state, out = None, []
-    done = torch.zeros(z.shape[0], dtype=torch.bool, device=z.device)
-    for _ in range(max_len):
-        logits, state = decoder(token, z, state)                         # (N, 1, V)
-        logits = logits[:, -1].float()
-        if temperature > 0:
-            token = torch.multinomial(F.softmax(logits / temperature, -1), 1, generator=gen)
-        else:
-            token = logits.argmax(-1, keepdim=True)
-        out.append(token)
-        done |= token.squeeze(1) == data.EOS_ID
-        if bool(done.all()):
-            break
-    decoder.train(was_training)
-    return torch.cat(out, 1).tolist()
-
-
-# ----------------------------------------------------------------------------------------------------
-# PLUMBING: main(): parse, load, train, test, sample, plot
+# PLUMBING: main(): parse, load, train, test; then Table 4 / 5's decoding (metrics.decode and co.)
 # ----------------------------------------------------------------------------------------------------
 
 def check_config(cfg: Config, parser) -> None:
@@ -421,39 +390,24 @@ def main(argv=None) -> dict:
     test = data.first(corpus.examples["test"], cfg.eval_limit)
     result, au_var, kept = run.test(lambda: evaluate(model, nu_xz, nu_z, test, cfg, cfg.eval_samples,
                                                      cfg.iw_samples, run.device, keep=5, progress="test"))
-    dec = lambda z, temperature, gen: decode(model.decoder, z, cfg.max_decode_len, temperature, gen)   # noqa: E731
-    if cfg.fwd_rev_ppl:                          # Table 5 (the offsets added to the seed: streams of their own)
-        text = {s: [corpus.vocab.decode(e) for e in corpus.examples[s]] for s in ("train", "test")}
-        result.update(metrics.prior_forward_reverse(
-            dec, corpus.vocab.decode, cfg.latent, cfg.fwd_rev_samples, cfg.seed + 4242, run.device,
-            os.path.join(cfg.out_dir, "fwd_rev_samples.txt"), text["train"], text["test"],
-            [w for w in corpus.vocab.itos if w not in (data.PAD, data.BOS, data.EOS)]))
-        print(f"forward PPL {result['fwd_ppl']:.1f} | reverse PPL {result['rev_ppl']:.1f} (train, as the "
-              f"authors) {result['rev_ppl_test']:.1f} (test) | {cfg.fwd_rev_samples} greedy prior samples")
+    dec = lambda z, temperature, gen: metrics.decode(model.decoder, z, cfg.max_decode_len,   # noqa: E731
+                                                     data.BOS_ID, data.EOS_ID, temperature, gen)
+    texts = {s: [corpus.vocab.decode(e) for e in corpus.examples[s]] for s in ("train", "test")} \
+        if cfg.fwd_rev_ppl else {}
+    result.update(metrics.lm_samples(dec, corpus.vocab.decode, cfg, run.device, texts,   # Table 5, samples.txt
+                                     [w for w in corpus.vocab.itos if w not in (data.PAD, data.BOS, data.EOS)]))
     run.write_results(result)
-    for line in metrics.write_prior_samples(dec, corpus.vocab.decode, cfg.latent, cfg.num_samples, cfg.temperature,
-                                            cfg.seed + 777, run.device, os.path.join(cfg.out_dir, "samples.txt"))[:4]:
-        print("sample:", line)
     if cfg.interpolate:                          # Table 4: z of a sentence = the mean of its posterior samples
         model.eval()
         with torch.no_grad():
             xs = [torch.tensor([corpus.vocab.encode(s.lower().split())], device=run.device) for s in cfg.interpolate]
             z_a, z_b = (model(x, torch.tensor([x.shape[1]], device=run.device), cfg.eval_samples)[1].mean(1)
                         for x in xs)                                     # (1, Z) each
-        lines = metrics.interpolation(dec, corpus.vocab.decode, z_a, z_b)
-        with open(os.path.join(cfg.out_dir, "interpolation.txt"), "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
-        print("\n".join(lines))
-    rows = run.valid_rows()
-    metrics.plot_curves(rows, ["rec", "kl", "kl_lower", "kl_exact", "mi", "mi_exact", "au", "iw_nll"],
-                        os.path.join(cfg.out_dir, "curves.png"))
-    metrics.plot_critic_vs_exact(rows, os.path.join(cfg.out_dir, "critic_vs_exact.png"),
-                                 f"{os.path.basename(__file__)} on {corpus.spec.name}, validation")
-    if au_var is not None:
-        metrics.plot_active_units(au_var, 0.01, os.path.join(cfg.out_dir, "active_units.png"))
-    if kept is not None:
-        metrics.plot_latent_pca(kept, os.path.join(cfg.out_dir, "posterior_pca.png"),
-                                prior=torch.randn(500, cfg.latent))
+        metrics.write_interpolation(dec, corpus.vocab.decode, z_a, z_b,
+                                    os.path.join(cfg.out_dir, "interpolation.txt"))
+    metrics.plot_run(run.valid_rows(), ["rec", "kl", "kl_lower", "kl_exact", "mi", "mi_exact", "au", "iw_nll"],
+                     cfg.out_dir, au_var, kept,
+                     critic_title=f"{os.path.basename(__file__)} on {corpus.spec.name}, validation")
     run.wrote()
     return result
 

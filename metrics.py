@@ -30,11 +30,13 @@ Reductions are written out: KLs are summed over latent dimensions and returned p
 average over sentences themselves.
 """
 import math
+import os
 from collections import Counter, defaultdict
 from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 # ----------------------------------------------------------------------------------------------------
 # KL divergences: closed form (Gaussian) and the Fenchel dual (implicit posteriors)
@@ -1242,6 +1244,57 @@ class LMEvaluation:
 # and to_words(ids) -> words. Seeds give each use its own stream, apart from training's.
 # ----------------------------------------------------------------------------------------------------
 
+@torch.no_grad()
+def decode(decoder, z: torch.Tensor, max_len: int, bos: int, eos: int, temperature: float = 0.0, gen=None) -> list:
+    """Token ids from latent codes z (N, Z), greedy (temperature 0) or sampled, up to max_len tokens or
+    until every row has said </s> (eos). decoder(token (N, 1), z, state) -> (logits (N, 1, V), state) is
+    the scripts' Decoder; it runs in eval mode and is left in the mode it was found in."""
+    was_training = decoder.training
+    decoder.eval()
+    token = torch.full((z.shape[0], 1), bos, dtype=torch.long, device=z.device)
+    state, out = None, []
+    done = torch.zeros(z.shape[0], dtype=torch.bool, device=z.device)
+    for _ in range(max_len):
+        logits, state = decoder(token, z, state)                         # (N, 1, V)
+        logits = logits[:, -1].float()
+        if temperature > 0:
+            token = torch.multinomial(F.softmax(logits / temperature, -1), 1, generator=gen)
+        else:
+            token = logits.argmax(-1, keepdim=True)
+        out.append(token)
+        done |= token.squeeze(1) == eos
+        if bool(done.all()):
+            break
+    decoder.train(was_training)
+    return torch.cat(out, 1).tolist()
+
+
+def lm_samples(decode, to_words, cfg, device, texts: dict, vocabulary: list) -> dict:
+    """After the test of an LM script: samples.txt (cfg.num_samples prior codes, greedy and at
+    cfg.temperature; four lines printed) and with cfg.fwd_rev_ppl Table 5, the forward / reverse PPL of
+    cfg.fwd_rev_samples greedy prior samples (fwd_rev_samples.txt) against texts["train"], texts["test"].
+    Returns Table 5's keys (none without --fwd_rev_ppl). The seed offsets give each its own stream."""
+    result = {}
+    if cfg.fwd_rev_ppl:
+        result = prior_forward_reverse(decode, to_words, cfg.latent, cfg.fwd_rev_samples, cfg.seed + 4242, device,
+                                       os.path.join(cfg.out_dir, "fwd_rev_samples.txt"), texts["train"],
+                                       texts["test"], vocabulary)
+        print(f"forward PPL {result['fwd_ppl']:.1f} | reverse PPL {result['rev_ppl']:.1f} (train, as the "
+              f"authors) {result['rev_ppl_test']:.1f} (test) | {cfg.fwd_rev_samples} greedy prior samples")
+    for line in write_prior_samples(decode, to_words, cfg.latent, cfg.num_samples, cfg.temperature, cfg.seed + 777,
+                                    device, os.path.join(cfg.out_dir, "samples.txt"))[:4]:
+        print("sample:", line)
+    return result
+
+
+def write_interpolation(decode, to_words, z_a: torch.Tensor, z_b: torch.Tensor, path: str) -> None:
+    """Table 4: interpolation(...) written to `path` and printed."""
+    lines = interpolation(decode, to_words, z_a, z_b)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def write_prior_samples(decode, to_words, latent: int, n: int, temperature: float, seed: int, device,
                         path: str) -> list:
     """samples.txt: n codes z ~ N(0, I), decoded greedily and at the temperature. Returns its lines."""
@@ -1324,16 +1377,16 @@ def format_row(tag: str, r: dict) -> str:
 
 def honest_notes(r: dict) -> list:
     """Plain-words notes on an evaluation row where an estimate contradicts a bound or a fact."""
-    notes = []
+    notes, whose = [], "adaptive contrast's" if "kl_ac" in r else "the critic's"   # kl_ac: Gaussian fit + residual
     if "kl_lower" in r and r["kl"] < r["kl_lower"]:
-        notes.append(f"the critic's KL {r['kl']:.2f} is below the lower bound {r['kl_lower']:.2f}: "
+        notes.append(f"{whose} KL {r['kl']:.2f} is below the lower bound {r['kl_lower']:.2f}: "
                      f"it underestimates the true KL by at least {r['kl_lower'] - r['kl']:.2f} nats")
     if ("kl_agg" in r or "kl_lower" in r) and "iw_nll" in r and r["nelbo"] < r["iw_nll"]:
         notes.append(f"the paper's -ELBO {r['nelbo']:.2f} is below IW-NLL {r['iw_nll']:.2f}: with the critic's KL it "
                      "is no bound (a true -ELBO is never below -log p(x)); IW-NLL is the number that bounds "
                      "the model's -log p(x) from above")
     if "kl_exact" in r and math.isfinite(r["kl_exact"]):
-        notes.append(f"exact KL {r['kl_exact']:.2f} vs the critic's {r['kl']:.2f}: -ELBO "
+        notes.append(f"exact KL {r['kl_exact']:.2f} vs {whose} {r['kl']:.2f}: -ELBO "
                      f"{r['nelbo_exact']:.2f} exact vs {r['nelbo']:.2f} the paper's way")
     elif "kl_exact" in r:
         notes.append("the affine encoder's W is rank-deficient: q(z|x) lives on a subspace and its exact "
@@ -1444,6 +1497,18 @@ def plot_critic_vs_exact(rows: list, path: str, title: str = "", x: str = "step"
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_run(rows: list, keys: Sequence[str], out_dir: str, au_var=None, kept=None, critic_title: str = "") -> None:
+    """An LM script's pictures in out_dir: curves.png (`keys` of the validation rows), with critic_title
+    critic_vs_exact.png, and from the test active_units.png (au_var) and posterior_pca.png (kept)."""
+    plot_curves(rows, keys, os.path.join(out_dir, "curves.png"))
+    if critic_title:
+        plot_critic_vs_exact(rows, os.path.join(out_dir, "critic_vs_exact.png"), critic_title)
+    if au_var is not None:
+        plot_active_units(au_var, 0.01, os.path.join(out_dir, "active_units.png"))
+    if kept is not None:
+        plot_latent_pca(kept, os.path.join(out_dir, "posterior_pca.png"), prior=torch.randn(500, kept.shape[-1]))
 
 
 def plot_active_units(variance: torch.Tensor, threshold: float, path: str) -> None:

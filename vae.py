@@ -258,34 +258,7 @@ def evaluate(model: VAE, examples: list, cfg: Config, S: int, K: int, device, ke
 
 
 # ----------------------------------------------------------------------------------------------------
-# PAPER Tables 4, 5: decoding z into sentences (sampling, interpolation, forward / reverse PPL in metrics.py)
-# ----------------------------------------------------------------------------------------------------
-
-@torch.no_grad()
-def decode(decoder: Decoder, z: torch.Tensor, max_len: int, temperature: float = 0.0, gen=None) -> list:
-    """Sentences from latent codes z (N, Z): greedy (temperature 0) or sampled, up to max_len tokens."""
-    was_training = decoder.training
-    decoder.eval()
-    token = torch.full((z.shape[0], 1), data.BOS_ID, dtype=torch.long, device=z.device)
-    state, out = None, []
-    done = torch.zeros(z.shape[0], dtype=torch.bool, device=z.device)
-    for _ in range(max_len):
-        logits, state = decoder(token, z, state)                         # (N, 1, V)
-        logits = logits[:, -1].float()
-        if temperature > 0:
-            token = torch.multinomial(F.softmax(logits / temperature, -1), 1, generator=gen)
-        else:
-            token = logits.argmax(-1, keepdim=True)
-        out.append(token)
-        done |= token.squeeze(1) == data.EOS_ID
-        if bool(done.all()):
-            break
-    decoder.train(was_training)
-    return torch.cat(out, 1).tolist()
-
-
-# ----------------------------------------------------------------------------------------------------
-# PLUMBING: main(): parse, load, train, test, sample, plot
+# PLUMBING: main(): parse, load, train, test; then Table 4 / 5's decoding (metrics.decode and co.)
 # ----------------------------------------------------------------------------------------------------
 
 def check_config(cfg: Config, parser) -> None:
@@ -313,35 +286,21 @@ def main(argv=None) -> dict:
     test = data.first(corpus.examples["test"], cfg.eval_limit)
     result, au_var, kept = run.test(lambda: evaluate(model, test, cfg, cfg.eval_samples, cfg.iw_samples, run.device,
                                                      keep=5, progress="test"))
-    dec = lambda z, temperature, gen: decode(model.decoder, z, cfg.max_decode_len, temperature, gen)   # noqa: E731
-    if cfg.fwd_rev_ppl:                          # Table 5 (the offsets added to the seed: streams of their own)
-        text = {s: [corpus.vocab.decode(e) for e in corpus.examples[s]] for s in ("train", "test")}
-        result.update(metrics.prior_forward_reverse(
-            dec, corpus.vocab.decode, cfg.latent, cfg.fwd_rev_samples, cfg.seed + 4242, run.device,
-            os.path.join(cfg.out_dir, "fwd_rev_samples.txt"), text["train"], text["test"],
-            [w for w in corpus.vocab.itos if w not in (data.PAD, data.BOS, data.EOS)]))
-        print(f"forward PPL {result['fwd_ppl']:.1f} | reverse PPL {result['rev_ppl']:.1f} (train, as the "
-              f"authors) {result['rev_ppl_test']:.1f} (test) | {cfg.fwd_rev_samples} greedy prior samples")
+    dec = lambda z, temperature, gen: metrics.decode(model.decoder, z, cfg.max_decode_len,   # noqa: E731
+                                                     data.BOS_ID, data.EOS_ID, temperature, gen)
+    texts = {s: [corpus.vocab.decode(e) for e in corpus.examples[s]] for s in ("train", "test")} \
+        if cfg.fwd_rev_ppl else {}
+    result.update(metrics.lm_samples(dec, corpus.vocab.decode, cfg, run.device, texts,   # Table 5, samples.txt
+                                     [w for w in corpus.vocab.itos if w not in (data.PAD, data.BOS, data.EOS)]))
     run.write_results(result)
-    for line in metrics.write_prior_samples(dec, corpus.vocab.decode, cfg.latent, cfg.num_samples, cfg.temperature,
-                                            cfg.seed + 777, run.device, os.path.join(cfg.out_dir, "samples.txt"))[:4]:
-        print("sample:", line)
     if cfg.interpolate:                          # Table 4: z of a sentence = mu, the mean of q(z|x)
         with torch.no_grad():
             xs = [torch.tensor([corpus.vocab.encode(s.lower().split())], device=run.device) for s in cfg.interpolate]
             z_a, z_b = (model.posterior(model.encoder(x, torch.tensor([x.shape[1]], device=run.device)).float(),
                                         0)[0] for x in xs)               # mu (1, Z) each; no sample drawn
-        lines = metrics.interpolation(dec, corpus.vocab.decode, z_a, z_b)
-        with open(os.path.join(cfg.out_dir, "interpolation.txt"), "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
-        print("\n".join(lines))
-    metrics.plot_curves(run.valid_rows(), ["rec", "kl", "beta", "mi", "au", "iw_nll"],
-                        os.path.join(cfg.out_dir, "curves.png"))
-    if au_var is not None:
-        metrics.plot_active_units(au_var, 0.01, os.path.join(cfg.out_dir, "active_units.png"))
-    if kept is not None:
-        metrics.plot_latent_pca(kept, os.path.join(cfg.out_dir, "posterior_pca.png"),
-                                prior=torch.randn(500, cfg.latent))
+        metrics.write_interpolation(dec, corpus.vocab.decode, z_a, z_b,
+                                    os.path.join(cfg.out_dir, "interpolation.txt"))
+    metrics.plot_run(run.valid_rows(), ["rec", "kl", "beta", "mi", "au", "iw_nll"], cfg.out_dir, au_var, kept)
     run.wrote()
     return result
 

@@ -170,6 +170,16 @@ def test_honest_notes_on_mi():
     assert "estimator artifact" in metrics.honest_notes({**exact, "mi": 9.5})[0]
 
 
+def test_honest_notes_name_the_estimator():
+    """A row's KL is the critic's (the paper's dual) or, with --kl_estimator ac, adaptive contrast's: the
+    notes say which, so an AC row's KL is not blamed on a critic."""
+    row = {"rec": 80.0, "kl": 4.0, "mi": 1.0, "au": 5, "nelbo": 84.0, "ppl": 100.0, "kl_lower": 4.5,
+           "kl_exact": 5.0, "nelbo_exact": 85.0}
+    dual, ac = metrics.honest_notes(row), metrics.honest_notes({**row, "kl_ac": 4.0})
+    assert dual[0].startswith("the critic's KL 4.00 is below") and "vs the critic's 4.00" in dual[1], dual
+    assert ac[0].startswith("adaptive contrast's KL 4.00 is below") and "vs adaptive contrast's 4.00" in ac[1], ac
+
+
 def test_active_units():
     torch.manual_seed(0)
     N = 5000
@@ -359,7 +369,7 @@ def test_collapse_warning_is_loud_and_says_what_triggered_it(capsys):
     out = capsys.readouterr().out
     assert "COLLAPSE" not in out and "72.245 nats, exact KL" in out
     assert "no unit varies across sentences although KL is large" in out and "the posterior ignores x" in out
-    # without the exact KL, the certified bound (above the critic's 5.1) is the KL judged
+    # without the exact KL, the lower bound (above the critic's 5.1) is the KL judged
     no_exact = {k: v for k, v in ivae_row.items() if k != "kl_exact"}
     assert metrics.warn_collapse(no_exact, 32) is True
     assert "60.300 nats, lower bound; the critic says 5.100" in capsys.readouterr().out
@@ -389,7 +399,7 @@ def test_format_row_labels_the_papers_estimates_apart_from_the_true_values():
 
 
 # ----------------------------------------------------------------------------------------------------
-# Exact diagnostics of the affine encoder, q(z|x) = N(m, W W^T), and the certified KL lower bound
+# Exact diagnostics of the affine encoder, q(z|x) = N(m, W W^T), and the KL lower bound (in expectation)
 # ----------------------------------------------------------------------------------------------------
 
 
@@ -539,3 +549,19 @@ def test_format_row_labels_an_adaptive_contrast_row_as_its_own_estimate():
            "nelbo": 85.0, "ppl": 100.0, "log_n": 8.0}
     first = metrics.format_row("test", row).splitlines()[0]
     assert first.startswith("test | " + metrics.AC_LABEL) and "the paper's way" not in first
+
+
+def test_decode_greedy_stops_and_restores_mode():
+    """metrics.decode: greedy picks the argmax, stops once every row has said </s> or at max_len, samples
+    reproducibly with a generator, and leaves the decoder in the mode it found."""
+    class Counter(torch.nn.Module):                  # logits favour token (previous + 1) mod 5; row 1 shifted by z
+        def forward(self, token, z, state):
+            nxt = (token[:, -1] + 1 + z[:, 0].long()) % 5
+            return torch.nn.functional.one_hot(nxt, 5).float().unsqueeze(1) * 10, state
+    dec, z = Counter().train(), torch.tensor([[0.0], [1.0]])
+    out = metrics.decode(dec, z, max_len=10, bos=0, eos=3)
+    assert out == [[1, 2, 3, 4], [2, 4, 1, 3]]       # ends when the last row says </s> (3); the words after a
+    assert dec.training                              # row's </s> are cut by Vocab.decode
+    assert metrics.decode(dec, z[:1], max_len=2, bos=0, eos=3) == [[1, 2]]       # or at max_len
+    g = lambda: torch.Generator().manual_seed(0)     # noqa: E731
+    assert metrics.decode(dec, z, 6, 0, 3, temperature=1.0, gen=g()) == metrics.decode(dec, z, 6, 0, 3, 1.0, g())
