@@ -7,21 +7,13 @@ ivae_mi.py, style_transfer.py, dialog.py) import it together with metrics.py, an
 Paper section -> code section
     Table 1 (data statistics)                 -> corpus_stats(), `python data.py --data ptb --stats`
     §5.1 the authors' LM sizes per corpus      -> LM_DEFAULTS, lm_defaults
-    (no paper section: run plumbing, the last  -> RunConfig (the shared flags), option (bounds,
-     section of this file)                        run-control flag) / parse_args / parse_config /
-                                                 check_bounds / run_control, set_seed, pick_device
-                                                 (--threads), autocast_for (--precision), CudaGraphs
-                                                 (--cuda_graph), LMConfig (the LM scripts' evaluation
-                                                 flags), Run (one run's folder, checkpoint, log, progress,
-                                                 validations, Ctrl-C, test), open_run
-                                                 (--out_dir checks, --resume with the run's own settings
-                                                 but RUN_HERE, a fallback checkpoint), save_checkpoint,
-                                                 load_selected, saved_test_row, GracefulInterrupt,
-                                                 CsvLog, eta_minutes, EvalProgress, run_script: what
-                                                 every script needs around its model
+    (no paper section: run plumbing, the last  -> RunConfig / LMConfig (the shared flags), option,
+     section of this file)                        parse_config, pick_device, autocast_for, CudaGraphs, and
+                                                 Run: one run's folder, checkpoint (open_run), log (CsvLog),
+                                                 progress, validations, Ctrl-C (GracefulInterrupt), test
     §5.1 language modelling (PTB/Yahoo/Yelp)   -> CORPORA['ptb'|'yahoo'|'yelp'], LM examples
     §5.2 style transfer (Shen et al. Yelp)     -> CORPORA['yelp_style'], StyleExample, load_style_corpus
-                                                 (and the opt-in split YELP_STYLE_NO_TRAIN)
+                                                 (and the opt-in split YELP_STYLE_NO_TRAIN), balanced_plan
     §5.3 dialog (DailyDialog, Switchboard)     -> CORPORA['dailydialog'|'switchboard'], DialogExample
 
 Use
@@ -34,16 +26,11 @@ Use
         batch.tokens   # (B, T) LongTensor: <s> w_1 ... w_n </s> <pad> ...
         batch.lengths  # (B,)   tokens per row, counting <s> and </s>
 
-Where a corpus is looked for
-    1. `--data_dir` (default `data/`), then 2. the folder named by the environment variable IVAE_DATA_DIR.
-    The first of the two that holds every file of the corpus is used. Each corpus keeps its files in a
-    sub-folder of its own name (CORPORA below lists them). `--data PATH`, a folder with train.txt,
-    valid.txt and test.txt (one sentence per line, tokens separated by spaces), is a corpus of your own.
-    A missing file stops the run with a DataError naming the files, the folders searched and the public
-    source; scripts turn it into `parser.error()`, so users never see a traceback. PTB ships with the
-    repository in data/ptb/ (its README: provenance, licence note, SHA-256); the other corpora do not.
-    Bad lines (non-UTF-8, over-long, malformed) are skipped and counted; a split that skips more of them
-    than it keeps stops with a DataError, unless --allow_bad_lines.
+Where a corpus is looked for: `--data_dir` (default `data/`), then $IVAE_DATA_DIR; the first that holds
+    every file of the corpus, each corpus in a sub-folder of its own name (CORPORA). `--data PATH`: your own
+    folder with train.txt, valid.txt, test.txt. A missing file, or a split that skips more bad lines than
+    it keeps (unless --allow_bad_lines), is a DataError naming the files and where to get them; scripts
+    turn it into `parser.error()`. Only PTB ships with the repository (data/ptb/README.md).
 
 Conventions (the same as the authors' code, which took them from Kim et al. 2018's SA-VAE preprocessing)
     * Special tokens with fixed ids: <pad> = 0, <s> = 1, </s> = 2, <unk> = 3.
@@ -596,8 +583,12 @@ def load_style_corpus(data_dir: str, split: str = "standard", splits: Iterable[s
     if split not in STYLE_SPLITS:
         raise DataError(f"unknown style split '{split}': choose one of {', '.join(STYLE_SPLITS)}")
     if split == "standard":
-        return load_corpus("yelp_style", data_dir, splits, vocab=vocab, verbose=verbose, keep_text=True,
-                           allow_bad_lines=allow_bad_lines)
+        try:
+            return load_corpus("yelp_style", data_dir, splits, vocab=vocab, verbose=verbose, keep_text=True,
+                               allow_bad_lines=allow_bad_lines)
+        except DataError as err:
+            raise DataError(f"{err} -- for a copy without Shen et al.'s training files (sentiment.train.*), try "
+                            "--split no_train") from None
     _, paths = resolve_corpus(YELP_STYLE_NO_TRAIN, data_dir, SPLITS)
     li_test = read_style(paths["test"], YELP_STYLE_NO_TRAIN, LineReport())
     corpus = load_corpus(YELP_STYLE_NO_TRAIN, data_dir, splits, vocab=vocab, verbose=verbose, keep_text=True,
@@ -723,30 +714,83 @@ def batch_plan(lengths: list[int], batch_size: int, seed: int, epoch: int, shuff
     return plan
 
 
+def balanced_plan(examples: list, batch_size: int, seed: int, epoch: int) -> list:
+    """One epoch of (negative batch, positive batch) index pairs of StyleExamples, as the authors' style
+    transfer loop (style_transfer.py; Batcher(balanced=True)): max(#negative batches, #positive batches)
+    iterations; the shorter side's extra batches are drawn at random from its own. Each side: padded
+    length buckets, shuffled. A pure function of (seed, epoch), so a resumed run sees the same batches.
+
+    BatchNorm (in the prior and the classifier) cannot train on a batch of one sentence: when a side's
+    count leaves one sentence alone in its last bucket (65 at batch 64), it joins the bucket of the next
+    longest sentences, which then holds batch_size + 1 (lone_sentence_note says so once per run)."""
+    sides = [[i for i, e in enumerate(examples) if e.label == y] for y in (0, 1)]
+    plans = []
+    for y, side in enumerate(sides):
+        name = "negative" if y == 0 else "positive"
+        if len(side) < 2:
+            raise DataError(f"the training split holds {len(side)} {name} sentence(s): each iteration trains "
+                            f"on a {name} batch of at least two (BatchNorm in the prior and the classifier)")
+        lengths = [len(examples[i].ids) for i in side]
+        plan = batch_plan(lengths, batch_size, seed + y, epoch, equal_length=False)
+        lone = [b for b in plan if len(b) == 1]
+        if lone:                                           # at most one: the longest sentence, cut off last
+            plan.remove(lone[0])
+            host = max(plan, key=lambda b: max(lengths[i] for i in b))   # the bucket that came before it
+            host.append(lone[0][0])
+        plans.append([[side[i] for i in b] for b in plan])
+    n = max(len(p) for p in plans)
+    rng = np.random.default_rng([seed, epoch, 2])
+    for p in plans:
+        p += [p[j] for j in rng.integers(0, len(p), n - len(p))]
+    return list(zip(*plans))
+
+
+def lone_sentence_note(examples: list, batch_size: int) -> str:
+    """The line that says which side's last sentence balanced_plan merges into another batch ('' if none)."""
+    notes = []
+    for y, name in enumerate(("negative", "positive")):
+        n = sum(e.label == y for e in examples)
+        if n % batch_size == 1:
+            notes.append(f"{n:,} {name} sentences at --batch_size {batch_size} leave one alone in the last batch: "
+                         f"it joins the batch of the next longest {name} sentences")
+    return "note: " + "; ".join(notes) + " (BatchNorm cannot train on one sentence)" if notes else ""
+
+
 class Batcher:
     """Mini-batches of one split, epoch after epoch.
 
         batcher = Batcher(corpus.examples["train"], batch_size=32, seed=cfg.seed)
         len(batcher)                       # batches per epoch
         for batch in batcher.epoch(e, start=k): ...   # skip the first k batches (resume mid-epoch)
-    """
+
+    balanced (StyleExamples; style_transfer.py): each item is a (negative batch, positive batch) pair of
+    balanced_plan, whose note on a lone sentence, if any, is printed once."""
 
     def __init__(self, examples: list, batch_size: int, seed: int = 0, shuffle: bool = True,
-                 equal_length: bool = True):
+                 equal_length: bool = True, balanced: bool = False):
         if not examples:
             raise DataError("no examples to batch")
-        self.examples = examples
+        self.examples, self.balanced = examples, balanced
         self.batch_size, self.seed, self.shuffle, self.equal_length = batch_size, seed, shuffle, equal_length
         self.lengths = [example_length(e) for e in examples]
-        self.n_batches = len(batch_plan(self.lengths, batch_size, seed, 0, shuffle, equal_length))
+        self.n_batches = len(self.plan(0))
+        if balanced and lone_sentence_note(examples, batch_size):
+            print(lone_sentence_note(examples, batch_size))
 
     def __len__(self) -> int:
         return self.n_batches
 
+    def plan(self, epoch: int) -> list:
+        if self.balanced:
+            return balanced_plan(self.examples, self.batch_size, self.seed, epoch)
+        return batch_plan(self.lengths, self.batch_size, self.seed, epoch, self.shuffle, self.equal_length)
+
     def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
-        plan = batch_plan(self.lengths, self.batch_size, self.seed, epoch, self.shuffle, self.equal_length)
-        for idx in plan[start:]:
-            yield collate([self.examples[i] for i in idx])
+        for idx in self.plan(epoch)[start:]:
+            if self.balanced:
+                yield tuple(collate([self.examples[i] for i in side]) for side in idx)
+            else:
+                yield collate([self.examples[i] for i in idx])
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1012,12 +1056,10 @@ class CudaGraphs:
     """Speed, GPU only; the same arithmetic. `CudaGraphs(fn, enabled)(*args)` returns fn(*args) (a tuple
     or dict of tensors), replayed from a CUDA graph recorded once per set of input shapes.
 
-    Why. At the paper's sizes (batch 32, 256 hidden units, critics of width 512) a training step is
-    hundreds of GPU kernels of a few microseconds each, and the GPU waits for the CPU to launch them: the
-    GPU was busy 3.6 ms of a 20 ms ivae_mi.py step on an H200 (results/gpu/profile_2026-11-26). A graph
-    records the kernels once and replays them in one launch. The LM scripts replay a whole training step
-    (`--cuda_graph step`: one graph per batch shape, as batches hold sentences of one length); the
-    speeds are in results/bench/README.md.
+    Why. At the paper's sizes a training step is hundreds of GPU kernels of a few microseconds each, and
+    the GPU waits for the CPU to launch them; a graph records them once and replays them in one launch.
+    The LM scripts replay a whole step (`--cuda_graph step`: one graph per batch shape); speeds and the
+    profile: results/bench/README.md.
     How. A graph replays the same kernels on the same memory: each call copies its inputs into the
     graph's own input tensors, and whatever fn changes must live at fixed addresses (Adam with
     capturable=True, so its step counter is on the GPU). Random draws inside fn (torch.randn, dropout) are
@@ -1164,18 +1206,6 @@ def load_checkpoint(path: str, device, cfg=None) -> dict:
             raise CheckpointError(f"{path}: written by {who}, not by {mine}.py: use {mine}.py with its own "
                                   "--out_dir")
     return ckpt
-
-
-def load_selected(out_dir: str, device, modules: dict) -> Optional[int]:
-    """After training, the model to report: load out_dir/best.pt's state dicts into `modules` (a dict
-    name -> module, named as in the checkpoint) and return its step; None if no best.pt was written."""
-    path = os.path.join(out_dir, "best.pt")
-    if not os.path.exists(path):
-        return None
-    ckpt = load_checkpoint(path, device)
-    for name, module in modules.items():
-        module.load_state_dict(ckpt[name])
-    return ckpt["step"]
 
 
 def saved_test_row(out_dir: str, step: int, parser: argparse.ArgumentParser) -> dict:
@@ -1365,13 +1395,13 @@ def run_script(main) -> None:
 
 
 def eta_minutes(step: int, total: int, sec_per_step: float, steps_per_epoch: int, val_every: int,
-                val_seconds: Optional[float], test_in_validations: float) -> str:
+                val_seconds: Optional[float], test_in_validations: Optional[float]) -> str:
     """The progress line's ETA: the training steps left, plus the validations still to come (after every
     epoch and every val_every steps) and the final test, both timed by the last validation, or before
     the first one by Run.training's 32-sentence probe (the test costs `test_in_validations`
-    validations: its decoder passes over a validation's)."""
+    validations: its decoder passes over a validation's; None: unknown, training only)."""
     train = (total - step) * sec_per_step / 60
-    if val_seconds is None:
+    if val_seconds is None or test_in_validations is None:
         return f"ETA {train:5.1f} min + evaluations"
 
     def count(every):                                                    # multiples of `every` in (step, total]
@@ -1466,7 +1496,7 @@ class CsvLog:
 
 
 class Run:
-    """One LM training run's plumbing, so that a script's main() and train() show the paper's loop only:
+    """One training run's plumbing, so that a script's main() and train() show the paper's loop only:
     the folder and its checks, the checkpoint (--resume / --eval_only), config.json and log.csv, the
     progress line, the validation schedule and best.pt, Ctrl-C, the final test's row and metrics.json.
 
@@ -1478,9 +1508,15 @@ class Run:
                 out = train_step(...)
                 run.after_step(out, beta)            # progress line, checkpoints, validation
         result = run.test(evaluate_test)             # best.pt's model on the test split, metrics.json
-    """
 
-    def __init__(self, cfg, parser: argparse.ArgumentParser, shared_samples: bool = False):
+    What differs between the scripts is given to the constructor: `score(row)`, the validation number
+    that selects best.pt (lower is better unless `maximise`; the LM scripts': IW-NLL, else -ELBO);
+    `report(tag, row)`, which prints an evaluation row (the LM scripts': metrics.format_row, its notes,
+    the collapse warning); `hint`, what to try when a loss turns non-finite. restore() takes models,
+    optimisers, LR schedulers and dicts of optimisers (saved as a dict of their state dicts)."""
+
+    def __init__(self, cfg, parser: argparse.ArgumentParser, shared_samples: bool = False, score=None,
+                 maximise: bool = False, report=None, hint: Optional[str] = None):
         self.cfg, self.parser = cfg, parser
         self.device = pick_device(cfg.cuda, cfg.cpu, parser, cfg.threads)
         self.ckpt = open_run(cfg, parser, run_control(type(cfg)), self.device)
@@ -1488,39 +1524,48 @@ class Run:
         self.state.update({k: self.ckpt[k] for k in self.state if k in self.ckpt} if self.ckpt else {})
         self.step, self.modules, self.log, self.stop = self.state["step"], {}, None, None
         self.shared_samples = shared_samples     # one draw serves rec and the IW bound (the ETA's test cost)
+        self.score, self.maximise = score or (lambda row: row.get("iw_nll", row["nelbo"])), maximise
+        self.report = report or self.report_lm
+        self.hint = hint or ("With a critic the usual cause is exp(nu) overflowing when its output grows large. "
+                             "Lower --lr (and --nu_lr), or use --precision fp32." if hasattr(cfg, "nu_lr") else
+                             "Lower --lr, or use --precision fp32.")
         self.trained_s = 0.0                     # this process's training time
         set_seed(cfg.seed)
         print(f"device: {describe_device(self.device)}, precision {precision_in_use(self.device, cfg.precision)}"
               f" | writing to {cfg.out_dir}/")
 
-    def load_corpus(self, splits) -> "Corpus":
+    def load_corpus(self, splits, **kwargs) -> "Corpus":
         """The corpus (with the checkpoint's vocabulary if there is one); a DataError is a parser error.
-        A fresh run on Yahoo / Yelp takes the authors' sizes for the flags not given (LM_DEFAULTS)."""
-        vocab = Vocab.from_state_dict(self.ckpt["vocab"]) if self.ckpt else None
+        kwargs go to load_corpus (dialog.py: max_context), or with `split` to load_style_corpus. A fresh LM
+        run on Yahoo / Yelp takes the authors' sizes for the flags not given (LM_DEFAULTS)."""
+        cfg = self.cfg
+        kwargs.update(vocab=Vocab.from_state_dict(self.ckpt["vocab"]) if self.ckpt else None,
+                      allow_bad_lines=cfg.allow_bad_lines)
         try:
-            corpus = load_corpus(self.cfg.data, self.cfg.data_dir, splits, vocab=vocab,
-                                 allow_bad_lines=self.cfg.allow_bad_lines)
+            corpus = load_style_corpus(cfg.data_dir, splits=splits, **kwargs) if "split" in kwargs else \
+                load_corpus(cfg.data, cfg.data_dir, splits, **kwargs)
         except DataError as err:
             self.parser.error(str(err))
-        if not self.ckpt:
-            lm_defaults(self.cfg, corpus.spec.name, getattr(self.parser, "given", set()))
-        os.makedirs(self.cfg.out_dir, exist_ok=True)
+        if not self.ckpt and isinstance(cfg, LMConfig):
+            lm_defaults(cfg, corpus.spec.name, getattr(self.parser, "given", set()))
+        os.makedirs(cfg.out_dir, exist_ok=True)
         print(f"corpus {corpus.spec.name}: " + ", ".join(f"{s} {len(e):,}" for s, e in corpus.examples.items())
-              + f" sentences, vocabulary {len(corpus.vocab):,}")
+              + f" {'responses' if corpus.spec.kind == 'dialog' else 'sentences'}, vocabulary {len(corpus.vocab):,}")
         self.vocab = corpus.vocab
         return corpus
 
     def restore(self, **modules) -> None:
-        """Keep `modules` (models and optimisers, named as in the checkpoint) for saving; load their state
-        dicts from the checkpoint if there is one (--eval_only: the models only) and the RNG states on
-        --resume; write config.json (not for --eval_only) and open log.csv."""
+        """Keep `modules` (named as in the checkpoint) for saving; load their state dicts from the
+        checkpoint if there is one (--eval_only: the models only) and the RNG states on --resume; write
+        config.json (not for --eval_only) and open log.csv."""
         cfg, ckpt = self.cfg, self.ckpt
         self.modules = modules
-        graph = self.device.type == "cuda" and cfg.cuda_graph != "off"
+        graph = self.device.type == "cuda" and getattr(cfg, "cuda_graph", "off") != "off"
         if ckpt:
             for name, obj in modules.items():
-                if not (cfg.eval_only and isinstance(obj, torch.optim.Optimizer)):
-                    obj.load_state_dict(ckpt[name])
+                if not cfg.eval_only or isinstance(obj, torch.nn.Module):     # a dict: {key: optimiser}
+                    for key, part in (obj.items() if isinstance(obj, dict) else [(None, obj)]):
+                        part.load_state_dict(ckpt[name] if key is None else ckpt[name][key])
                 if isinstance(obj, torch.optim.Optimizer):       # this device's setting, not the saved one
                     for group in obj.param_groups:
                         group["capturable"] = graph
@@ -1535,28 +1580,31 @@ class Run:
 
     def save(self, path: Optional[str] = None, validated: bool = True) -> None:
         """A checkpoint: state dicts + config + vocabulary + step + best + RNG states, written atomically."""
+        state = lambda obj: {k: o.state_dict() for k, o in obj.items()} if isinstance(obj, dict) else obj.state_dict()
         save_checkpoint({"script": script_of(self.cfg), "config": dataclasses.asdict(self.cfg),
-                         "vocab": self.vocab.state_dict(),
-                         **{name: obj.state_dict() for name, obj in self.modules.items()},
+                         "vocab": self.vocab.state_dict(), **{name: state(obj) for name, obj in self.modules.items()},
                          "step": self.step, "best": self.state["best"], "rng": rng_state(), "validated": validated,
                          "train_time_s": time.time() - self.t_begin},
                         path or os.path.join(self.cfg.out_dir, "checkpoint.pt"))
 
     @contextlib.contextmanager
-    def training(self, steps_per_epoch: int, validate, n_valid: int, n_test: int):
+    def training(self, steps_per_epoch: int, validate=None, n_valid: int = 0, n_test: int = 0):
         """The training loop's frame: the schedule (epochs or max_steps), validation with `validate(step)`
-        (a row: its score is iw_nll, else nelbo; the best is kept in best.pt), and Ctrl-C. Before the first
-        step, `validate(step, probe=True)` on PROBE_SENTENCES sentences times the ETA's evaluations until
-        the first real validation does."""
+        (a row; the best score is kept in best.pt; None: no validation), and Ctrl-C. With n_valid and
+        n_test (the LM scripts' sentences of a validation and of the test), `validate(step, probe=True)`
+        on PROBE_SENTENCES sentences before the first step times the ETA's evaluations until the first
+        real validation does; without them the ETA counts training only."""
         cfg = self.cfg
         self.steps_per_epoch, self.validate_fn = steps_per_epoch, validate
         self.total = cfg.epochs * steps_per_epoch if not cfg.max_steps else min(cfg.epochs * steps_per_epoch,
                                                                                  cfg.max_steps)
+        self.test_in_validations = None
 
         def passes(n, S, K):                       # decoder passes of an evaluation: the bulk of its time
             return n * (max(S, K) if self.shared_samples else S + K)
-        self.test_in_validations = passes(n_test, cfg.eval_samples, cfg.iw_samples) / \
-            max(1, passes(n_valid, cfg.val_samples, cfg.val_iw_samples))
+        if n_valid:
+            self.test_in_validations = passes(n_test, cfg.eval_samples, cfg.iw_samples) / \
+                max(1, passes(n_valid, cfg.val_samples, cfg.val_iw_samples))
         self.val_seconds, self.t_begin = None, time.time() - self.state["train_time_s"]
         if self.step < self.total and n_valid:     # the first ETA's evaluations: a validation on a few sentences
             t_probe = time.time()                  # (evaluation has its own random stream: nothing else moves)
@@ -1566,7 +1614,7 @@ class Run:
         t_train = time.time()
         print(f"training: {steps_per_epoch} batches per epoch, steps {self.step} -> {self.total}", flush=True)
         with GracefulInterrupt() as self.stop:
-            if not self.state["validated"]:                # resumed from a checkpoint that awaits its validation
+            if validate and not self.state["validated"]:   # resumed from a checkpoint that awaits its validation
                 self._validate()
                 self.save()
             yield self
@@ -1581,45 +1629,49 @@ class Run:
         if os.path.exists(path):
             best = load_checkpoint(path, self.device)
             for name, obj in self.modules.items():
-                if not isinstance(obj, torch.optim.Optimizer):
+                if isinstance(obj, torch.nn.Module):
                     obj.load_state_dict(best[name])
             self.state["selected_step"] = best["step"]
 
     def batches(self, batcher: "Batcher") -> Iterator["Batch"]:
-        """The training batches left, epoch after epoch, on the device; ends at the last step or on Ctrl-C."""
+        """The training batches left, epoch after epoch, on the device; ends at the last step or on Ctrl-C.
+        `batcher` is a Batcher or has its len() and epoch(epoch, start); an item may be a tuple of batches."""
         while self.step < self.total and not self.stop.requested:
             epoch = self.step // self.steps_per_epoch
             for batch in batcher.epoch(epoch, start=self.step % self.steps_per_epoch):
-                self.tokens += int((batch.lengths - 1).sum())        # counted on the CPU: no GPU sync
-                yield batch.to(self.device)
+                group = batch if isinstance(batch, tuple) else (batch,)
+                self.tokens += sum(int((b.lengths - 1).sum()) for b in group)   # on the CPU: no GPU sync
+                group = tuple(b.to(self.device) for b in group)
+                yield group if isinstance(batch, tuple) else group[0]
                 if self.step >= self.total or self.stop.requested:
                     return
 
-    def after_step(self, out: dict, beta: float) -> None:
-        """Count the step; every log_every steps a progress line (the means of `out` since the last one);
-        a checkpoint every save_every steps; a validation (checkpoint first) at every epoch's end and
-        every val_every steps."""
+    def after_step(self, out: Optional[dict], beta: Optional[float] = None) -> None:
+        """Count the step (out None: a batch skipped); every log_every steps a progress line (the means of
+        `out` since the last one, and beta if given); a checkpoint every save_every steps and at every
+        epoch's end; a validation (checkpoint first) at every epoch's end and every val_every steps."""
         cfg, spe = self.cfg, self.steps_per_epoch
         self.step += 1
         step = self.step
-        for k, v in out.items():
-            self.acc[k] = self.acc.get(k, 0) + v                      # device tensors: no sync per step
-        self.n_acc += 1
-        validating = step % spe == 0 or (cfg.val_every and step % cfg.val_every == 0)
-        saving = validating or step % cfg.save_every == 0 or step >= self.total or self.stop.requested
-        if step % cfg.log_every == 0 or saving:
+        if out is not None:
+            for k, v in out.items():
+                self.acc[k] = self.acc.get(k, 0) + v                  # device tensors: no sync per step
+            self.n_acc += 1
+        val_every = getattr(cfg, "val_every", 0)
+        validating = self.validate_fn and (step % spe == 0 or (val_every and step % val_every == 0))
+        saving = step % spe == 0 or validating or step % cfg.save_every == 0 or step >= self.total or \
+            self.stop.requested
+        if self.n_acc and (step % cfg.log_every == 0 or saving):
             means = {k: float(v) / self.n_acc for k, v in self.acc.items()}   # one device sync per interval
-            check_finite(means, step, os.path.join(cfg.out_dir, "checkpoint.pt"),   # never save non-finite weights
-                         "With a critic the usual cause is exp(nu) overflowing when its output grows large. "
-                         "Lower --lr (and --nu_lr), or use --precision fp32." if hasattr(cfg, "nu_lr") else
-                         "Lower --lr, or use --precision fp32.")
-        if step % cfg.log_every == 0 or step == self.total:
+            check_finite(means, step, os.path.join(cfg.out_dir, "checkpoint.pt"), self.hint)   # never save NaN
+        if self.n_acc and (step % cfg.log_every == 0 or step == self.total):
             dt = time.time() - self.t0
-            eta = eta_minutes(step, self.total, dt / self.n_acc, spe, cfg.val_every, self.val_seconds,
+            eta = eta_minutes(step, self.total, dt / self.n_acc, spe, val_every, self.val_seconds,
                               self.test_in_validations)
             terms = " | ".join(f"{k} {v:6.2f}" for k, v in means.items() if k != "loss")
-            print(f"step {step:>6}/{self.total} | ep {step / spe:5.2f} | {terms} | beta {beta:.3f} | "
-                  f"{self.n_acc / dt:5.1f} step/s {self.tokens / dt:7.0f} tok/s | {eta}", flush=True)
+            print(f"step {step:>6}/{self.total} | ep {step / spe:5.2f} | {terms}"
+                  + (f" | beta {beta:.3f}" if beta is not None else "")
+                  + f" | {self.n_acc / dt:5.1f} step/s {self.tokens / dt:7.0f} tok/s | {eta}", flush=True)
             self.acc, self.n_acc, self.tokens, self.t0 = {}, 0, 0, time.time()
         if validating:
             self.save(validated=False)            # first the checkpoint: nothing is lost if the validation
@@ -1636,23 +1688,28 @@ class Run:
         self.t0 += self.val_seconds                                     # steps/s counts training only
         row = {"step": self.step, "epoch": self.step / self.steps_per_epoch, "split": "valid", **row,
                "val_seconds": round(self.val_seconds, 1)}
-        print(metrics.format_row(f"valid @ step {self.step}", row), flush=True)
-        for note in metrics.honest_notes(row):
-            print("  note:", note, flush=True)
-        metrics.warn_collapse(row, self.cfg.latent)
+        self.report(f"valid @ step {self.step}", row)
         self.log.write(row)
-        score = row.get("iw_nll", row["nelbo"])
-        if self.state["best"] is None or score < self.state["best"]:
+        score, best = self.score(row), self.state["best"]
+        if best is None or (score > best if self.maximise else score < best):
             self.state["best"] = score
             self.save(os.path.join(self.cfg.out_dir, "best.pt"))
 
-    def test(self, evaluate) -> dict:
+    def report_lm(self, tag: str, row: dict) -> None:
+        """The LM scripts' evaluation row: the paper's numbers and the true ones (metrics.format_row), the
+        notes where an estimate contradicts a bound, a loud warning on posterior collapse."""
+        print(metrics.format_row(tag, row), flush=True)
+        for note in metrics.honest_notes(row):
+            print("  note:", note, flush=True)
+        metrics.warn_collapse(row, self.cfg.latent)
+
+    def test(self, evaluate) -> tuple:
         """The final test: `evaluate()` -> (row, ...), timed and labelled with the step, the selected step,
-        the training time over every process of the run and the device; printed with its notes. With
-        --skip_test, the row metrics.json already holds for this checkpoint. Returns (row, *rest)."""
+        the training time over every process of the run and the device; reported. With --skip_test, the
+        row metrics.json already holds for this checkpoint. Returns (row, *rest)."""
         cfg = self.cfg
         train_time = self.state["train_time_s"] + self.trained_s             # over every process of the run
-        if cfg.skip_test:
+        if getattr(cfg, "skip_test", False):
             row, rest = saved_test_row(cfg.out_dir, self.step, self.parser), (None, None)
         else:
             t_test = time.time()
@@ -1660,16 +1717,13 @@ class Run:
             row = {"split": "test", "step": self.step, "selected_step": self.state.get("selected_step") or self.step,
                    **row, "train_time_s": round(train_time, 1), "test_seconds": round(time.time() - t_test, 1),
                    "device": describe_device(self.device)}
-        print(metrics.format_row("test", row))
-        for note in metrics.honest_notes(row):
-            print("  note:", note)
-        metrics.warn_collapse(row, cfg.latent)
+        self.report("test", row)
         return (row, *rest)
 
-    def write_results(self, row: dict) -> None:
-        """The test row into log.csv and metrics.json."""
+    def write_results(self, row: dict, **extra) -> None:
+        """The test row into log.csv, and with `extra` (keys for metrics.json only) into metrics.json."""
         self.log.write({"epoch": "", **row})
-        write_json(os.path.join(self.cfg.out_dir, "metrics.json"), row)
+        write_json(os.path.join(self.cfg.out_dir, "metrics.json"), {**row, **extra})
 
     def valid_rows(self) -> list:
         return [r for r in self.log.rows() if r.get("split") == "valid"]

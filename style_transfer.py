@@ -32,29 +32,16 @@ Shen's training files): trains on Shen's test files, validates on Shen's dev fil
 1,000 test sentences, and tests on those 1,000 sentences, which have human rewrites (BLEU-ref). Every
 output (metrics.json, log.csv, transfers.txt) says which split produced it.
 
-One training iteration (the authors' train_yelp.py): a negative and a positive batch, and for each
-sentiment separate clipped SGD steps of encoder + decoders, never one summed loss:
-    1. reconstruction (mean NLL per token), Gaussian noise noise_r on h (annealed)   x2 (neg, pos)
-    2. classifier: tell y from z (Adam)                                               x2
-    3. encoder fools the classifier (flipped label)                                   x2
-    4. critic nu(z): nu_steps updates of the dual KL, batches alternating neg / pos   x4
-    5. prior generator: one Adam step down the dual KL                                x1
-    6. encoder: down E_q nu(z), the only part of the dual KL that depends on it       x2
-
 Evaluation (Table 7), on the test split:
-    Acc     share of transfers that a fastText-style classifier (Joulin et al. 2017: mean of unigram and
-            hashed bigram embeddings -> linear) labels with the target sentiment. The classifier is trained
-            once per split with its own seed (--classifier_seed), saved under --classifier_dir and reused by
-            every run; `classifier_acc` is its accuracy on the test sources and `acc_ceiling` its accuracy
-            on Li et al.'s human rewrites (what a perfect human transfer would score; no_train split).
+    Acc     share of transfers that a fastText-style classifier (FastText) labels with the target sentiment;
+            trained once per split with its own seed and reused by every run. `classifier_acc`: its accuracy
+            on the test sources; `acc_ceiling`: on Li et al.'s human rewrites (what they would score).
     BLEU    nltk sentence BLEU (method7, n = 3, as the authors' code), x100, mean over sentences, between
             each source and its transfer; `bleu_ref` against Li et al.'s human rewrites where present.
     PPL     reconstruction perplexity of the test sentences, teacher-forced with their own sentiment's
             decoder, z the mean of `eval_samples` posterior samples; words counting </s>.
-    RPPL    `rppl`, the authors' way (metrics.rppl_authors): one 5-gram LM per direction fitted on that
-            direction's transfers (`<unk>` deleted), the direction's sources scored without </s>, the two
-            directions averaged. `rppl_pooled`: one LM on all transfers, </s> scored and counted (ours
-            before); `rppl_vocab`: the same with every vocabulary word prepended once.
+    RPPL    `rppl`, the authors' way (metrics.rppl_authors): a 5-gram LM fitted on the transfers, scoring
+            the sources, per direction; `rppl_pooled`, `rppl_vocab`: other conventions (text_scores).
     Flu / Sim of Table 7 were human ratings: not reproducible here.
 Paper (Acc / BLEU / PPL / RPPL): ARAE 95 / 32.5 / 6.8 / 395; iVAE_MI 92 / 36.7 / 6.2 / 285.
 
@@ -75,18 +62,16 @@ Deviations from the authors' code (and why)
     * The classifier outputs one logit (BCE with logits); the authors' a sigmoid then BCE: the same loss.
     * PyTorch's default initialisation (the authors: uniform(-0.1, 0.1) for the seq2seq, N(0, 0.02) MLPs).
     * Batches are padded length buckets of one sentiment (the authors' batchify also pads within a batch).
-    * bf16 autocast by default where the hardware has it natively (--precision auto; the authors: fp32):
-      1.5-1.7x the iterations per second on the 2-core CPU, losses within seed noise (results/bench/README.md).
+    * bf16 autocast where the hardware has it natively (--precision auto; the authors: fp32; speed and
+      losses: results/bench/README.md).
 """
 import contextlib
 import hashlib
 import math
 import os
 import sys
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -98,8 +83,7 @@ from data import STYLE_SPLITS, option
 
 @dataclass
 class Config(data.RunConfig):
-    # the run: the command-line contract every script shares is data.RunConfig (--data --seed --out_dir
-    # --epochs --max_steps --resume --eval_only --threads ...); here what differs for this task
+    # the run: the flags every script shares are data.RunConfig's (--data --seed --out_dir --resume ...)
     data: str = option("yelp_style", "corpus (only yelp_style: Shen et al.'s sentiment data)", choices=["yelp_style"])
     out_dir: str = option("runs/style", "where config.json, log.csv, metrics.json, checkpoints, transfers go", run=True)
     epochs: int = option(25, "training epochs (authors: 25)", low=1, run=True)
@@ -108,39 +92,37 @@ class Config(data.RunConfig):
     split: str = option("standard", "standard (Shen et al.) or no_train (opt-in: see the docstring)",
                         choices=list(STYLE_SPLITS))
     # model (the authors' transfer_yelp sizes)
-    emb_dim: int = option(128, "word embedding size (authors: 128)")
-    hidden: int = option(128, "LSTM hidden size of the encoder and of each decoder; also the code z (authors: 128)")
-    noise_dim: int = option(128, "dimensions of the encoder's noise eps in G(h, eps) (authors: randn_like(h), 128)")
-    prior_noise: int = option(32, "dimensions of the implicit prior's input noise (authors' z_size: 32)")
-    prior_width: int = option(128, "width of the implicit prior's two hidden layers (authors' arch_g 128-128)")
-    nu_width: int = option(128, "width of the critic nu(z)'s two hidden layers (authors' arch_d 128-128)")
-    cls_width: int = option(128, "width of the classifier's two hidden layers (authors' arch_classify 128-128)")
+    emb_dim: int = option(128, "word embedding size (authors: 128)", low=1)
+    hidden: int = option(128, "LSTM size of the encoder and of each decoder; also the code z (authors: 128)", low=1)
+    noise_dim: int = option(128, "size of the encoder's noise eps in G(h, eps) (authors: randn_like(h))", low=1)
+    prior_noise: int = option(32, "dimensions of the implicit prior's input noise (authors' z_size: 32)", low=1)
+    prior_width: int = option(128, "width of the implicit prior's two hidden layers (authors' arch_g)", low=1)
+    nu_width: int = option(128, "width of the critic nu(z)'s two hidden layers (authors' arch_d)", low=1)
+    cls_width: int = option(128, "width of the classifier's two hidden layers (authors' arch_classify)", low=1)
     # training (the authors' schedule)
     batch_size: int = option(64, "sentences per batch; each iteration takes one negative and one positive batch")
-    ae_lr: float = option(1.0, "SGD learning rate of encoder, G and decoders (each of their steps)")
-    clip: float = option(1.0, "gradient-norm clip of each encoder/decoder step")
-    noise_r: float = option(0.1, "std of the Gaussian noise on h during the reconstruction step (authors: 0.1)")
+    ae_lr: float = option(1.0, "SGD learning rate of encoder, G and decoders (each of their steps)", low=0)
+    clip: float = option(1.0, "gradient-norm clip of each encoder/decoder step", low=0)
+    noise_r: float = option(0.1, "std of the Gaussian noise on h in the reconstruction step (authors: 0.1)", low=0)
     noise_anneal: float = option(0.9995, "noise_r is multiplied by this every 100 iterations (authors)")
-    adv_lr: float = option(1e-4, "Adam learning rate of prior generator, critic and classifier (betas 0.5, 0.999)")
-    nu_steps: int = option(4, "critic updates per iteration (authors' niters_gan_d: 4)")
-    kl_weight: float = option(1.0, "weight of E_q nu(z), the dual KL(q(z) || p(z)), in the encoder's KL step")
-    class_weight: float = option(1.0, "weight of the encoder's fool-the-classifier step (ARAE lambda_class)")
+    adv_lr: float = option(1e-4, "Adam learning rate of prior, critic and classifier (betas 0.5, 0.999)", low=0)
+    nu_steps: int = option(4, "critic updates per iteration (authors' niters_gan_d: 4)", low=0)
+    kl_weight: float = option(1.0, "weight of E_q nu(z), the dual KL(q(z) || p(z)), in the encoder's step", low=0)
+    class_weight: float = option(1.0, "weight of the encoder's fool-the-classifier step (ARAE lambda_class)", low=0)
     # evaluation
-    eval_samples: int = option(16, "posterior samples averaged into the z of a transfer / reconstruction", run=True)
-    eval_limit: int = option(0, "evaluate on N test sentences only, spread over both sentiments (0: all)", run=True)
-    val_sentences: int = option(1000, "fixed validation subset scored after every epoch (0: skip validation)", run=True)
-    max_decode_len: int = option(30, "longest transfer, in tokens", run=True)
-    temperature: float = option(0.0, "decoding: 0 greedy (Table 7); > 0 sample from softmax(logits / T)", run=True)
+    eval_samples: int = option(16, "posterior samples averaged into the z of a transfer", low=1, run=True)
+    eval_limit: int = option(0, "test on N sentences, spread over both sentiments (0: all)", low=0, run=True)
+    val_sentences: int = option(1000, "fixed validation subset scored after every epoch (0: none)", low=0, run=True)
+    max_decode_len: int = option(30, "longest transfer, in tokens", low=1, run=True)
+    temperature: float = option(0.0, "0: greedy decoding (Table 7); > 0: sample softmax(logits / T)", low=0, run=True)
     classifier_dir: str = option("runs/classifiers", "where the Acc classifier is saved once per split and reused",
                                  run=True)
     classifier_seed: int = option(0, "seed of the Acc classifier (its own: independent of --seed)", run=True)
-    fasttext_dim: int = option(64, "fastText classifier: embedding size", run=True)
-    fasttext_buckets: int = option(2 ** 18, "fastText classifier: hash buckets for bigrams", run=True)
-    fasttext_epochs: int = option(3, "fastText classifier: training epochs", run=True)
+    fasttext_dim: int = option(64, "fastText classifier: embedding size", low=1, run=True)
+    fasttext_buckets: int = option(2 ** 18, "fastText classifier: hash buckets for bigrams", low=1, run=True)
+    fasttext_epochs: int = option(3, "fastText classifier: training epochs", low=1, run=True)
     fasttext_lr: float = option(5e-3, "fastText classifier: Adam learning rate (ours; fastText's own SGD "
                                       "schedule does not carry over to Adam)", run=True)
-
-
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -245,7 +227,8 @@ def make_optimizers(model: StyleModel, cfg: Config) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------
-# PAPER §3.2 + §5.2: one training iteration (a negative and a positive batch), the authors' structure
+# PAPER §3.2 + §5.2: one training iteration (a negative and a positive batch), the authors' structure;
+# the loop
 # ----------------------------------------------------------------------------------------------------
 
 def noise_at(iteration: int, cfg: Config) -> float:
@@ -268,10 +251,16 @@ def step(opt, loss: torch.Tensor, clip: float = 0.0) -> float:
 
 def train_iteration(model: StyleModel, opts: dict, batches: tuple, cfg: Config, iteration: int,
                     autocast=contextlib.nullcontext) -> dict:
-    """batches = (negative batch, positive batch). Every encoder/decoder loss is its own clipped SGD step,
-    once per sentiment batch; `g_*` are the gradient norms of encoder + decoders before clipping. Forward
-    passes run under `autocast` (bf16 matrix products with --precision bf16 / auto); the losses, the
-    critic's nu and exp(nu) are fp32 (Decoders.nll, StyleModel.critic / class_logit); backward is outside."""
+    """The authors' train_yelp.py on batches = (negative batch, positive batch): for each sentiment separate
+    clipped SGD steps of encoder + decoders, never one summed loss (`g_*`: their gradient norms before
+    clipping), in this order:
+        1. reconstruction (mean NLL per token), Gaussian noise noise_r on h (annealed)   x2 (neg, pos)
+        2. classifier: tell y from z (Adam)                                               x2
+        3. encoder fools the classifier (flipped label)                                   x2
+        4. critic nu(z): nu_steps updates of the dual KL, batches alternating neg / pos   x4
+        5. prior generator: one Adam step down the dual KL                                x1
+        6. encoder: down E_q nu(z), the only part of the dual KL that depends on it       x2
+    Forward passes run under `autocast`; losses, nu and exp(nu) are fp32; backward is outside."""
     out = {k: 0.0 for k in ("rec", "kl", "cls_loss", "fool", "g_rec", "g_fool", "g_kl")}
     for b in batches:                                                  # 1. reconstruction
         with autocast():
@@ -317,6 +306,21 @@ def train_iteration(model: StyleModel, opts: dict, batches: tuple, cfg: Config, 
             kl_loss = cfg.kl_weight * model.critic(z).mean()
         out["g_kl"] += step(opts["ae"], kl_loss, cfg.clip) / 2
     return out
+
+
+def train(cfg: Config, corpus: data.Corpus, model: StyleModel, opts: dict, batcher, clf, run: data.Run) -> None:
+    """The iterations left (epochs or max_steps); after every epoch the fixed validation subset is scored
+    and the model of the best G-score kept in best.pt (data.Run: checkpoints, the log, Ctrl-C)."""
+    autocast = data.autocast_for(run.device, cfg.precision)              # bf16 where --precision says so
+
+    def validate(step: int) -> dict:
+        row, _ = evaluate(model, corpus, "valid", cfg, run.device, clf, limit=cfg.val_sentences, rppl=False)
+        return {"data_split": cfg.split, **row}
+
+    with run.training(len(batcher), validate if cfg.val_sentences else None):
+        for batches in run.batches(batcher):                             # (negative batch, positive batch)
+            out = train_iteration(model, opts, batches, cfg, run.step, autocast)
+            run.after_step(out)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -414,11 +418,10 @@ def decode(model: StyleModel, z: torch.Tensor, style: int, max_len: int, tempera
 def text_scores(sources: list, transfers: list, targets: list, predicted: list, references: list,
                 vocabulary: tuple = (), rppl: bool = True) -> dict:
     """Table 7's automatic columns from words: Acc (share predicted == target), BLEU (x100, mean over
-    sentences, method7, n = 3) against the sources and, where given, against the human references, and
-    with `rppl` the reverse perplexities: `rppl` the authors' way (metrics.rppl_authors: per direction,
-    </s> not scored, averaged), `rppl_pooled` one 5-gram LM of all transfers scored on all sources with
-    </s>, and `rppl_vocab` the pooled one with every vocabulary word prepended once (as the reverse PPL of
-    Table 5), which keeps words apart and penalises transfers that repeat a few words."""
+    sentences, method7, n = 3) against the sources and, where given, the human references; with `rppl`
+    the reverse perplexities: `rppl` the authors' way (metrics.rppl_authors: per direction, </s> not
+    scored, averaged), `rppl_pooled` one 5-gram LM of all transfers scored on all sources with </s>,
+    `rppl_vocab` the same with every vocabulary word prepended once (as Table 5's reverse PPL)."""
     out = {"acc": 100.0 * sum(p == t for p, t in zip(predicted, targets)) / len(targets),
            "bleu": 100.0 * sum(metrics.sentence_bleu(s, t, n=3) for s, t in zip(sources, transfers)) / len(sources)}
     if rppl:
@@ -432,13 +435,6 @@ def text_scores(sources: list, transfers: list, targets: list, predicted: list, 
     return out
 
 
-def spread(n_total: int, limit: int) -> range:
-    """`limit` indices evenly spread over 0..n_total-1 (both sentiments: the examples are negatives first)."""
-    if not limit or limit >= n_total:
-        return range(n_total)
-    return range(0, n_total, max(1, n_total // limit))[:limit]
-
-
 @torch.no_grad()
 def evaluate(model: StyleModel, corpus: data.Corpus, split: str, cfg: Config, device, clf=None,
              limit: int = 0, rppl: bool = True) -> tuple:
@@ -448,7 +444,7 @@ def evaluate(model: StyleModel, corpus: data.Corpus, split: str, cfg: Config, de
     autocast = data.autocast_for(device, cfg.precision)
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 12345)
     every = corpus.examples[split]
-    keep = spread(len(every), limit)
+    keep = data.spread(range(len(every)), limit)                      # both sentiments: negatives come first
     examples = [every[i] for i in keep]
     refs = [corpus.references[split][i] for i in keep] if split in corpus.references else [None] * len(keep)
     nll, words, kl_q, kl_p, m = 0.0, 0, 0.0, 0.0, 0
@@ -527,132 +523,21 @@ def transfer_sentences(model: StyleModel, vocab: data.Vocab, sentences: list, cf
 
 
 # ----------------------------------------------------------------------------------------------------
-# PLUMBING: balanced batches, training loop, checkpoints, main()
+# PLUMBING: the report line, main() (the run's plumbing: data.Run; the balanced batches: data.Batcher)
 # ----------------------------------------------------------------------------------------------------
 
-def balanced_plan(examples: list, batch_size: int, seed: int, epoch: int) -> list:
-    """One epoch of (negative batch, positive batch) index pairs, as the authors' loop: max(#negative
-    batches, #positive batches) iterations; the shorter side's extra batches are drawn at random from its
-    own. Each side: padded length buckets, shuffled. A pure function of (seed, epoch), so a resumed run
-    sees the same batches.
-
-    BatchNorm (in the prior and the classifier) cannot train on a batch of one sentence: when a side's
-    count leaves one sentence alone in its last bucket (65 at batch 64), it joins the bucket of the next
-    longest sentences, which then holds batch_size + 1 (lone_sentence_note says so once per run)."""
-    sides = [[i for i, e in enumerate(examples) if e.label == y] for y in (0, 1)]
-    plans = []
-    for y, side in enumerate(sides):
-        name = "negative" if y == 0 else "positive"
-        if len(side) < 2:
-            raise data.DataError(f"the training split holds {len(side)} {name} sentence(s): each iteration trains "
-                                 f"on a {name} batch of at least two (BatchNorm in the prior and the classifier)")
-        lengths = [len(examples[i].ids) for i in side]
-        plan = data.batch_plan(lengths, batch_size, seed + y, epoch, equal_length=False)
-        lone = [b for b in plan if len(b) == 1]
-        if lone:                                           # at most one: the longest sentence, cut off last
-            plan.remove(lone[0])
-            host = max(plan, key=lambda b: max(lengths[i] for i in b))   # the bucket that came before it
-            host.append(lone[0][0])
-        plans.append([[side[i] for i in b] for b in plan])
-    n = max(len(p) for p in plans)
-    rng = np.random.default_rng([seed, epoch, 2])
-    for p in plans:
-        p += [p[j] for j in rng.integers(0, len(p), n - len(p))]
-    return list(zip(*plans))
-
-
-def lone_sentence_note(examples: list, batch_size: int) -> str:
-    """The line that says which side's last sentence balanced_plan merges into another batch ('' if none)."""
-    notes = []
-    for y, name in enumerate(("negative", "positive")):
-        n = sum(e.label == y for e in examples)
-        if n % batch_size == 1:
-            notes.append(f"{n:,} {name} sentences at --batch_size {batch_size} leave one alone in the last batch: "
-                         f"it joins the batch of the next longest {name} sentences")
-    return "note: " + "; ".join(notes) + " (BatchNorm cannot train on one sentence)" if notes else ""
-
-
-def checkpoint_state(cfg, vocab, model, opts, step_, best=None) -> dict:
-    return {"script": data.script_of(cfg), "config": asdict(cfg), "vocab": vocab.state_dict(),
-            "model": model.state_dict(),
-            "opts": {k: o.state_dict() for k, o in opts.items()}, "step": step_, "best": best,
-            "rng": data.rng_state()}
-
-
-def train(cfg, corpus, model, opts, state, device, log: data.CsvLog, clf) -> int:
-    """Train from state["step"] to the end (epochs or max_steps); after every epoch score the fixed
-    validation subset and keep the checkpoint with the best G-score in best.pt. Returns the last step."""
-    examples = corpus.examples["train"]
-    steps_per_epoch = len(balanced_plan(examples, cfg.batch_size, cfg.seed, 0))
-    total = cfg.epochs * steps_per_epoch
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
-    step_, best = state["step"], state["best"]
-    ckpt_path, best_path = os.path.join(cfg.out_dir, "checkpoint.pt"), os.path.join(cfg.out_dir, "best.pt")
-    t_begin = time.time() - state["train_time_s"]                        # train_time_s sums every process
-    autocast = data.autocast_for(device, cfg.precision)                  # bf16 where --precision says so
-
-    def save(path=ckpt_path, validated=True):
-        ckpt = checkpoint_state(cfg, corpus.vocab, model, opts, step_, best)
-        data.save_checkpoint({**ckpt, "validated": validated, "train_time_s": time.time() - t_begin}, path)
-
-    def validate():                                                      # selection on G-score
-        nonlocal best
-        print(f"validating at step {step_}", flush=True)
-        with stop.interruptible():                                       # the first Ctrl-C stops it at once
-            row, _ = evaluate(model, corpus, "valid", cfg, device, clf, limit=cfg.val_sentences, rppl=False)
-        row = {"step": step_, "epoch": step_ / steps_per_epoch, "split": "valid", "data_split": cfg.split, **row}
-        print(f"valid @ step {step_} ({row['n_sentences']} sentences): reconstruction PPL {row['ppl']:.2f} | "
-              f"KL(q(z)||p) {row['kl_agg']:.2f} | Acc {row['acc']:.1f} | BLEU {row['bleu']:.1f} | "
-              f"G-score {row['gscore']:.2f}", flush=True)
-        log.write(row)
-        if best is None or row["gscore"] > best:
-            best = row["gscore"]
-            save(best_path)
-
-    print(f"training: {steps_per_epoch} iterations (negative + positive batch) per epoch, steps {step_} -> {total}",
-          flush=True)
-    acc, n_acc, t0 = {}, 0, time.time()
-    with data.GracefulInterrupt() as stop:
-        if not state["validated"]:                         # resumed from a checkpoint that awaits its validation
-            validate()
-            save()
-        while step_ < total and not stop.requested:
-            plan = balanced_plan(examples, cfg.batch_size, cfg.seed, step_ // steps_per_epoch)
-            for pair in plan[step_ % steps_per_epoch:]:
-                batches = tuple(data.collate([examples[i] for i in idx]).to(device) for idx in pair)
-                out = train_iteration(model, opts, batches, cfg, step_, autocast)
-                step_ += 1
-                for k, v in out.items():
-                    acc[k] = acc.get(k, 0) + v
-                n_acc += 1
-                end_of_epoch = step_ % steps_per_epoch == 0
-                saving = end_of_epoch or step_ % cfg.save_every == 0 or step_ >= total or stop.requested
-                if step_ % cfg.log_every == 0 or saving:
-                    means = {k: float(v) / n_acc for k, v in acc.items()}
-                    data.check_finite(means, step_, ckpt_path, "Lower --ae_lr or --adv_lr.")
-                if step_ % cfg.log_every == 0 or step_ == total:
-                    dt = time.time() - t0
-                    print(f"step {step_:>6}/{total} | ep {step_ / steps_per_epoch:5.2f} | rec/token {means['rec']:5.2f} | "
-                          f"KLq {means['kl']:6.2f} | cls {means['cls_loss']:.3f} | fool {means['fool']:.3f} | "
-                          f"|g| rec {means['g_rec']:.2f} fool {means['g_fool']:.2f} kl {means['g_kl']:.2f} | "
-                          f"{n_acc / dt:5.2f} it/s | ETA {(total - step_) * dt / n_acc / 60:5.1f} min", flush=True)
-                    acc, n_acc, t0 = {}, 0, time.time()
-                if end_of_epoch and cfg.val_sentences:
-                    save(validated=False)                  # first the epoch's checkpoint: nothing is lost
-                    validate()                             # if the validation is interrupted or killed
-                if saving:
-                    save()
-                if step_ >= total or stop.requested:
-                    break
-    if stop.requested:
-        raise SystemExit(f"interrupted at step {step_}: checkpoint saved to {ckpt_path}; continue with --resume")
-    return step_
+def report(tag: str, row: dict) -> None:
+    """An evaluation row in one line: Table 7's columns, the critic's KL, the G-score (the selection)."""
+    names = {"acc": "Acc", "acc_ceiling": "Acc of the human rewrites", "bleu": "BLEU", "bleu_ref": "BLEU-ref",
+             "ppl": "PPL", "rppl": "RPPL", "rppl_pooled": "RPPL pooled with </s>", "kl_agg": "KL(q(z)||p)",
+             "gscore": "G-score", "classifier_acc": "the classifier's own test accuracy"}
+    print(f"{tag} ({row['n_sentences']} sentences, split {row['data_split']}): "
+          + " | ".join(f"{name} {row[k]:.2f}" for k, name in names.items() if k in row), flush=True)
 
 
 def parse(argv=None) -> tuple:
-    """(cfg, parser, sentences): the Config flags plus --transfer, which may be given several times
-    (data.parse_config knows only Config fields, so --transfer is added here; it is not a setting)."""
+    """(cfg, parser, sentences): the Config flags, checked, and --transfer, which may be given several
+    times (it is no setting, so not in Config)."""
     parser = data.config_parser(Config, "Sentiment transfer with iVAE_MI (Fang et al. 2019, §5.2)")
     parser.add_argument("--transfer", action="append", default=[],
                         help="with --eval_only: a sentence to transfer to both sentiments (repeat the flag for "
@@ -660,27 +545,14 @@ def parse(argv=None) -> tuple:
     args = vars(data.parse_args(parser, argv))
     sentences = args.pop("transfer")
     cfg = Config(**args)
-    data.check_bounds(cfg, parser)                                       # the declared bounds; NaN and inf
-    for name in ("epochs", "emb_dim", "hidden", "noise_dim", "prior_noise", "prior_width",
-                 "nu_width", "cls_width", "eval_samples", "max_decode_len", "fasttext_dim", "fasttext_buckets",
-                 "fasttext_epochs", "log_every", "save_every"):
-        if getattr(cfg, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(cfg, name)}")
-    for name in ("max_steps", "eval_limit", "val_sentences", "nu_steps", "ae_lr", "adv_lr", "clip", "noise_r",
-                 "kl_weight", "class_weight", "temperature"):
-        if getattr(cfg, name) < 0:
-            parser.error(f"--{name} must be >= 0, got {getattr(cfg, name)}")
-    if cfg.batch_size < 2:
-        parser.error(f"--batch_size must be >= 2 (BatchNorm in the prior and the classifier cannot train on one "
-                     f"sentence), got {cfg.batch_size}")
-    if not 0 < cfg.noise_anneal <= 1:
-        parser.error(f"--noise_anneal must be in (0, 1], got {cfg.noise_anneal}")
-    if cfg.fasttext_lr <= 0:
-        parser.error(f"--fasttext_lr must be > 0, got {cfg.fasttext_lr}")
-    if cfg.resume and cfg.eval_only:
-        parser.error("--resume and --eval_only exclude each other")
-    if sentences and not cfg.eval_only:
-        parser.error("--transfer needs --eval_only (and a trained model in --out_dir)")
+    data.check_bounds(cfg, parser)                                       # option(low=...); NaN and inf
+    for bad, message in ((cfg.batch_size < 2, f"--batch_size must be >= 2 (BatchNorm in the prior and the classifier "
+                                              f"cannot train on one sentence), got {cfg.batch_size}"),
+                         (not 0 < cfg.noise_anneal <= 1, f"--noise_anneal must be in (0, 1], got {cfg.noise_anneal}"),
+                         (cfg.fasttext_lr <= 0, f"--fasttext_lr must be > 0, got {cfg.fasttext_lr}"),
+                         (sentences and not cfg.eval_only, "--transfer needs --eval_only (and a trained model in --out_dir)")):
+        if bad:
+            parser.error(message)
     if "-" in sentences:
         sentences = [s for s in sentences if s != "-"] + [line for line in sys.stdin.read().splitlines() if line.strip()]
         if not sentences:
@@ -690,84 +562,38 @@ def parse(argv=None) -> tuple:
 
 def main(argv=None) -> dict:
     cfg, parser, sentences = parse(argv)
-    device = data.pick_device(cfg.cuda, cfg.cpu, parser, cfg.threads)
-    ckpt = data.open_run(cfg, parser, data.run_control(Config), device)
-    state = {"step": 0, "best": None, "validated": True, "train_time_s": 0.0}       # a fresh run; or resumed:
-    state.update({k: ckpt[k] for k in state if k in ckpt} if ckpt else {})
-    data.set_seed(cfg.seed)
+    run = data.Run(cfg, parser, score=lambda row: row["gscore"], maximise=True, report=report,
+                   hint="Lower --ae_lr or --adv_lr.")                     # selection: the highest G-score
     if sentences:                                                        # your own sentences: no corpus needed
-        vocab = data.Vocab.from_state_dict(ckpt["vocab"])
-        model = StyleModel(len(vocab), cfg).to(device)
-        model.load_state_dict(ckpt["model"])
-        rows = transfer_sentences(model, vocab, sentences, cfg, device)
+        vocab = data.Vocab.from_state_dict(run.ckpt["vocab"])
+        model = StyleModel(len(vocab), cfg).to(run.device)
+        run.restore(model=model)
+        rows = transfer_sentences(model, vocab, sentences, cfg, run.device)
         for words, neg, pos in rows:
             print(f"input:       {' '.join(words)}\n-> negative: {' '.join(neg)}\n-> positive: {' '.join(pos)}")
-        return {"transfers": [{"input": w, "negative": n, "positive": p} for w, n, p in rows], "step": ckpt["step"]}
-    try:
-        vocab = data.Vocab.from_state_dict(ckpt["vocab"]) if ckpt else None
-        corpus = data.load_style_corpus(cfg.data_dir, cfg.split, vocab=vocab, allow_bad_lines=cfg.allow_bad_lines)
+        return {"transfers": [{"input": w, "negative": n, "positive": p} for w, n, p in rows], "step": run.step}
+    corpus = run.load_corpus(data.SPLITS, split=cfg.split)
+    try:                                                   # every iteration needs a batch of each sentiment
+        batcher = None if cfg.eval_only else data.Batcher(corpus.examples["train"], cfg.batch_size, cfg.seed, balanced=True)
     except data.DataError as err:
-        hint = (" -- for a copy without Shen et al.'s training files (sentiment.train.*), try --split no_train"
-                if cfg.split == "standard" else "")
-        parser.error(str(err) + hint)
-    if not cfg.eval_only:
-        try:                                               # every iteration needs a batch of each sentiment
-            balanced_plan(corpus.examples["train"], cfg.batch_size, cfg.seed, 0)
-        except data.DataError as err:
-            parser.error(str(err))
-        if lone_sentence_note(corpus.examples["train"], cfg.batch_size):
-            print(lone_sentence_note(corpus.examples["train"], cfg.batch_size))
-    os.makedirs(cfg.out_dir, exist_ok=True)
-    print(f"device: {data.describe_device(device)}, precision {data.precision_in_use(device, cfg.precision)}")
-    print(f"corpus yelp_style, split {cfg.split}: " + ", ".join(f"{s} {len(e):,}" for s, e in corpus.examples.items())
-          + f" sentences, vocabulary {len(corpus.vocab):,}")
-    model = StyleModel(len(corpus.vocab), cfg).to(device)
+        parser.error(str(err))
+    model = StyleModel(len(corpus.vocab), cfg).to(run.device)
     opts = make_optimizers(model, cfg)
-    if ckpt:
-        model.load_state_dict(ckpt["model"])
-        if not cfg.eval_only:
-            for k, o in opts.items():
-                o.load_state_dict(ckpt["opts"][k])
-            data.set_rng_state(ckpt["rng"])
-    data.write_json(os.path.join(cfg.out_dir, "config.json"), asdict(cfg))
-    # A resume drops the log's rows after the checkpoint (and its step's row if it still awaits its
-    # validation); --eval_only leaves log.csv as it is.
-    log = data.CsvLog(os.path.join(cfg.out_dir, "log.csv"), read_only=cfg.eval_only,
-                      resume_step=state["step"] - (not state["validated"]) if ckpt else None)
+    run.restore(model=model, opts=opts)
     # The Acc classifier: trained once per split (its own seed), saved, reused; it never sees the model.
     with torch.random.fork_rng(devices=[]):
-        clf, clf_path = sentiment_classifier(corpus, cfg, device)
-    t_start = time.time()
+        clf, clf_path = sentiment_classifier(corpus, cfg, run.device)
     if not cfg.eval_only:
-        try:
-            state["step"] = train(cfg, corpus, model, opts, state, device, log, clf)
-        except FloatingPointError as err:
-            raise SystemExit(f"stopped: {err}")
-        best_path = os.path.join(cfg.out_dir, "best.pt")
-        if os.path.exists(best_path):                                    # report the selected model
-            sel = data.load_checkpoint(best_path, device)
-            model.load_state_dict(sel["model"])
-            state["selected_step"] = sel["step"]
-    elif ckpt:
-        state["selected_step"] = ckpt["step"]
-    train_time = state["train_time_s"] + time.time() - t_start                # over every process of the run
+        train(cfg, corpus, model, opts, batcher, clf, run)
 
-    # Table 7 on the test split.
-    test_text = [corpus.vocab.encode(w, add_markers=False) for w in corpus.texts["test"]]
-    labels = [e.label for e in corpus.examples["test"]]
-    clf_acc = 100.0 * sum(p == y for p, y in zip(classify(clf, test_text), labels)) / len(labels)
-    result, lines = evaluate(model, corpus, "test", cfg, device, clf, limit=cfg.eval_limit)
-    step_ = state["step"]
-    result = {"split": "test", "data_split": cfg.split, "step": step_, "selected_step": state.get("selected_step", step_),
-              **result, "classifier_acc": clf_acc, **acc_ceiling(clf, corpus, "test"), "classifier": clf_path,
-              "train_time_s": round(train_time, 1), "device": data.describe_device(device)}
-    print(f"test ({cfg.split} split, model of step {result['selected_step']}): Acc {result['acc']:.1f}"
-          + (f" (human rewrites: {result['acc_ceiling']:.1f})" if "acc_ceiling" in result else "")
-          + f" | BLEU {result['bleu']:.1f}" + (f" | BLEU-ref {result['bleu_ref']:.1f}" if "bleu_ref" in result else "")
-          + f" | PPL {result['ppl']:.2f} | RPPL {result['rppl']:.1f} (pooled with </s> {result['rppl_pooled']:.1f})"
-          f" | classifier's own test accuracy {clf_acc:.1f}")
-    log.write({"epoch": "", **result})
-    data.write_json(os.path.join(cfg.out_dir, "metrics.json"), result)
+    def test() -> tuple:                                                 # Table 7 on the test split
+        text = [corpus.vocab.encode(w, add_markers=False) for w in corpus.texts["test"]]
+        clf_acc = 100.0 * sum(p == e.label for p, e in zip(classify(clf, text), corpus.examples["test"])) / len(text)
+        row, lines = evaluate(model, corpus, "test", cfg, run.device, clf, limit=cfg.eval_limit)
+        return {"data_split": cfg.split, **row, "classifier_acc": clf_acc, **acc_ceiling(clf, corpus, "test"),
+                "classifier": clf_path}, lines
+    result, lines = run.test(test)                                       # best.pt's model
+    run.write_results(result)
     with open(os.path.join(cfg.out_dir, "transfers.txt"), "w", encoding="utf-8") as f:
         f.write(f"# split {cfg.split}, step {result['selected_step']}: direction (0 negative, 1 positive)\tsource\t"
                 "transfer" + ("\thuman rewrite" if corpus.references.get("test") else "") + "\n" + "\n".join(lines) + "\n")
@@ -775,18 +601,16 @@ def main(argv=None) -> dict:
         print("transfer:", line)
     # samples.txt: the implicit prior's samples decoded by each sentiment's decoder (same z on a line).
     model.eval()
-    gen = torch.Generator(device=device).manual_seed(cfg.seed + 777)
-    with data.autocast_for(device, cfg.precision)():
-        z = model.prior_sample(10, device, gen)
+    gen = torch.Generator(device=run.device).manual_seed(cfg.seed + 777)
+    with data.autocast_for(run.device, cfg.precision)():
+        z = model.prior_sample(10, run.device, gen)
         neg, pos = [decode(model, z, style, cfg.max_decode_len, cfg.temperature, gen) for style in (0, 1)]
     with open(os.path.join(cfg.out_dir, "samples.txt"), "w", encoding="utf-8") as f:
         f.write("# z from the implicit prior\tnegative decoder\tpositive decoder\n" + "".join(
             f"{i}\t{' '.join(corpus.vocab.decode(a))}\t{' '.join(corpus.vocab.decode(b))}\n"
             for i, (a, b) in enumerate(zip(neg, pos))))
-    rows = [r for r in log.rows() if r.get("split") == "valid"]
-    metrics.plot_curves(rows, ["ppl", "kl_agg", "acc", "bleu"], os.path.join(cfg.out_dir, "curves.png"))
-    names = "config.json log.csv metrics.json checkpoint.pt best.pt transfers.txt samples.txt curves.png".split()
-    print(f"wrote {cfg.out_dir}/: " + " ".join(f for f in names if os.path.exists(os.path.join(cfg.out_dir, f))))
+    metrics.plot_curves(run.valid_rows(), ["ppl", "kl_agg", "acc", "bleu"], os.path.join(cfg.out_dir, "curves.png"))
+    run.wrote()
     return result
 
 

@@ -373,11 +373,11 @@ def test_a_style_side_that_leaves_one_sentence_alone_is_merged_and_said_once(tmp
     corpus = data.load_style_corpus(str(tmp_path), verbose=False)
     examples = corpus.examples["train"]
     for epoch in range(3):
-        plan = style_transfer.balanced_plan(examples, 8, seed=0, epoch=epoch)
+        plan = data.balanced_plan(examples, 8, seed=0, epoch=epoch)
         negatives = [i for neg, _ in plan for i in neg]
         assert min(len(b) for pair in plan for b in pair) >= 2
         assert sorted(negatives) == [i for i, e in enumerate(examples) if e.label == 0]   # none lost
-    note = style_transfer.lone_sentence_note(examples, 8)
+    note = data.lone_sentence_note(examples, 8)
     assert "9 negative sentences at --batch_size 8 leave one alone" in note and "positive" not in note
     tiny = ["--emb_dim", "8", "--hidden", "8", "--noise_dim", "4", "--prior_noise", "4", "--prior_width", "8",
             "--nu_width", "8", "--cls_width", "8", "--eval_samples", "2", "--fasttext_dim", "4",

@@ -184,7 +184,7 @@ def test_reconstruction_noise_is_on_h():
 
 def test_balanced_batches():
     examples = [data.StyleExample([1, 4, 2], 0)] * 3 + [data.StyleExample([1, 5, 5, 2], 1)] * 9
-    plan = st.balanced_plan(examples, 2, seed=0, epoch=0)
+    plan = data.balanced_plan(examples, 2, seed=0, epoch=0)
     # max(1 negative, 4 positive) batches: 3 and 9 at batch 2 each leave one sentence alone, which joins
     # another batch (BatchNorm cannot train on one): negatives [3], positives [2, 2, 2, 3]
     assert len(plan) == 4
@@ -193,7 +193,7 @@ def test_balanced_batches():
         assert {examples[i].label for i in neg} == {0} and {examples[i].label for i in pos} == {1}
     assert sorted(i for _, pos in plan for i in pos) == list(range(3, 12))   # every positive once
     assert {i for neg, _ in plan for i in neg} == {0, 1, 2}
-    assert plan == st.balanced_plan(examples, 2, seed=0, epoch=0)        # resumable
+    assert plan == data.balanced_plan(examples, 2, seed=0, epoch=0)        # resumable
 
 
 def test_rppl_authors_by_hand():
