@@ -37,13 +37,6 @@ divergence of batch-standardised features, not KL(q||p), and bounds nothing. In 
 averages) nu is a function of (z, c). Reported: `kl` (training log) and `dual_batch` (validation) by batch
 statistics, `dual` in eval mode; rec_prior, rec_shuffled and the two-sample test do not use the critic.
 
-Speed (results/dailydialog/bench_step.py). The encoders' GRUs run in gru_final_states, nn.GRU's arithmetic
-on nn.GRU's weights (nn.GRU's CPU backward on a PackedSequence grows with length x tokens); only real tokens
-are embedded and see dropout, empty context slots are skipped, responses share the contexts' pass. One
-thread of a shared 2-core CPU: about 1.2x the iterations per second (bench_step.txt: 1.21x in bf16, which
---precision auto picks here, 1.20x in fp32), short of the 1.5x asked: ~3/4 of what is left are the matrix
-products (37 GFLOP an iteration: output layer, GRUs), which MKL runs at 55-80 GFLOP/s on this AMD CPU.
-
 Deviations from the authors' code (and why)
     * Batches come from data.Batcher (shared by every script): 32 responses of one length bucket from
       anywhere in the corpus; the authors' loader takes 32 dialogs of similar length and makes each turn
@@ -65,8 +58,7 @@ import contextlib
 import math
 import os
 import sys
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -83,8 +75,7 @@ EMB_STD = 0.1        # embedding rows not read from a file: N(0, 0.1^2) (the aut
 
 @dataclass
 class Config(data.RunConfig):
-    # the run: the command-line contract every script shares is data.RunConfig (--data --seed --out_dir
-    # --epochs --max_steps --resume --eval_only --threads ...); here what differs for this task
+    # the run: the flags every script shares are data.RunConfig's (--data --seed --out_dir --resume ...)
     data: str = option("dailydialog", "corpus", choices=["dailydialog", "switchboard"])
     out_dir: str = option("runs/dialog", "where config.json, log.csv, metrics.json, checkpoints go", run=True)
     epochs: int = option(100, "training epochs (the authors: 100)", low=1, run=True)
@@ -139,8 +130,9 @@ def mlp(sizes: list, act) -> nn.Sequential:
 
 def gru_final_states(gru: nn.GRU, x: torch.Tensor, lengths: torch.Tensor, embed=None, drop=None) -> torch.Tensor:
     r"""The last hidden state of each row of x (N, L[, In]) over its first `lengths` (>= 1) steps from h0 = 0, as
-    nn.GRU on a PackedSequence gives it, with `gru`'s own weights (one layer), written out for speed (module
-    docstring); `embed` and `drop` see the real tokens only. -> (N, H), or (N, 2H) = cat(forward, backward)."""
+    nn.GRU on a PackedSequence gives it, with `gru`'s own weights (one layer), written out for speed (nn.GRU's CPU
+    backward on a PackedSequence grows with length x tokens; timings: results/dailydialog/bench_step.txt);
+    `embed` and `drop` see the real tokens only. -> (N, H), or (N, 2H) = cat(forward, backward)."""
     packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
     inp = embed(packed.data) if embed is not None else packed.data      # (S, In): step 0 of each row, step 1, ...
     inp, sizes, H = drop(inp) if drop is not None else inp, packed.batch_sizes, gru.hidden_size
@@ -272,7 +264,7 @@ def beta_at(step: int, steps_per_epoch: int, cfg: Config, corpus: str) -> float:
 
 
 # ----------------------------------------------------------------------------------------------------
-# PAPER §5.3: one training iteration (T:253-332)
+# PAPER §5.3: one training iteration (T:253-332); the loop
 # ----------------------------------------------------------------------------------------------------
 
 def train_step(model: DialogModel, opts: dict, batch: data.Batch, beta: float, cfg: Config,
@@ -315,6 +307,27 @@ def train_step(model: DialogModel, opts: dict, batch: data.Batch, beta: float, c
         (-kl).backward()
         opts["nu"].step()
     return {"rec": nll.detach().mean(), "kl": kl.detach()}              # rec per response, as evaluate's
+
+
+def train(cfg: Config, corpus: data.Corpus, model: DialogModel, opts: dict, sched, run: data.Run) -> None:
+    """The steps left (epochs or max_steps); after every epoch the validation diagnostics, and the model of
+    the lowest validation rec kept in best.pt (data.Run: checkpoints, the log, Ctrl-C)."""
+    batcher = data.Batcher(corpus.examples["train"], cfg.batch_size, seed=cfg.seed, equal_length=False)
+    autocast = data.autocast_for(run.device, cfg.precision)              # bf16 where --precision says so
+
+    def validate(step: int) -> dict:                                     # the diagnostics; selection on rec
+        row, _ = evaluate(model, corpus, "valid", cfg, run.device, {}, sample=False)
+        return {"beta": beta_at(step - 1, len(batcher), cfg, corpus.spec.name), **row,
+                "prior_ok": int(not prior_warnings(row, cfg.warn_gap))}
+
+    with run.training(len(batcher), validate):
+        for batch in run.batches(batcher):
+            beta = beta_at(run.step, len(batcher), cfg, corpus.spec.name)
+            # BatchNorm needs two examples: a batch of one is skipped (the authors drop an epoch's remainder)
+            out = train_step(model, opts, batch, beta, cfg, autocast) if len(batch.lengths) > 1 else None
+            if (run.step + 1) % len(batcher) == 0:
+                sched.step()                      # StepLR counts epochs: x ae_decay every ae_decay_epochs
+            run.after_step(out, beta)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -453,75 +466,19 @@ def respond(model: DialogModel, vocab: data.Vocab, utterances: list, cfg: Config
 
 
 # ----------------------------------------------------------------------------------------------------
-# PLUMBING: training loop, checkpoints, main()
+# PLUMBING: the report line, main() (the run's plumbing: data.Run)
 # ----------------------------------------------------------------------------------------------------
 
-def train(cfg, corpus, model, opts, sched, state, device, log) -> int:
-    """Train from state["step"] to the end (epochs or max_steps); validate after every epoch and keep the
-    checkpoint with the lowest validation rec in best.pt. Returns the last step."""
-    batcher = data.Batcher(corpus.examples["train"], cfg.batch_size, seed=cfg.seed, equal_length=False)
-    per_epoch = len(batcher)
-    total = min(cfg.epochs * per_epoch, cfg.max_steps or math.inf)
-    step_, best, t_begin = state["step"], state["best"], time.time() - state["train_time_s"]  # over every process
-    ckpt_path, best_path = os.path.join(cfg.out_dir, "checkpoint.pt"), os.path.join(cfg.out_dir, "best.pt")
-    autocast = data.autocast_for(device, cfg.precision)                  # bf16 where --precision says so
-
-    def save(path=ckpt_path, validated=True):
-        data.save_checkpoint({"script": data.script_of(cfg), "config": asdict(cfg), "vocab": corpus.vocab.state_dict(),
-                              "model": model.state_dict(), "opts": {k: o.state_dict() for k, o in opts.items()},
-                              "sched": sched.state_dict(), "step": step_, "best": best, "rng": data.rng_state(),
-                              "validated": validated, "train_time_s": time.time() - t_begin}, path)
-
-    def validate():                                                      # the diagnostics; selection on rec
-        nonlocal best
-        print(f"validating at step {step_}", flush=True)
-        with stop.interruptible():                                       # the first Ctrl-C stops it at once
-            row, _ = evaluate(model, corpus, "valid", cfg, device, {}, sample=False)
-        warnings = prior_warnings(row, cfg.warn_gap)
-        row = {"step": step_, "epoch": step_ / per_epoch, "split": "valid",
-               "beta": beta_at(step_ - 1, per_epoch, cfg, corpus.spec.name), **row, "prior_ok": int(not warnings)}
-        print(f"valid @ step {step_}: " + " | ".join(f"{k} {row[k]:.4g}" for k in
-              ("rec", "rec_prior", "rec_shuffled", "dual", "dual_batch", "ppl") if row[k] is not None), flush=True)
-        for w in warnings:
-            print(f"WARNING (valid, step {step_}): {w}", file=sys.stderr, flush=True)
-        log.write(row)
-        if best is None or row["rec"] < best:
-            best = row["rec"]
-            save(best_path)
-
-    print(f"training: {per_epoch} batches per epoch, steps {step_} -> {total}", flush=True)
-    acc, n_acc, t0 = {}, 0, time.time()
-    with data.GracefulInterrupt() as stop:
-        if not state["validated"]:                         # resumed from a checkpoint that awaits its validation
-            validate()
-            save()
-        while step_ < total and not stop.requested:
-            for batch in batcher.epoch(step_ // per_epoch, start=step_ % per_epoch):
-                if len(batch.lengths) > 1:                               # BatchNorm needs two examples
-                    beta = beta_at(step_, per_epoch, cfg, corpus.spec.name)
-                    out = train_step(model, opts, batch.to(device), beta, cfg, autocast)
-                    acc, n_acc = {k: acc.get(k, 0) + v for k, v in out.items()}, n_acc + 1
-                step_ += 1
-                end_of_epoch = step_ % per_epoch == 0
-                if end_of_epoch:
-                    sched.step()                                         # StepLR counts epochs
-                if (step_ % cfg.log_every == 0 or step_ == total) and n_acc:
-                    means, dt = {k: float(v) / n_acc for k, v in acc.items()}, time.time() - t0
-                    data.check_finite(means, step_, ckpt_path, "Lower --ae_lr, --gen_lr or --nu_lr.")
-                    print(f"step {step_:>6}/{total} | ep {step_ / per_epoch:5.2f} | rec {means['rec']:6.2f} | KL "
-                          f"{means['kl']:6.2f} | {n_acc / dt:5.2f} step/s | ETA {(total - step_) * dt / n_acc / 60:5.1f} min",
-                          flush=True)
-                    acc, n_acc, t0 = {}, 0, time.time()
-                if end_of_epoch:
-                    save(validated=False)                  # first the epoch's checkpoint: nothing is lost
-                    validate()                             # if the validation is interrupted or killed
-                if end_of_epoch or step_ % cfg.save_every == 0 or step_ >= total or stop.requested:
-                    save()
-                if step_ >= total or stop.requested:
-                    break
-    if stop.requested:
-        raise SystemExit(f"interrupted at step {step_}: checkpoint saved to {ckpt_path}; continue with --resume")
-    return step_
+def report(tag: str, row: dict, warn_gap: float) -> None:
+    """An evaluation row in one line (whether the prior works; Table 8 at the test), then a loud WARNING
+    for each thing wrong with the learned prior (prior_warnings)."""
+    keys = ("rec rec_prior rec_shuffled dual dual_batch ppl bleu_r bleu_p bleu_f1 bleu4_r bleu4_p bleu4_f1 bow_a bow_e "
+            "bow_g intra_dist1 intra_dist2 inter_dist1 inter_dist2 prior_vs_posterior_acc").split()
+    print(tag + (f" (BLEU n = {row['bleu_n']})" if "bleu_n" in row else "") + ": "
+          + " | ".join(f"{k} {row[k]:.4g}" for k in keys if row.get(k) is not None), flush=True)
+    for w in prior_warnings(row, warn_gap):
+        where = "test" if row["split"] == "test" else f"valid, step {row['step']}"
+        print(f"WARNING ({where}): {w}", file=sys.stderr, flush=True)
 
 
 def parse(argv=None) -> tuple:
@@ -540,7 +497,6 @@ def parse(argv=None) -> tuple:
         parser.error(f"--beta takes 'auto' or a number, got {cfg.beta}")
     for bad, message in ((max(cfg.dropout, cfg.ctx_dropout) >= 1, "--dropout and --ctx_dropout must be < 1"),
                          (cfg.embeddings and not os.path.isfile(cfg.embeddings), f"--embeddings: no file {cfg.embeddings}"),
-                         (cfg.resume and cfg.eval_only, "--resume and --eval_only exclude each other"),
                          (values and not cfg.eval_only, "--context needs --eval_only (and a trained model in --out_dir)")):
         if bad:
             parser.error(message)
@@ -553,39 +509,26 @@ def parse(argv=None) -> tuple:
 
 def main(argv=None) -> dict:
     cfg, parser, utterances = parse(argv)
-    device = data.pick_device(cfg.cuda, cfg.cpu, parser, cfg.threads)
-    ckpt = data.open_run(cfg, parser, data.run_control(Config), device)
-    state = {"step": 0, "best": None, "validated": True, "train_time_s": 0.0}       # a fresh run; or resumed:
-    state.update({k: ckpt[k] for k in state if k in ckpt} if ckpt else {})
-    data.set_seed(cfg.seed)
+    run = data.Run(cfg, parser, score=lambda row: row["rec"], report=lambda tag, row: report(tag, row, cfg.warn_gap),
+                   hint="Lower --ae_lr, --gen_lr or --nu_lr.")            # selection: the lowest validation rec
     if utterances:                                                       # your own context: no corpus needed
-        vocab = data.Vocab.from_state_dict(ckpt["vocab"])
-        model = DialogModel(len(vocab), cfg.emb_dim, cfg).to(device)
-        model.load_state_dict(ckpt["model"])
-        responses = respond(model, vocab, utterances, cfg, device)
+        vocab = data.Vocab.from_state_dict(run.ckpt["vocab"])
+        model = DialogModel(len(vocab), cfg.emb_dim, cfg).to(run.device)
+        run.restore(model=model)
+        responses = respond(model, vocab, utterances, cfg, run.device)
         print("".join(f"context> {u}\n" for u in utterances)
               + "".join(f"sample {k}> {' '.join(r)}\n" for k, r in enumerate(responses)), end="")
-        return {"context": utterances, "responses": responses, "step": ckpt["step"]}
-    from_file = cfg.embeddings and cfg.embed_init == "file" and not ckpt
+        return {"context": utterances, "responses": responses, "step": run.step}
+    from_file = cfg.embeddings and cfg.embed_init == "file" and not run.ckpt
     if from_file:
         with open(cfg.embeddings, encoding="utf-8") as f:
             dim = len(f.readline().split()) - 1
         if dim != cfg.emb_dim:                                           # the model's size never changes silently
             parser.error(f"--embeddings {cfg.embeddings} holds {dim}-d vectors but --emb_dim is {cfg.emb_dim}: pass "
                          f"--emb_dim {dim} to start from them, or --embed_init random to score BOW with them only")
-    try:
-        splits = ("test",) if cfg.eval_only else ("train", "valid", "test")
-        corpus = data.load_corpus(cfg.data, cfg.data_dir, splits, max_context=cfg.max_context,
-                                  vocab=data.Vocab.from_state_dict(ckpt["vocab"]) if ckpt else None,
-                                  allow_bad_lines=cfg.allow_bad_lines)
-    except data.DataError as err:
-        parser.error(str(err))
-    os.makedirs(cfg.out_dir, exist_ok=True)
-    print(f"device: {data.describe_device(device)}, precision {data.precision_in_use(device, cfg.precision)}\n"
-          f"corpus {corpus.spec.name}: " + ", ".join(f"{s} {len(e):,}" for s, e in corpus.examples.items())
-          + f" responses, vocabulary {len(corpus.vocab):,}")
+    corpus = run.load_corpus(("test",) if cfg.eval_only else data.SPLITS, max_context=cfg.max_context)
     vectors = metrics.load_word_vectors(cfg.embeddings, corpus.vocab.itos) if cfg.embeddings else {}
-    model = DialogModel(len(corpus.vocab), cfg.emb_dim, cfg).to(device)
+    model = DialogModel(len(corpus.vocab), cfg.emb_dim, cfg).to(run.device)
     if from_file:                           # GloVe where known; the other rows keep DialogModel's N(0, 0.1^2)
         hits = [(i, w) for i, w in enumerate(corpus.vocab.itos) if w in vectors and i != data.PAD_ID]
         with torch.no_grad():
@@ -594,49 +537,21 @@ def main(argv=None) -> dict:
         print(f"embeddings: {len(hits):,} of {len(corpus.vocab):,} words from {cfg.embeddings} ({cfg.emb_dim}-d)")
     opts = make_optimizers(model, cfg)
     sched = torch.optim.lr_scheduler.StepLR(opts["ae"], step_size=cfg.ae_decay_epochs, gamma=cfg.ae_decay)
-    if ckpt:
-        model.load_state_dict(ckpt["model"])
-        if not cfg.eval_only:
-            for k, o in opts.items():
-                o.load_state_dict(ckpt["opts"][k])
-            sched.load_state_dict(ckpt["sched"])
-            data.set_rng_state(ckpt["rng"])
-    data.write_json(os.path.join(cfg.out_dir, "config.json"), asdict(cfg))
-    # A resume drops the log's rows after the checkpoint (and its step's row if it still awaits its
-    # validation); --eval_only leaves log.csv as it is.
-    log = data.CsvLog(os.path.join(cfg.out_dir, "log.csv"), read_only=cfg.eval_only,
-                      resume_step=state["step"] - (not state["validated"]) if ckpt else None)
-    t_start = time.time()
+    run.restore(model=model, opts=opts, sched=sched)
     if not cfg.eval_only:
-        try:
-            state["step"] = train(cfg, corpus, model, opts, sched, state, device, log)
-        except FloatingPointError as err:
-            raise SystemExit(f"stopped: {err}")
-        if os.path.exists(os.path.join(cfg.out_dir, "best.pt")):        # report the selected model
-            sel = data.load_checkpoint(os.path.join(cfg.out_dir, "best.pt"), device)
-            model.load_state_dict(sel["model"])
-            state["selected_step"] = sel["step"]
-    train_time = state["train_time_s"] + time.time() - t_start                # over every process of the run
+        train(cfg, corpus, model, opts, sched, run)
 
-    result, (contexts, refs, hyps) = evaluate(model, corpus, "test", cfg, device, vectors)
-    warnings = prior_warnings(result, cfg.warn_gap)
-    result = {"split": "test", "corpus": corpus.spec.name, "step": state["step"],
-              "selected_step": state.get("selected_step", state["step"]), **result, "prior_ok": int(not warnings),
-              "samples_per_context": cfg.samples_per_context, "bleu_n": cfg.bleu_n, "embeddings": cfg.embeddings or None,
-              "train_time_s": round(train_time, 1), "device": data.describe_device(device)}
-    print(f"test (BLEU n = {cfg.bleu_n}): " + " | ".join(f"{k} {result[k]:.4g}" for k in "bleu_r bleu_p bleu_f1 "
-          "bleu4_r bleu4_p bleu4_f1 bow_a bow_e bow_g intra_dist1 intra_dist2 inter_dist1 inter_dist2 rec rec_prior "
-          "rec_shuffled dual prior_vs_posterior_acc".split() if k in result))
-    for w in warnings:
-        print(f"WARNING (test): {w}", file=sys.stderr, flush=True)
-    log.write({"epoch": "", **result})
-    data.write_json(os.path.join(cfg.out_dir, "metrics.json"), {**result, "warnings": warnings})
+    def test() -> tuple:                                       # Table 8 on the test split, K prior samples each
+        row, texts = evaluate(model, corpus, "test", cfg, run.device, vectors)
+        return {"corpus": corpus.spec.name, **row, "prior_ok": int(not prior_warnings(row, cfg.warn_gap)),
+                "samples_per_context": cfg.samples_per_context, "bleu_n": cfg.bleu_n,
+                "embeddings": cfg.embeddings or None}, texts
+    result, (contexts, refs, hyps) = run.test(test)                      # best.pt's model
+    run.write_results(result, warnings=prior_warnings(result, cfg.warn_gap))
     write_responses(cfg.out_dir, contexts, refs, hyps, cfg.responses_shown,
                     f"{corpus.spec.name} test, model of step {result['selected_step']}")
-    rows = [r for r in log.rows() if r.get("split") == "valid"]
-    metrics.plot_curves(rows, ["rec", "rec_prior", "rec_shuffled"], os.path.join(cfg.out_dir, "curves.png"))
-    names = "config.json log.csv metrics.json checkpoint.pt best.pt responses.txt samples.txt curves.png".split()
-    print(f"wrote {cfg.out_dir}/: " + " ".join(f for f in names if os.path.exists(os.path.join(cfg.out_dir, f))))
+    metrics.plot_curves(run.valid_rows(), ["rec", "rec_prior", "rec_shuffled"], os.path.join(cfg.out_dir, "curves.png"))
+    run.wrote()
     return result
 
 
