@@ -5,29 +5,24 @@ Each function states its formula and where the formula comes from. Nothing here 
 
 Paper section -> code
     Eq. (3), Gaussian baselines (§5.1)        -> gaussian_kl, gaussian_mi
-    Eq. (7)-(9), the dual form of the KL      -> dual_kl
-    §3.2 / §5.1, mutual information           -> mutual_info
-    §5.1 active units, perplexity             -> active_units, perplexity, log_mean_exp
+    Eq. (7)-(9), the dual form of the KL      -> dual_kl, DualKL (pooled over a split)
+    §3.2 / §5.1: MI, active units, perplexity -> mutual_info, active_units, perplexity, log_mean_exp
     honest bounds (importance sampling)       -> fit_gaussian_proposal, defensive_proposal, iw_nll, iw_bound
-    the critic's estimate pooled over a split -> DualKL
     exact diagnostics of the affine encoder   -> affine_posterior_kl, AffinePosteriors, aggregate_kl_mi
     a KL lower bound in expectation (any q)   -> kl_lower_bound
     (beyond the paper) adaptive contrast      -> fit_moments, logdet_bias, gaussian_term, whitening_artifact,
                                                  whiten, ac_kl, residual_check
     §5.2-§5.3, Tables 7-8 (BLEU, BOW, Dist.)  -> sentence_bleu, bleu_recall_precision, corpus_bleu,
-                                                 load_word_vectors, bow_similarity, bow_metrics,
-                                                 distinct_intra, distinct_inter
-    Table 5 forward / reverse PPL, style RPPL -> NGramLM (5-gram, interpolated modified Kneser-Ney),
-                                                 forward_reverse_ppl, ppl_without_eos, rppl_authors
+                                                 bow_similarity, bow_metrics, distinct_intra, distinct_inter
+    Table 5 forward / reverse PPL, style RPPL -> NGramLM (5-gram modified Kneser-Ney), forward_reverse_ppl,
+                                                 rppl_authors
     dialog: is the prior any use (§5.3)       -> two_sample_accuracy
     §5.1 evaluation of an LM VAE over a split -> LMEvaluation, chunked_nll, EVAL_TOKENS
-    Tables 4, 5: decoding a trained model     -> write_prior_samples, interpolation, prior_forward_reverse
-    (reporting)                               -> format_row, honest_notes, warn_collapse, plot_curves,
-                                                 plot_critic_vs_exact, plot_active_units, plot_latent_pca
+    Tables 4, 5: decoding a trained model     -> decode, lm_samples, write_interpolation, prior_forward_reverse
+    (reporting)                               -> format_row, honest_notes, warn_collapse, plot_run
 
-Shapes: B examples, S samples per example, Z latent dimensions.
-Reductions are written out: KLs are summed over latent dimensions and returned per example; callers
-average over sentences themselves.
+Shapes: B examples, S samples per example, Z latent dimensions. KLs are summed over latent dimensions
+and returned per example; callers average over sentences.
 """
 import math
 import os
@@ -42,39 +37,26 @@ import torch.nn.functional as F
 # KL divergences: closed form (Gaussian) and the Fenchel dual (implicit posteriors)
 # ----------------------------------------------------------------------------------------------------
 
-
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    r"""KL(N(mu, diag(exp(logvar))) || N(0, I)) per example, summed over the latent dimensions.
-
-        KL = 1/2 * sum_d ( mu_d^2 + sigma_d^2 - log sigma_d^2 - 1 )
-
-    (Kingma & Welling 2014, App. B). mu, logvar: (..., Z) -> (...)."""
+    r"""KL(N(mu, diag(exp(logvar))) || N(0, I)) = 1/2 sum_d (mu_d^2 + sigma_d^2 - log sigma_d^2 - 1) per
+    example (Kingma & Welling 2014, App. B). mu, logvar: (..., Z) -> (...)."""
     return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0).sum(-1)
 
 
 def dual_kl(nu_q: torch.Tensor, nu_p: torch.Tensor) -> torch.Tensor:
-    r"""The Fenchel-dual estimate of KL(q || p) from a critic nu evaluated on samples of q and of p.
+    r"""The Fenchel-dual estimate of KL(q || p) from a critic nu on samples of q and of p (Eq. 7-9):
 
         KL(q || p) = max_nu  E_q[nu(z)] - E_p[exp(nu(z))] + 1,      optimum nu*(z) = log q(z) / p(z)
 
-    nu_q: (..., S) critic values on S samples z ~ q; nu_p: (..., S') on S' samples z ~ p. The means run
-    over the last dimension, so the result has shape (...): one estimate per example for nu(x, z), or a
-    scalar for nu(z). The same expression, maximised, is the critic's training objective (Eq. 9).
-
-    Why "+1": the convex conjugate of f(t) = t log t is f*(u) = exp(u - 1) (Nguyen, Wainwright & Jordan
-    2010), which gives KL = max_T E_q[T] - E_p[exp(T - 1)]. Writing T = nu + 1 gives the form above.
-    Eq. (7) as printed in the paper, E_q[nu] - E_p[exp(nu)], has the same maximiser nu* = log q/p but its
-    maximum is KL - 1; the authors' evaluation code adds the 1 back, and so do we.
-
-    With exact expectations the value is at most the KL for every nu (a lower bound, equal at nu*).
-    With finite samples it is NOT: the E_p[exp nu] term is an average over S prior samples, and once
-    KL >> log S none of them falls where q lives, so a critic nu* + c is reported as about KL + 1 + c
-    (tests/test_metrics.py: true KL 23.1, 128 prior samples; nu*: 24.2, nu* + 5: 29.2). A jointly
-    trained critic errs the other way in practice (0-7 nats reported where the exact KL is 40-220;
-    docs/honest_evaluation.md). Either way it is an estimate, not a bound;
-    kl_lower_bound gives a lower bound (in expectation).
-    exp(nu) is computed in float64 (nu of a few tens overflows nothing there, and bf16/fp16 inputs are
-    safe); the result is returned in float32 or the inputs' dtype if wider."""
+    nu_q: (..., S) on S samples z ~ q; nu_p: (..., S') on z ~ p; means over the last dimension -> (...).
+    Maximised, it is the critic's objective (Eq. 9). The "+1": f(t) = t log t has the conjugate
+    f*(u) = exp(u - 1) (Nguyen, Wainwright & Jordan 2010), so KL = max_T E_q[T] - E_p[exp(T - 1)], T = nu + 1;
+    the paper's Eq. (7) omits it (its maximum is KL - 1), the authors' evaluation code adds it back, as we do.
+    With exact expectations it is a lower bound for every nu; with S prior samples it is NOT: once
+    KL >> log S no prior sample falls where q lives, and nu* + c reads about KL + 1 + c (tests/test_metrics.py:
+    true KL 23.1, S = 128: nu* 24.2, nu* + 5 29.2). Jointly trained critics err low in practice (0-7 nats
+    where the exact KL is 40-220; docs/honest_evaluation.md). exp(nu) runs in float64; returns float32, or
+    the inputs' dtype if wider."""
     out_dtype = torch.promote_types(nu_q.dtype, torch.float32)
     nu_q, nu_p = nu_q.double(), nu_p.double()
     return (nu_q.mean(-1) - nu_p.exp().mean(-1) + 1.0).to(out_dtype)
@@ -85,39 +67,30 @@ def mutual_info(kl_cond, kl_agg):
 
         E_x KL(q(z|x) || p(z)) = I(x; z) + KL(q(z) || p(z))   =>   I = E_x KL(q(z|x)||p) - KL(q(z)||p)
 
-    kl_cond: per-example KL(q(z|x) || p) (any shape, averaged here) or its mean; kl_agg: KL(q(z) || p)
-    of the aggregated posterior q(z) = E_x q(z|x). With dual estimates (nu(x, z) and nu(z)) the result
-    inherits their errors and can even be negative, which the exact MI never is.
-
-    On a finite set of N sentences, q(x) is uniform over them and I(x; z) <= H(x) = log N: an estimate
-    above log N (the paper's PTB 12.2 > ln 42,068 = 10.65) is an estimator artifact. Print log N beside
-    every MI (aggregate_kl_mi computes the exact MI for the affine encoder and never exceeds it)."""
+    kl_cond: per-example KLs (averaged here) or their mean; kl_agg: KL(q(z) || p), q(z) = E_x q(z|x). From
+    dual estimates it inherits their errors and can be negative. On N sentences I(x; z) <= H(x) = log N:
+    more (the paper's PTB 12.2 > ln 42,068 = 10.65) is an estimator artifact."""
     kl_cond = kl_cond.float().mean() if isinstance(kl_cond, torch.Tensor) else kl_cond
     return kl_cond - kl_agg
 
 
 def gaussian_mi(mu: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor, with_se: bool = False):
-    r"""He et al. (2019)'s Monte-Carlo estimate of I(x; z) for Gaussian posteriors q(z|x) = N(mu, sigma^2).
+    r"""He et al. (2019)'s Monte-Carlo estimate of I(x; z) for Gaussian posteriors q(z|x) = N(mu, sigma^2)
+    (He, Spokoyny, Neubig, Berg-Kirkpatrick, "Lagging inference networks", ICLR 2019, calc_mi):
 
         I = E_x E_{q(z|x)} [log q(z|x)] - E_{q(x,z)} [log q(z)]
         E_{q(z|x)} log q(z|x) = -Z/2 log(2 pi) - 1/2 sum_d (1 + logvar_d)       (minus the entropy)
         log q(z) ~= log (1/B) sum_i q(z | x_i)                                   (the batch as q(x))
 
-    mu, logvar: (B, Z) for B sentences; z: (B, Z) or (B, S, Z), samples z ~ q(z|x_b).
-    Source: He, Spokoyny, Neubig, Berg-Kirkpatrick, "Lagging inference networks", ICLR 2019
-    (calc_mi). The log q(z) term uses the same batch, so the estimate is biased for small B: it cannot
-    exceed log B (plus a small term), so use batches of hundreds or more.
-
-    with_se=True returns (MI, SE): SE = std of the B*S values of log q(z) / sqrt(B*S), the standard error
-    of the Monte-Carlo part (the entropy term is exact). With one sample per sentence the spread of
-    log q(z) between sentences enters it too, so it is an upper bound on the sampling error."""
+    mu, logvar: (B, Z); z: (B, Z) or (B, S, Z) samples of q(z|x_b). Biased for small B (at most about
+    log B). with_se=True returns (MI, SE), SE = std(log q(z)) / sqrt(B*S), with one sample per sentence an
+    upper bound on the Monte-Carlo error (the spread between sentences enters it)."""
     mu, logvar, z = mu.double(), logvar.double(), z.double()
     if z.dim() == 2:
         z = z.unsqueeze(1)                                               # (B, S, Z)
     B, S, Z = z.shape
     neg_entropy = (-0.5 * Z * math.log(2 * math.pi) - 0.5 * (1 + logvar).sum(-1)).mean()
-    # log q(z_bs | x_i) for every sample (b, s) and every posterior i, a chunk of samples at a time so
-    # that whole test sets (B in the thousands) fit in memory: (chunk, B)
+    # log q(z_bs | x_i) for every sample (b, s) and posterior i, in chunks so that test sets fit: (chunk, B)
     flat = z.reshape(B * S, 1, Z)
     inv_var = (-logvar).exp().unsqueeze(0)                               # (1, B, Z)
     log_norm = -0.5 * (Z * math.log(2 * math.pi) + logvar.sum(-1)).unsqueeze(0)   # (1, B)
@@ -132,17 +105,14 @@ def gaussian_mi(mu: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor, with_se
 
 def active_units(means: torch.Tensor, threshold: float = 0.01, unbiased: bool = False,
                  mean_noise_var: Optional[torch.Tensor] = None):
-    r"""Active units (Burda et al. 2016): dimension d is active if Cov_x(E_{q(z|x)}[z_d]) > threshold.
+    r"""Active units (Burda et al. 2016): dimension d is active if Cov_x(E_{q(z|x)}[z_d]) >= threshold.
 
         A_d = Var_x( E_{q(z|x)}[z_d] ),      AU = #{d : A_d >= threshold},   threshold delta = 0.01
 
-    means: (N, Z) posterior means, one row per sentence: exact where q is Gaussian; for an implicit
-    posterior, the mean of S samples, whose variance over x is A_d + E_x[Var(z_d|x)] / S. The second
-    term is sampling noise (a wide posterior would count as active through it): pass
-    mean_noise_var (N, Z) = each sentence's sample variance / S and its mean over x is subtracted.
-    Returns (count, per-dimension variance (Z,)). The authors' code uses the biased variance (divide by
-    N, our default) and the raw sample means; He et al. (2019) divide by N - 1 (`unbiased=True`).
-    Both compare with `>=`."""
+    means: (N, Z), exact where q is Gaussian, else the mean of S samples, whose variance over x adds
+    E_x[Var(z_d|x)] / S of noise: pass mean_noise_var (N, Z) = each sample variance / S to subtract it.
+    Returns (count, per-dimension variance (Z,)). The variance divides by N as the authors' code (default)
+    or by N - 1 as He et al. (2019) (`unbiased=True`)."""
     var = means.double().var(dim=0, unbiased=unbiased)
     if mean_noise_var is not None:
         var = var - mean_noise_var.double().mean(0)
@@ -153,7 +123,6 @@ def active_units(means: torch.Tensor, threshold: float = 0.01, unbiased: bool = 
 # Likelihoods and perplexity
 # ----------------------------------------------------------------------------------------------------
 
-
 def log_mean_exp(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     r"""log (1/n) sum_i exp(x_i) along `dim`, stable (logsumexp), computed in float32 or wider."""
     x = x.to(torch.promote_types(x.dtype, torch.float32))
@@ -163,9 +132,8 @@ def log_mean_exp(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
 def perplexity(nll_sum: float, n_words: int) -> float:
     r"""PPL = exp( sum of per-sentence negative log-likelihoods (nats) / number of words ).
 
-    `n_words` counts every word and one </s> per sentence, not <s>: the convention of the authors' code,
-    He et al. (2019) and Kim et al. (2018). With data.py's sentences (<s> w_1 .. w_n </s>, length n + 2)
-    that is sum(length - 1). For a VAE, nll_sum is the sum of -ELBO (or of the IW bound) over sentences."""
+    `n_words` counts every word and one </s> per sentence, not <s> (the authors' code, He et al. 2019, Kim
+    et al. 2018): sum(length - 1) for data.py's <s> w_1 .. w_n </s>. For a VAE nll_sum sums -ELBO or IW."""
     if n_words <= 0:
         raise ValueError("perplexity needs at least one word")
     return math.exp(nll_sum / n_words)
@@ -173,12 +141,10 @@ def perplexity(nll_sum: float, n_words: int) -> float:
 
 def fit_gaussian_proposal(samples: torch.Tensor, jitter: float = 1e-4, diagonal: bool = False,
                           shrinkage: float = 0.0) -> torch.distributions.Distribution:
-    r"""A Gaussian fitted to posterior samples: the proposal of an importance-weighted bound.
-
-    samples: (B, S, Z), S samples of q(z|x_b) -> a batch of B Gaussians with the samples' mean and
-    covariance, shrunk towards its diagonal by `shrinkage` (a sample covariance from S samples in Z
-    dimensions is noisy, and singular when S <= Z), + jitter * I so it stays positive definite. Any
-    proposal gives a valid bound in iw_nll; a proposal close to the true posterior gives a tight one."""
+    r"""A Gaussian fitted to posterior samples (B, S, Z), the proposal of an IW bound: B Gaussians with the
+    samples' mean and covariance, shrunk towards its diagonal by `shrinkage` (noisy from S samples in Z
+    dimensions, singular when S <= Z), + jitter * I. Any proposal gives a valid bound in iw_nll; one close
+    to the posterior gives a tight one."""
     samples = samples.double()
     mean = samples.mean(1)                                               # (B, Z)
     centred = samples - mean.unsqueeze(1)                                # (B, S, Z)
@@ -193,17 +159,14 @@ def fit_gaussian_proposal(samples: torch.Tensor, jitter: float = 1e-4, diagonal:
 
 def defensive_proposal(samples: torch.Tensor, widen: float = 1.5,
                        jitter: float = 1e-4) -> torch.distributions.MixtureSameFamily:
-    r"""The proposal of the implicit models' IW bound: an equal mixture of two Gaussians fitted to the
-    posterior samples (B, S, Z) of each sentence ("defensive importance sampling", Hesterberg 1995):
+    r"""The implicit models' IW proposal per sentence, from posterior samples (B, S, Z) ("defensive
+    importance sampling", Hesterberg 1995):
 
-        r(z) = 1/2 N(z; m, C) + 1/2 N(z; m, widen^2 diag(C))
+        r(z) = 1/2 N(z; m, C) + 1/2 N(z; m, widen^2 diag(C)),   C shrunk towards its diagonal by Z / (S + Z)
 
-    m, C the samples' mean and covariance, C shrunk towards its diagonal by Z / (S + Z). The first
-    component follows the posterior's correlations; the wider second one covers its tails, which an
-    importance sampler needs (a proposal narrower than the target gives rare, huge weights). Since
-    r >= r_i / 2, every importance weight is at most 2x that of either component alone, so the bound
-    stays finite where one component has the right tails; at small K the IW bound can still be far
-    from -log p(x): it is a bound, not an estimate."""
+    m, C the samples' mean and covariance. The first component follows q's correlations, the wider second
+    covers its tails (a proposal narrower than the target gives rare, huge weights); r >= r_i / 2 caps
+    every weight at 2x either component's."""
     S, Z = samples.shape[1], samples.shape[2]
     full = fit_gaussian_proposal(samples, jitter, shrinkage=Z / (S + Z))
     wide = torch.diag_embed(widen ** 2 * torch.diagonal(full.covariance_matrix, dim1=1, dim2=2))
@@ -231,14 +194,12 @@ def sample_proposal(r: torch.distributions.Distribution, K: int, generator=None)
 
 
 def iw_nll(log_joint: torch.Tensor, log_proposal: torch.Tensor) -> torch.Tensor:
-    r"""Importance-weighted upper bound on -log p(x) (Burda et al. 2016), per example.
+    r"""Importance-weighted upper bound on -log p(x) (Burda et al. 2016), per example:
 
         -log p(x) <= -log (1/K) sum_k p(x, z_k) / r(z_k),     z_k ~ r(z | x)
 
-    log_joint: (B, K) = log p(x|z_k) + log p(z_k); log_proposal: (B, K) = log r(z_k|x). The bound holds
-    in expectation for any proposal r with the right support and tightens as K grows; it needs no
-    critic. It is an UPPER bound of unknown slack: a model with the lower IW-NLL has the better
-    guarantee, not necessarily the better likelihood (a loose proposal makes a good model look bad)."""
+    log_joint, log_proposal: (B, K). Holds in expectation for any r with the right support, tightens with K,
+    needs no critic. Its slack is unknown: a lower IW-NLL is a better guarantee, not a better likelihood."""
     return -log_mean_exp(log_joint.double() - log_proposal.double(), dim=-1)
 
 
@@ -248,22 +209,14 @@ def standard_normal_logpdf(z: torch.Tensor) -> torch.Tensor:
 
 
 def iw_bound(log_lik: torch.Tensor, z: torch.Tensor, log_proposal: torch.Tensor) -> torch.Tensor:
-    r"""The IW bound of a model with prior N(0, I), from K importance samples per example:
-
-        -log p(x) <= -log (1/K) sum_k p(x|z_k) p(z_k) / r(z_k),     z_k ~ r(z|x)     (iw_nll)
-
-    log_lik: (B, K) log p(x|z_k) from the decoder; z: (B, K, Z) the samples; log_proposal: (B, K)
-    log r(z_k|x). Returns (B,) in float64."""
+    r"""iw_nll with the prior N(0, I): log_lik (B, K) = log p(x|z_k) from the decoder, z (B, K, Z) the
+    samples, log_proposal (B, K) = log r(z_k|x). Returns (B,) in float64."""
     return iw_nll(log_lik.double() + standard_normal_logpdf(z.double()), log_proposal)
 
 
 class DualKL:
-    r"""The dual estimate (dual_kl) of KL(q || p) pooled over a whole split, streamed batch by batch:
-
-        KL ~ mean over all q samples of nu  -  mean over all p samples of exp(nu)  +  1
-
-    (the "+1" is dual_kl's; see there). Used for nu(z), whose q is the aggregated posterior q(z): its
-    samples are those of all sentences together. exp(nu) is summed in float64."""
+    r"""dual_kl pooled over a whole split, batch by batch: mean over all q samples of nu - mean over all p
+    samples of exp(nu) + 1. For nu(z), whose q is the aggregated posterior q(z) (all sentences' samples)."""
 
     def __init__(self):
         self.sum_q, self.n_q, self.sum_exp_p, self.n_p = 0.0, 0, 0.0, 0
@@ -282,17 +235,15 @@ class DualKL:
 # Exact diagnostics where q(z|x) is Gaussian, and a lower bound (in expectation) where it is implicit
 # ----------------------------------------------------------------------------------------------------
 
-
 def affine_posterior_kl(mean: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     r"""KL( N(m, W W^T) || N(0, I) ) per example, exactly, in float64: the affine encoder's posterior
     z = m(x) + W eps, eps ~ N(0, I_E) (W: (Z, E), shared by all x; m: (B, Z)).
 
         KL = 1/2 ( ||W||_F^2 + |m|^2 - Z - log det(W W^T) ),   log det(W W^T) = 2 sum_i log s_i(W)
 
-    s_i the Z singular values of W. Nothing is formed in float32 (a float32 W W^T loses the small
-    eigenvalues that dominate log det: at s_min = 1e-5 it gave 56.8 for a true 58.5, or no Cholesky).
-    A rank-deficient W (E < Z, or a zero singular value) puts q on a subspace, where KL(q || p) is
-    infinite: then +inf is returned (never an exception; the caller says so)."""
+    s_i the singular values of W. A float32 W W^T loses the small eigenvalues that dominate log det (at
+    s_min = 1e-5: 56.8 for a true 58.5, or no Cholesky). A rank-deficient W puts q on a subspace, where the
+    KL is infinite: +inf is returned (never an exception; the caller says so)."""
     w, mean = w.double(), mean.double()
     Z = w.shape[0]
     s = torch.linalg.svdvals(w)                                          # (min(Z, E),)
@@ -336,17 +287,15 @@ class AffinePosteriors:
 
 def aggregate_kl_mi(post: AffinePosteriors, kl_cond: torch.Tensor, samples_per_x: int = 4,
                     generator=None, chunk: int = 2048) -> dict:
-    r"""Exact KL(q(z) || p) and I(x; z) of the aggregated posterior q(z) = (1/N) sum_n q(z|x_n) over
-    the N evaluated sentences, Monte-Carlo over z only (every density in it is exact):
+    r"""Exact KL(q(z) || p) and I(x; z) of the aggregated posterior q(z) = (1/N) sum_n q(z|x_n) over the N
+    sentences, Monte-Carlo over z only (every density in it is exact):
 
         I(x; z)        = E_n E_{z ~ q(z|x_n)} [ log q(z|x_n) - log q(z) ],
         log q(z)       = logsumexp_i log q(z|x_i) - log N                      (all N Gaussians)
         KL(q(z) || p)  = E_x KL(q(z|x) || p) - I(x; z)                         (Hoffman & Johnson 2016)
 
-    kl_cond: (N,) exact KL(q(z|x_n) || p) (affine_posterior_kl). Each term of the MI average is at most
-    log N (q(z) >= q(z|x_n) / N), so the estimate never exceeds log N: on N sentences the
-    information z carries about which sentence it came from is at most log N nats. Returns the MI,
-    KL(q(z)||p), their standard error (the same for both) and log N."""
+    kl_cond: (N,) exact KLs (affine_posterior_kl). Each term is <= log N (q(z) >= q(z|x_n) / N), so the MI
+    never exceeds log N. Returns the MI, KL(q(z)||p), their standard error (the same) and log N."""
     N = post.means.shape[0]
     z = post.sample(samples_per_x, generator)                            # (N, S, Z)
     own = post.log_prob_own(z).reshape(-1)                               # (N*S,)
@@ -361,26 +310,21 @@ def aggregate_kl_mi(post: AffinePosteriors, kl_cond: torch.Tensor, samples_per_x
 def kl_lower_bound(fit_samples: torch.Tensor, eval_samples: torch.Tensor) -> torch.Tensor:
     r"""A lower bound, in expectation, on KL(q(z|x) || N(0, I)) for ANY posterior we can sample, per example:
 
-        KL(q || p) = E_q[log q - log p] = E_q[log r - log p] + KL(q || r)  >=  E_q[log r - log p]
+        KL(q || p) = E_q[log r - log p] + KL(q || r)  >=  E_q[log r - log p]      for every density r
 
-    for every density r, because KL(q || r) >= 0. r is a Gaussian fitted to `fit_samples` (B, S1, Z)
-    (fit_gaussian_proposal), and the expectation is the average over `eval_samples` (B, S2, Z), drawn
-    independently of the fit, so r is fixed given the evaluation samples and the average is unbiased
-    for E_q[log r - log p]: the result is a lower bound in expectation (up to Monte-Carlo error), and
-    exact when q is Gaussian and r is fitted perfectly. Unlike the critic's dual estimate, its expectation
-    cannot exceed the KL; a single reading can, by its Monte-Carlo error. Returns (B,) float64."""
+    r: a Gaussian fitted to `fit_samples` (B, S1, Z); the average runs over `eval_samples` (B, S2, Z), drawn
+    apart from the fit, so it is unbiased (exact when q is Gaussian and r fits it): unlike the critic's
+    estimate, its expectation cannot exceed the KL (one reading can, by its Monte-Carlo error). (B,) float64."""
     r = fit_gaussian_proposal(fit_samples, jitter=1e-8)            # S1 >> Z: no shrinkage needed
     z = eval_samples.double().transpose(0, 1)                            # (S2, B, Z): batch dim last-but-one
     return (r.log_prob(z) - standard_normal_logpdf(z)).mean(0)
 
 
 # ----------------------------------------------------------------------------------------------------
-# Adaptive contrast (Mescheder et al. 2017, AVB §3.3): KL(q || p) = E_q[log r - log p] + KL(q || r),
-# r = N(mu, Sigma) with q(z|x)'s own mean and covariance. The first term is closed-form given the moments
-# (gaussian_term); the second, small when q is near Gaussian, is left to a critic on whitened samples
-# (whiten, ac_kl), and checked by a fresh critic that trusts no joint one (residual_check).
+# Adaptive contrast (Mescheder et al. 2017, AVB §3.3): KL(q || p) = E_q[log r - log p] + KL(q || r), r =
+# N(mu, Sigma) with q(z|x)'s moments: the first term in closed form (gaussian_term), the second, small when q
+# is near Gaussian, by a critic on whitened samples (whiten, ac_kl), checked by a fresh one (residual_check)
 # ----------------------------------------------------------------------------------------------------
-
 
 def fit_moments(z: torch.Tensor, max_tries: int = 6) -> tuple:
     r"""The r of adaptive contrast, per sentence: mean and Cholesky factor of the sample covariance of S
@@ -388,14 +332,10 @@ def fit_moments(z: torch.Tensor, max_tries: int = 6) -> tuple:
 
         mu_hat = 1/S sum_s z_s,    Sigma_hat = 1/(S-1) sum_s (z_s - mu_hat)(z_s - mu_hat)^T = L L^T
 
-    z: (B, S, Z) reparameterised samples z = G_phi(h_b, eps) of q(z|x_b), so the gradient reaches G_phi
-    through mu and L (the Cholesky factorisation is differentiable). Returns mu (B, Z) and L (B, Z, Z) in
-    float64: a W with a singular value of 1e-5 puts an eigenvalue of 1e-10 in Sigma, which float32 loses
-    (affine_posterior_kl says what that does to log det). S >= Z + 1 makes Sigma_hat positive definite
-    almost surely. Where a Cholesky fails anyway (S <= Z, or a q on a subspace, whose KL is +inf) that
-    sentence alone gets jitter * mean(diag Sigma_hat) * I, jitter = 1e-12, 1e-10, ... (max_tries levels):
-    the others stay exact. Raises ValueError if a factor still fails. Checking the failures reads one
-    flag back from the device (a sync, which a CUDA-graph capture does not allow)."""
+    z: (B, S, Z) reparameterised samples of q(z|x_b) -> mu (B, Z), L (B, Z, Z) in float64 (a singular value
+    of 1e-5 in W is an eigenvalue of 1e-10, lost in float32). S >= Z + 1 makes Sigma_hat positive definite
+    almost surely; a sentence whose Cholesky fails anyway gets jitter * mean(diag Sigma_hat) * I, jitter =
+    1e-12, 1e-10, ... (max_tries levels; then ValueError). The check is a device sync (no CUDA graph)."""
     zd = z.double()
     S, Z = zd.shape[1], zd.shape[2]
     mu = zd.mean(1)                                                      # (B, Z)
@@ -420,36 +360,29 @@ def fit_moments(z: torch.Tensor, max_tries: int = 6) -> tuple:
 
 def logdet_bias(n_samples: int, latent: int) -> float:
     r"""E[log det Sigma_hat] - log det Sigma for the unbiased sample covariance of S = n_samples Gaussian
-    samples in Z = latent dimensions:
+    samples in Z = latent dimensions ((S-1) Sigma_hat ~ Wishart_Z(Sigma, S-1); Bishop 2006, "Pattern
+    Recognition and Machine Learning", Eq. B.81; psi the digamma function):
 
         E[log det Sigma_hat] = log det Sigma + sum_{i=1..Z} psi((S - i) / 2) + Z log(2 / (S - 1))
 
-    because (S-1) Sigma_hat ~ Wishart_Z(Sigma, n = S-1), and E[log det W] = log det Sigma
-    + sum_{i=1..Z} psi((n + 1 - i) / 2) + Z log 2 for W ~ Wishart_Z(Sigma, n) (Bishop 2006, "Pattern
-    Recognition and Machine Learning", Eq. B.81; psi the digamma function). Checked by Monte Carlo in
-    tests/test_adaptive_contrast.py. Negative (log det is concave): -10.37 at S = 64, Z = 32; -0.52 at
-    S = 1024. Needs S > Z."""
+    Negative (log det is concave): -10.37 at S = 64, Z = 32; -0.52 at S = 1024. Needs S > Z. Checked by
+    Monte Carlo in tests/test_adaptive_contrast.py."""
     i = torch.arange(1, latent + 1, dtype=torch.float64)
     return float(torch.special.digamma((n_samples - i) / 2).sum()) + latent * math.log(2 / (n_samples - 1))
 
 
 def gaussian_term(mu: torch.Tensor, L: torch.Tensor, n_samples: int, unbiased: bool = True) -> torch.Tensor:
-    r"""The closed-form term of adaptive contrast, per sentence (Mescheder et al. 2017, §3.3). For r =
-    N(mu, Sigma) with q's own mean and covariance, E_q[(z - mu)^T Sigma^-1 (z - mu)] = tr(I) = Z, so
+    r"""The closed-form term of adaptive contrast, per sentence (Mescheder et al. 2017, §3.3). For r = N(mu,
+    Sigma) with q's own moments, E_q[(z - mu)^T Sigma^-1 (z - mu)] = Z, so (Kingma & Welling 2014, App. B)
 
         E_q[log r(z) - log p(z)] = KL(N(mu, Sigma) || N(0, I)) = 1/2 (tr Sigma + |mu|^2 - Z - log det Sigma)
 
-    (Kingma & Welling 2014, App. B, with a full covariance), tr Sigma = |L|_F^2, log det Sigma =
-    2 sum_i log L_ii. mu, L: fit_moments of S = n_samples samples, (B, Z), (B, Z, Z) -> (B,) float64.
-    With unbiased=True two finite-sample biases are removed:
-      * log det Sigma_hat - logdet_bias(S, Z) (Wishart): uncorrected, the KL reads 5.2 nats high at
-        S = 64, Z = 32 (4% of a KL of 125). Exact for a Gaussian q; for another q the bias also depends
-        on q's fourth moments, and this is its Gaussian part.
-      * |mu_hat|^2 - tr(Sigma_hat) / S, since E|mu_hat|^2 = |mu|^2 + tr(Sigma) / S for any q with a finite
-        covariance and tr(Sigma_hat) is unbiased: uncorrected, + tr(Sigma) / (2S) nats (0.25 at Sigma = I,
-        S = 64, Z = 32; 5% of a KL of 5).
-    tr(Sigma_hat) is unbiased already (the 1/(S-1)). For a Gaussian q the result is then unbiased, and so
-    is its gradient (the log det correction is a constant); per-sentence sd ~0.8 nats at S = 64, Z = 32."""
+    tr Sigma = |L|_F^2, log det Sigma = 2 sum_i log L_ii; mu, L: fit_moments of S = n_samples samples
+    -> (B,) float64. unbiased=True removes two finite-sample biases (tr Sigma_hat has none): log det
+    Sigma_hat's, logdet_bias(S, Z) (uncorrected: +5.2 nats at S = 64, Z = 32, 4% of a KL of 125; exact for a
+    Gaussian q, for another its fourth moments add to it), and |mu_hat|^2's, tr(Sigma) / S for any q
+    (uncorrected: + tr(Sigma) / (2S) nats, 0.25 at Sigma = I, S = 64, Z = 32). For a Gaussian q result and
+    gradient are then unbiased; per-sentence sd ~0.8 nats at S = 64, Z = 32."""
     Z = mu.shape[-1]
     trace = L.pow(2).sum((-2, -1))                                       # (B,) tr(L L^T)
     logdet = 2 * torch.diagonal(L, dim1=-2, dim2=-1).log().sum(-1)       # (B,) log det(L L^T)
@@ -464,41 +397,34 @@ def gaussian_term(mu: torch.Tensor, L: torch.Tensor, n_samples: int, unbiased: b
 
 
 def whitening_artifact(n_fit: int, latent: int) -> float:
-    r"""The KL that whitening alone makes, in expectation, when a Gaussian q is whitened with mu, L fitted
-    on S = n_fit OTHER samples (whiten's trap): for a fixed fit, u ~ N(d, M), M = L^-1 Sigma L^-T,
-    d = L^-1 (mu - mu_hat), and with the inverse-Wishart mean E[Sigma_hat^-1] = (S-1) Sigma^-1 / (S-Z-2)
-    and logdet_bias,
+    r"""The KL that whitening alone makes, in expectation, when a Gaussian q is whitened with mu, L fitted on
+    S = n_fit OTHER samples (whiten's trap): u ~ N(d, M), M = L^-1 Sigma L^-T, d = L^-1 (mu - mu_hat); with
+    E[Sigma_hat^-1] = (S-1) Sigma^-1 / (S-Z-2) (inverse Wishart) and logdet_bias, for Z = latent,
 
         E KL(N(d, M) || N(0, I)) = 1/2 ( Z (S-1)(S+1) / (S (S-Z-2)) - Z + logdet_bias(S, Z) )
                                  ~ Z (Z+1) / (4 (S-1)) + Z / (2S)        for S >> Z
 
-    (Z = latent). 12.9 nats at S = 64, Z = 32 (the first-order 4.2 of issue 29 holds for S >> Z only);
-    1.37 at S = 256; 0.29 at S = 1024. Needs S > Z + 2. Checked by Monte Carlo in the tests."""
+    12.9 nats at S = 64, Z = 32 (issue 29's first-order 4.2 holds for S >> Z only); 1.37 at S = 256; 0.29
+    at S = 1024. Needs S > Z + 2. Checked by Monte Carlo in the tests."""
     S, Z = n_fit, latent
     return 0.5 * (Z * (S - 1) * (S + 1) / (S * (S - Z - 2)) - Z + logdet_bias(S, Z))
 
 
 def whiten(z: torch.Tensor, mu: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
-    r"""u = L^-1 (z - mu): samples z (B, S', Z) in the coordinates where r = N(mu, L L^T) is N(0, I). The
-    KL is invariant under an invertible affine map, so KL(q || r) = KL(law of u || N(0, I)): a critic
-    nu(x, u) against N(0, I) samples estimates the residual of adaptive contrast (ac_kl).
+    r"""u = L^-1 (z - mu): samples z (B, S', Z) in the coordinates where r = N(mu, L L^T) is N(0, I). KL is
+    invariant under invertible affine maps, so KL(q || r) = KL(law of u || N(0, I)), which a critic
+    nu(x, u) against N(0, I) samples estimates (ac_kl).
 
     The trap (issue 29): mu, L come from S samples, so even a Gaussian q is whitened only roughly.
-      * Samples APART from those that fitted mu, L: with the fit held fixed each sentence's u is
-        N(d, M) with an expected KL of whitening_artifact(S, Z), ~Z(Z+1)/(4(S-1)) nats for S >> Z
-        (12.9 at S = 64, Z = 32; 0.29 at S = 1,024), which a critic can learn and report as residual.
-      * The SAME samples that fitted mu, L (in-sample): their mean is exactly 0 and their covariance
-        exactly I (second moment (S-1)/S I), so a linear or quadratic function of u barely tells them
-        from N(0, I), and a fit that changes every batch leaves nothing per sentence to learn. Left is their
-        radius: S |u_s|^2 / (S-1)^2 ~ Beta(Z/2, (S-Z-1)/2) (Gnanadesikan & Kettenring 1972), lighter-
-        tailed than chi^2_Z. Its KL from the radius of N(0, I) (a 1-D integral, Z = 32): 0.11 nats at
-        S = 64, 0.021 at 128, 0.0047 at 256, 0.0003 at 1,024 (the directions may add a little: a
-        Cholesky whitening is not rotation-equivariant). A fresh 2 x 128 critic, 1,500 updates, read
-        -0.001 to 0.000 at S = 64, 256 and 1,024: it does not find even the 0.11.
-    How the caller avoids it: whiten the samples that fitted mu, L, fitting afresh for every critic batch,
-    with S large beside Z (residual_check does this). mu, L may carry gradients (fit_moments), so the
-    model's gradient reaches G_phi through u as well. Returns (B, S', Z) in z's dtype, at least float32;
-    the triangular solve runs in float64."""
+      * Samples APART from the fit: with the fit held fixed each u is N(d, M), an expected KL of
+        whitening_artifact(S, Z) (12.9 nats at S = 64, Z = 32), which a critic can learn as residual.
+      * The SAME samples (in-sample): mean exactly 0, covariance exactly I, and a fit that changes every
+        batch leaves nothing per sentence to learn. Left is their radius, S |u_s|^2 / (S-1)^2 ~ Beta(Z/2,
+        (S-Z-1)/2) (Gnanadesikan & Kettenring 1972), lighter-tailed than chi^2_Z: a KL (Z = 32) of 0.11 nats
+        at S = 64, 0.021 at 128, 0.0047 at 256, 0.0003 at 1,024 (the directions may add a little), which a
+        fresh 2 x 128 critic (1,500 updates) did not find (-0.001 to 0.000).
+    So whiten the samples that fitted mu, L, afresh for every critic batch, S large beside Z (residual_check
+    does). Gradients reach G_phi through mu, L and u. Returns z's dtype (>= float32); solves in float64."""
     centred = z.double() - mu.double().unsqueeze(1)                      # (B, S', Z)
     # u^T = L^-1 (z - mu)^T: one triangular solve per sentence
     u = torch.linalg.solve_triangular(L.double(), centred.transpose(1, 2), upper=False).transpose(1, 2)
@@ -511,9 +437,8 @@ def ac_kl(gauss: torch.Tensor, nu_q: torch.Tensor, nu_p: torch.Tensor) -> torch.
         KL(q || p) = E_q[log r - log p]  +  KL(q || r)
                    ~ gaussian_term       +  dual_kl(nu(x, u), nu(x, u')),   u = whiten(z), u' ~ N(0, I)
 
-    gauss: (B,) gaussian_term; nu_q: (B, S) the critic on whitened samples of q(z|x_b), nu_p: (B, S') on
-    N(0, I) samples. The dual sees only the residual KL(q || r), small when q is near Gaussian, where the
-    dual's need for ~e^KL samples (McAllester & Stratos 2020) does not bite. Returns (B,) in gauss's dtype."""
+    gauss (B,); nu_q (B, S), nu_p (B, S'). The dual sees only the residual, small when q is near Gaussian,
+    where its need for ~e^KL samples (McAllester & Stratos 2020) does not bite. Returns gauss's dtype."""
     return gauss + dual_kl(nu_q, nu_p).to(gauss.dtype)
 
 
@@ -522,27 +447,20 @@ def residual_check(sample_fn: Callable[[int], torch.Tensor], make_critic: Callab
                    n_critic: int = 64, lr: float = 1e-3, eval_rounds: int = 8,
                    generator: Optional[torch.Generator] = None) -> tuple:
     r"""KL(q(z|x) || r(z|x)), the residual of adaptive contrast, measured by a FRESH critic that trusts no
-    jointly trained one (issue 29, item 4). Trained for `steps` updates on the dual (Nguyen et al. 2010):
+    jointly trained one (issue 29, item 4), trained on the dual (Nguyen et al. 2010):
 
         KL(q || r) = KL(law of u || N(0, I)) = max_nu  E_u[nu(x, u)] - E_{u' ~ N(0, I)}[exp nu(x, u')] + 1
 
-    sample_fn(n) -> (B, n, Z): n fresh samples of q(z|x_b) for each of the B sentences (called under
-    no_grad). make_critic() -> a new torch.nn.Module mapping u (B, n, Z) to (B, n), or (u, cond) to
-    (B, n) when cond is given (passed through unchanged, e.g. h_x as (B, 1, H)), on z's device.
-    Every update draws n_fit fresh samples per sentence, fits mu, L on them (fit_moments) and whitens
-    n_critic of those same samples (in-sample; whiten says why), against n_critic fresh N(0, I) samples;
-    Adam at lr with a cosine decay to 0 over `steps` updates, so the critic settles. The estimate is then
-    pooled over eval_rounds fresh draws of n_fit whitened samples and n_fit prior samples each, in
-    float64, without gradients, the critic in eval mode. The prior samples come from `generator`.
-    Returns (kl, trace): kl (B,) float64; trace, the mean over sentences of the training estimate in 10
-    windows of steps/10 updates: converged when its last windows are flat. Control: a Gaussian q with
-    Z = 32 reads <= 0.05 (tests/test_adaptive_contrast.py). With one fit held fixed over the updates
-    (the trap) the same control read 0.04-0.09 at n_fit = 1,024 (whitening_artifact: 0.29).
-    The check is only as strong as its critic, and a reading is a lower bound in practice: a bimodal
-    residual of 0.60 nats along one direction of Z = 32 was missed by a 2 x 128 critic (0.01 after 1,500
-    updates) and 80% found by a 3 x 512 one (ivae.py's critic size; 0.48 after 3,000 updates at n_critic =
-    256, ~4 min on one thread); in Z = 4 a 2 x 128 critic found 87-92% of 0.32-0.72 nats in 2,000 updates
-    (the tests' mixtures)."""
+    sample_fn(n) -> (B, n, Z) fresh samples of q(z|x_b) (called under no_grad); make_critic() -> a new
+    module mapping u (B, n, Z), or (u, cond) with cond passed unchanged (e.g. h_x (B, 1, H)), to (B, n).
+    Each update fits mu, L on n_fit fresh samples and whitens n_critic of those same samples (in-sample;
+    see whiten) against n_critic N(0, I) samples from `generator`; Adam at lr, cosine-decayed to 0. Then
+    the dual is pooled over eval_rounds draws of n_fit samples (float64, no gradients, eval mode). Returns
+    (kl (B,) float64, trace of the mean training estimate in 10 windows: flat at the end when converged).
+    Controls: a Gaussian q, Z = 32, reads <= 0.05 (tests/test_adaptive_contrast.py; 0.04-0.09 with one fit
+    held fixed, n_fit = 1,024). A reading is a lower bound in practice: a bimodal residual of 0.60 nats in
+    Z = 32 read 0.01 with a 2 x 128 critic (1,500 updates), 0.48 with ivae.py's 3 x 512 (3,000 updates,
+    n_critic = 256, ~4 min on one thread); in Z = 4 a 2 x 128 critic found 87-92% of 0.32-0.72 nats."""
     if steps < 1 or not n_critic <= n_fit:
         raise ValueError(f"residual_check needs steps >= 1 and n_critic <= n_fit, got {steps}, {n_critic}, {n_fit}")
     critic = None
@@ -587,20 +505,15 @@ def residual_check(sample_fn: Callable[[int], torch.Tensor], make_critic: Callab
 # Text metrics for dialog (Table 8) and style transfer (Table 7)
 # ----------------------------------------------------------------------------------------------------
 
-
 def sentence_bleu(reference: Sequence[str], hypothesis: Sequence[str], n: int = 3) -> float:
-    r"""Sentence BLEU of one hypothesis against one reference.
+    r"""Sentence BLEU of one hypothesis against one reference (Papineni et al. 2002):
 
         BLEU = BP * exp( sum_{k=1..n} (1/n) log p_k ),  BP = min(1, exp(1 - |ref| / |hyp|))
 
-    p_k the clipped k-gram precision (Papineni et al. 2002), smoothed with nltk's method7 (Chen & Cherry
-    2014) as the authors' dialog and style code does. n = 3, uniform weights (1/3, 1/3, 1/3), is what
-    their code runs; the paper's text says 4-gram: pass n=4 for that. An empty hypothesis or reference
-    scores 0 (the authors' code catches nltk's exception and scores 0).
-
-    Beware: method7 includes method5, which averages each precision with its neighbours (and, for the
-    last order, with the 5-gram precision), so it changes non-zero precisions too and can exceed 1: a
-    six-word sentence scored against itself gets 1.154. The published numbers carry this quirk."""
+    p_k the clipped k-gram precision, smoothed with nltk's method7 (Chen & Cherry 2014), n = 3, as the
+    authors' dialog and style code run it (their paper says 4-gram: pass n=4); empty sentences score 0.
+    method7 includes method5, which averages each precision with its neighbours, so a score can exceed 1
+    (a six-word sentence against itself: 1.154); the published numbers carry this quirk."""
     from nltk.translate.bleu_score import SmoothingFunction
     from nltk.translate.bleu_score import sentence_bleu as nltk_sentence_bleu
     if not hypothesis or not reference:
@@ -617,11 +530,9 @@ def bleu_recall_precision(hyps_per_context: Sequence[Sequence[Sequence[str]]],
         BLEU-P = mean over contexts of mean_k BLEU(ref, hyp_k)     (precision: are samples close?)
         BLEU-F1 = 2 P R / (P + R)      (of the averaged P and R, as DialogWAE computes it)
 
-    Tokens: the caller decides; Table 8's convention (DialogWAE's and the authors' indexes2sent, which
-    dialog.py follows) keeps the end token: references and responses without `<s>`, up to and including
-    their first `</s>` (a response cut at the length limit has none). The `</s>` counts as a word in the
-    n-grams and the lengths, which raises the scores (the issue-16 measurement: 3-gram R/P/F1
-    0.177/0.095/0.123 without it vs 0.209/0.132/0.162 with it, same responses)."""
+    Table 8's tokens (DialogWAE's and the authors' indexes2sent; dialog.py) drop `<s>` and keep the first
+    `</s>`, which counts as a word and raises the scores (issue 16: 3-gram R/P/F1 0.177/0.095/0.123
+    without it vs 0.209/0.132/0.162 with it)."""
     if len(hyps_per_context) != len(references) or not references:
         raise ValueError("need one list of hypotheses per reference, and at least one reference")
     recall, precision = [], []
@@ -635,9 +546,8 @@ def bleu_recall_precision(hyps_per_context: Sequence[Sequence[Sequence[str]]],
 
 def corpus_bleu(references: Sequence[Sequence[Sequence[str]]], hypotheses: Sequence[Sequence[str]],
                 n: int = 4) -> float:
-    r"""Corpus BLEU (Papineni et al. 2002): k-gram counts pooled over all sentences before the
-    precisions and the brevity penalty are taken; no smoothing. references: one list of references
-    (each a token list) per hypothesis."""
+    r"""Corpus BLEU (Papineni et al. 2002): k-gram counts pooled over all sentences before the precisions
+    and brevity penalty, no smoothing. references: one list of references (token lists) per hypothesis."""
     from nltk.translate.bleu_score import corpus_bleu as nltk_corpus_bleu
     return float(nltk_corpus_bleu([[list(r) for r in refs] for refs in references],
                                   [list(h) for h in hypotheses], weights=(1.0 / n,) * n))
@@ -666,17 +576,13 @@ def bow_similarity(hypothesis: Sequence[str], reference: Sequence[str], vectors:
     r"""Embedding similarities of Liu et al. (2016) between two sentences, as (average, extrema, greedy):
 
         average: cos( mean_w e_w(hyp), mean_w e_w(ref) )
-        extrema: cos( ext(hyp), ext(ref) ), ext_d = the value of largest |.| among the words' e_{w,d}
-                 (Forgues et al. 2014)
+        extrema: cos( ext(hyp), ext(ref) ), ext_d = the e_{w,d} of largest |.| (Forgues et al. 2014)
         greedy:  1/2 [ mean_{w in hyp} max_{v in ref} cos(e_w, e_v) + mean_{v in ref} max_{w in hyp} cos ]
                  (Rus & Lintean 2012)
 
-    Only words with a vector count; a sentence with none scores 0 on all three. Differences from
-    DialogWAE's implementation (which the paper's Table 8 used): it embeds padded index matrices, so its
-    greedy score averages over padding positions, its extrema takes the max over padding zeros and the
-    min over padding + 1, and words without a GloVe vector get random vectors. Here every sum runs over
-    the real words only and unknown words are skipped, so a sentence's score does not depend on the
-    length of the longest sentence in its batch."""
+    Only words with a vector count (none: 0, 0, 0). DialogWAE (the paper's Table 8) embeds padded index
+    matrices, so its greedy averages over padding, its extrema takes the max over padding zeros and the min
+    over padding + 1, and unknown words get random vectors; here only the real words count."""
     h = np.array([vectors[w] for w in hypothesis if w in vectors])
     r = np.array([vectors[w] for w in reference if w in vectors])
     if len(h) == 0 or len(r) == 0:
@@ -732,18 +638,14 @@ def distinct_inter(hyps: Sequence[Sequence[str]], n: int) -> float:
 
 def two_sample_accuracy(a: torch.Tensor, b: torch.Tensor, hidden: int = 64, steps: int = 200, lr: float = 1e-2,
                         weight_decay: float = 1e-2, seed: int = 0) -> float:
-    r"""A classifier two-sample test (Lopez-Paz & Oquab, "Revisiting Classifier Two-Sample Tests", ICLR 2017):
-    the held-out accuracy of a FRESH classifier at telling rows of `a` from rows of `b`. 0.5: it finds no
-    difference; 1: the two sets lie apart. (dialog.py: cat(z, c) with z ~ p(z|c) vs with z ~ q(z|x,c).)
-
-    a, b: (N, D) and (M, D). With n = min(N, M) // 2, rows [0, n) of each train it and rows [n, 2n) score
-    it, so a pairing by row (the same context in row i of both) never crosses the split. The classifier:
-    u = the features standardised by the training rows, input [u, u^2 - 1] (so a difference in scale is
-    as easy to see as one in location), one hidden layer of `hidden` ReLU units, logistic loss, `steps`
-    full-batch Adam steps; accuracy = the share of the 2n scored rows on the right side of 0. Seen: 4,000 +
-    4,000 rows of N(0, I_500): 0.51; b scaled by 1.2: 0.996; rows (z, c) with z = c W + noise (Z 200, 300-d c),
-    8,000 + 8,000, b's z shuffled across rows (so drawn without regard to c): 0.958. CPU, float32, its own
-    seed; torch's global random state is left as it was."""
+    r"""A classifier two-sample test (Lopez-Paz & Oquab, ICLR 2017): the held-out accuracy of a FRESH
+    classifier at telling rows of `a` (N, D) from rows of `b` (M, D); 0.5: no difference found, 1: apart.
+    (dialog.py: cat(z, c) with z ~ p(z|c) vs with z ~ q(z|x,c).) With n = min(N, M) // 2, rows [0, n) of
+    each train and rows [n, 2n) score (a pairing by row never crosses the split). Input [u, u^2 - 1], u
+    standardised by the training rows (scale shows as easily as location); one hidden layer of `hidden`
+    ReLUs, logistic loss, `steps` full-batch Adam steps. Seen: 4,000 + 4,000 rows of N(0, I_500): 0.51; b
+    scaled by 1.2: 0.996; rows (z, c), z = c W + noise (Z 200, 300-d c), 8,000 + 8,000, b's z shuffled
+    across rows: 0.958. CPU, float32, its own seed; torch's global random state is left as it was."""
     a, b = a.detach().float().cpu(), b.detach().float().cpu()
     n = min(len(a), len(b)) // 2
     if n < 1:
@@ -768,10 +670,8 @@ def two_sample_accuracy(a: torch.Tensor, b: torch.Tensor, hidden: int = 64, step
 
 
 # ----------------------------------------------------------------------------------------------------
-# Table 5 forward / reverse PPL and the style RPPL: a 5-gram interpolated modified Kneser-Ney LM
-# (Chen & Goodman 1998, "An Empirical Study of Smoothing Techniques for Language Modeling", TR-10-98;
-#  Heafield et al. 2013, "Scalable Modified Kneser-Ney Language Model Estimation", ACL). The authors
-#  used KenLM's lmplz; this pure-Python version estimates the same model (see the class docstring).
+# Table 5 forward / reverse PPL and the style RPPL: a 5-gram interpolated modified Kneser-Ney LM (Chen &
+# Goodman 1998, TR-10-98; Heafield et al. 2013, ACL), in pure Python, the model of the authors' KenLM lmplz
 # ----------------------------------------------------------------------------------------------------
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"  # sentence start / end and the unknown word: as KenLM and data.py
@@ -781,71 +681,43 @@ KN_FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
 
 
 class NGramLM:
-    r"""Interpolated modified Kneser-Ney n-gram LM, estimated the way KenLM's `lmplz` does it.
+    r"""Interpolated modified Kneser-Ney n-gram LM, estimated the way KenLM's `lmplz` does it. A metric
+    (reverse perplexity fits it on generated text), so it is exact, normalised and fast: PTB train (~1M
+    tokens, order 5) in seconds on one CPU core. Usage: lm = NGramLM(order=5).fit(sentences) (token lists or
+    strings); lm.logprob("sat", ["<s>", "the", "cat"]) (natural log); lm.perplexity(test_sentences).
 
-    Used as a metric (e.g. reverse perplexity: fit on generated text, score real text), so it must be
-    exact, normalised and fast; it fits PTB train (~1M tokens, order 5) in seconds on one CPU core.
-
-    What is counted
-        Every sentence is padded with ONE start and one end token, `<s> w1 ... wn </s>` (as KenLM).
-        All n-grams of orders 1..N inside the padded sentence are counted, except the unigram `<s>`:
-        nothing ever predicts `<s>`, while `</s>` is predicted like any word.
+    Counts: every sentence is padded `<s> w1 ... wn </s>` (one of each, as KenLM); all n-grams of orders
+    1..N in it are counted except the unigram `<s>` (nothing predicts `<s>`; `</s>` is predicted like any word).
 
     Adjusted counts a(.)  (Kneser & Ney 1995; Chen & Goodman 1998; Heafield et al. 2013 Sec. 3)
-        order N (highest):  a(g) = c(g), the raw count
-        order n < N:        a(g) = N1+(. g) = |{v : c(v g) > 0}|, the continuation count,
-                            EXCEPT n-grams starting with `<s>`, which keep their raw count c(g)
-                            (nothing can stand to the left of `<s>`; KenLM's rule).
+        order N:      a(g) = c(g), the raw count
+        order n < N:  a(g) = N1+(. g) = |{v : c(v g) > 0}|; n-grams starting with `<s>` keep c(g) (KenLM)
 
-    Discounts, per order n (Chen & Goodman eq. 26), from t_k = #{n-grams with a(g) = k}:
-        Y = t1 / (t1 + 2 t2)
-        D1 = 1 - 2 Y t2/t1,   D2 = 2 - 3 Y t3/t2,   D3+ = 3 - 4 Y t4/t3
-        D(a) = 0, D1, D2, D3+ for a = 0, 1, 2, >= 3.
-        FALLBACK (tiny or artificial corpora): if t1, t2 or t3 is 0, or some D_k falls outside [0, k],
-        the whole order uses `discount_fallback` (default (0.5, 1.0, 1.5)). This is what
-        `lmplz --discount_fallback` does; plain `lmplz` stops with an error instead. The orders
-        that fell back are listed in `self.fallback_orders`.
+    Discounts per order (Chen & Goodman eq. 26), t_k = #{n-grams with a(g) = k}:
+        Y = t1 / (t1 + 2 t2),  D1 = 1 - 2 Y t2/t1,  D2 = 2 - 3 Y t3/t2,  D3+ = 3 - 4 Y t4/t3;  D(0) = 0
+        If t1, t2 or t3 is 0 or some D_k is outside [0, k], the order uses `discount_fallback`, as `lmplz
+        --discount_fallback` does (plain lmplz stops); such orders are listed in `self.fallback_orders`.
 
-    Probabilities (interpolated modified KN, Chen & Goodman 1998 Sec. 3; Heafield et al. 2013 Sec. 3)
-        For a context h of n-1 words, h' = h without its first word:
-            p(w | h) = max(a(h w) - D(a(h w)), 0) / sum_x a(h x)  +  gamma(h) p(w | h')
-            gamma(h) = (D1 N1(h) + D2 N2(h) + D3+ N3+(h)) / sum_x a(h x)
-        with N_k(h) = #{x : a(h x) = k} (N3+: a >= 3). If h never occurs as a context at order n
-        (sum_x a(h x) = 0) we back off fully: p(w | h) = p(w | h'). Recursion ends at the unigrams,
-        interpolated with the uniform distribution over the vocabulary V:
-            p(w) = max(a(w) - D(a(w)), 0) / sum_x a(x)  +  gamma(eps) / |V|
-        V = training words + `</s>` + `<unk>` (never `<s>`), so p sums to 1 over V for every context
-        (exactly, up to float error, because D_k <= k keeps the max(., 0) inactive).
-        All arithmetic is float64.
-
-    OOV handling
-        A word to predict that is not in V (this includes a literal `<s>`) is scored as `<unk>`;
-        context tokens other than V and `<s>` are mapped to `<unk>` too. If the training text never
-        contains `<unk>`, its probability is only the interpolated uniform share gamma(.) / |V| (and
-        gamma(h) * that at higher orders), as in KenLM. If it does contain `<unk>` (PTB does), `<unk>` is
-        an ordinary word here.
+    Probabilities (Chen & Goodman 1998 Sec. 3), h a context of n-1 words, h' = h without its first word:
+        p(w | h) = max(a(h w) - D(a(h w)), 0) / sum_x a(h x)  +  gamma(h) p(w | h')
+        gamma(h) = (D1 N1(h) + D2 N2(h) + D3+ N3+(h)) / sum_x a(h x),     N_k(h) = #{x : a(h x) = k}
+        p(w | h) = p(w | h') where h never occurred as a context; p(w) interpolates with 1 / |V|
+    V = training words + `</s>` + `<unk>` (never `<s>`), so p sums to 1 over V for every context (D_k <= k
+    keeps the max inactive). All float64. A word to predict outside V (`<s>` included) is scored as `<unk>`,
+    unknown context tokens read as `<unk>`. If training never has `<unk>`, it gets only the uniform share
+    gamma / |V| (as KenLM); if it has (PTB), `<unk>` is an ordinary word.
 
     Differences from KenLM (lmplz + query) that we know of
-      * A literal `<unk>` in the training text: lmplz refuses it by default and with `--skip_symbols`
-        deletes it (joining its neighbours into one n-gram); here it is an ordinary word. Literal
-        `<s>`/`</s>` inside a training sentence raise ValueError (lmplz also refuses them by default).
-      * Count-of-counts: lmplz (lm/builder/adjust_counts.cc, final flush loop of AdjustCounts::Run)
-        records the RAW count instead of the adjusted count for the few lower-order n-grams still
-        pending at the end of its suffix-sorted stream (at most one per order), so its t_k can be off
-        by one. We use the textbook t_k. On PTB this moves only the unigram D3+ (1.2623 here vs
-        1.2649 in lmplz; test perplexity 141.19 vs 141.186); on toy corpora it can decide whether an
-        order falls back. Given lmplz's discounts, our probabilities match its ARPA to ~5e-6 in log10.
-      * No pruning and no count cutoffs (lmplz's default is also no pruning).
-      * lmplz keeps discounts and probabilities in float32 and writes log10 probabilities to the
-        ARPA file; we keep float64 and return natural logs.
-      * Scores with one `<s>` of left context, like KenLM's `query` with its default
-        begin-of-sentence state.
-
-    Usage
-        lm = NGramLM(order=5).fit(train_sentences)      # token lists or strings
-        lm.logprob("sat", ["<s>", "the", "cat"])        # natural log p(sat | <s> the cat)
-        lm.perplexity(test_sentences)                   # exp(-sum log p / (#tokens + #sentences))
-    """
+      * A literal `<unk>` in training: lmplz refuses it (with --skip_symbols deletes it, joining its
+        neighbours); here it is an ordinary word. Literal `<s>`/`</s>` in training raise ValueError (lmplz
+        refuses them too).
+      * lmplz (lm/builder/adjust_counts.cc, the final flush loop of AdjustCounts::Run) puts the RAW count of
+        the few lower-order n-grams pending at the end of its stream (at most one per order) in t_k; we use
+        the textbook t_k. On PTB this moves only the unigram D3+ (1.2623 vs lmplz's 1.2649; test perplexity
+        141.19 vs 141.186); on toy corpora it can decide a fallback. Given lmplz's discounts, our
+        probabilities match its ARPA to ~5e-6 in log10.
+      * No pruning or count cutoffs (lmplz's default too); float64 and natural logs (lmplz: float32, log10);
+        one `<s>` of left context, as KenLM's `query` by default."""
 
     def __init__(self, order: int = 5, discount_fallback=KN_FALLBACK_DISCOUNTS):
         if order < 1:
@@ -855,8 +727,7 @@ class NGramLM:
             raise ValueError(f"discount_fallback must be (D1, D2, D3+) with 0 <= D_k <= k, got {discount_fallback}")
         self.order = order
         self.discount_fallback = tuple(float(d) for d in discount_fallback)
-        # Filled by fit(); index n = 1..order (index 0 unused), so that `counts[n]` holds n-grams.
-        self.counts = None          # counts[n]: n-gram tuple -> adjusted count a(.)
+        self.counts = None          # counts[n] (n = 1..order, fit() fills them): n-gram -> adjusted count a(.)
         self.context_stats = None   # context_stats[n]: (n-1)-gram context h -> (sum_x a(h x), gamma(h))
         self.discounts = None       # discounts[n] = (0, D1, D2, D3+), indexed by min(a, 3)
         self.fallback_orders = None # orders n whose discounts came from `discount_fallback`
@@ -877,9 +748,7 @@ class NGramLM:
         self._check_fitted()
         return self._vocab
 
-    # -----------------------------------------------------------------------------------------------
-    # PAPER: estimation (counts -> adjusted counts -> discounts -> per-context normalisers)
-    # -----------------------------------------------------------------------------------------------
+    # PAPER: estimation (counts -> adjusted counts -> discounts -> per-context normalisers) -----------
 
     def fit(self, sentences) -> "NGramLM":
         """Estimate the model from an iterable of sentences (token lists or whitespace-split strings)."""
@@ -903,14 +772,12 @@ class NGramLM:
                 raw[n].update(zip(*(padded[i:] for i in range(n))))
         self._vocab = frozenset(words | {EOS, UNK})
 
-        # 2) Adjusted counts. Highest order: raw counts. Lower orders: continuation counts
-        #    a(g) = |{v : c(v g) > 0}|, i.e. the number of distinct (n+1)-grams ending in g ...
+        # 2) Adjusted counts: raw at the highest order, below it a(g) = |{v : c(v g) > 0}| ...
         counts = [None] * (N + 1)
         counts[N] = raw[N]
         for n in range(N - 1, 0, -1):
             adjusted = Counter(g[1:] for g in raw[n + 1])
-            # ... except n-grams that start with <s>: no left extension exists, keep the raw count.
-            # (They never appear as g[1:] above, since <s> only ever stands first.)
+            # ... except n-grams that start with <s> (never a g[1:] above): no left extension, raw count.
             for g, c in raw[n].items():
                 if g[0] == BOS:
                     adjusted[g] = c
@@ -930,10 +797,8 @@ class NGramLM:
                 self.fallback_orders.append(n)
             self.discounts[n] = (0.0,) + D  # index by min(a, 3); D(0) = 0
 
-        # 4) Per-context normalisers, cached so a query costs O(order) dict look-ups:
-        #       total(h) = sum_x a(h x)
-        #       gamma(h) = (D1 N1(h) + D2 N2(h) + D3+ N3+(h)) / total(h)
-        #    accumulated as  sum over seen x of D(a(h x)).  At n = 1 the context is the empty tuple.
+        # 4) Per-context normalisers, cached so a query costs O(order) look-ups: total(h) = sum_x a(h x),
+        #    gamma(h) = (D1 N1(h) + D2 N2(h) + D3+ N3+(h)) / total(h) = sum_x D(a(h x)) / total(h); h = () at n = 1
         self.context_stats = [None] * (N + 1)
         for n in range(1, N + 1):
             D = self.discounts[n]
@@ -959,17 +824,12 @@ class NGramLM:
             return None
         return D
 
-    # -----------------------------------------------------------------------------------------------
-    # PAPER: querying p(w | h), bottom-up through the interpolation recursion
-    # -----------------------------------------------------------------------------------------------
+    # PAPER: querying p(w | h), bottom-up through the interpolation recursion ---------------------------
 
     def _prob(self, word, context):
         """p(word | context); `word` in V, `context` a tuple of known tokens, at most order-1 long."""
-        # Start from the uniform distribution, then climb n = 1, 2, ...: each level mixes its own
-        # discounted estimate with gamma(h) times the level below:
-        #     p_n(w | h) = max(a(h w) - D(a(h w)), 0) / total(h) + gamma(h) p_{n-1}(w | h')
-        # As soon as a context was never seen, no longer context (which contains it as a suffix) was
-        # seen either, so every level above backs off fully: p(w | h) = p(w | h'). Stop there.
+        # From the uniform distribution climb n = 1, 2, ...:  p_n(w | h) = max(a(h w) - D(a(h w)), 0) / total(h)
+        # + gamma(h) p_{n-1}(w | h'). Once a context is unseen, so are the longer ones: stop (full back-off).
         p = 1.0 / len(self._vocab)
         L = len(context)
         for n in range(1, L + 2):
@@ -991,11 +851,8 @@ class NGramLM:
         return tuple(w if (w in self._vocab or w == BOS) else UNK for w in ctx)
 
     def logprob(self, word: str, context=()) -> float:
-        """Natural log p(word | context). `context`: previous tokens (may start with `<s>`).
-
-        Out-of-vocabulary `word` (anything not in `vocab`, `<s>` included) is scored as `<unk>`;
-        out-of-vocabulary context tokens are read as `<unk>`. Only the last order-1 tokens matter.
-        """
+        """Natural log p(word | context), context the previous tokens (may start with `<s>`; only the last
+        order-1 matter). A `word` outside `vocab` (`<s>` included) and unknown context tokens read as `<unk>`."""
         self._check_fitted()
         if isinstance(context, str):
             context = context.split()
@@ -1005,8 +862,7 @@ class NGramLM:
         """log p(w1 ... wn </s> | <s>) = sum_i log p(w_i | <s> w1 ... w_{i-1}), one `<s>` of context."""
         self._check_fitted()
         toks = [self._map_word(w) for w in self._tokens(tokens)] + [EOS]
-        # Mapped words are all in V, so the (order-1)-word window can be sliced directly:
-        #     history = <s> w1 w2 ... ;  predict toks[i] from history[max(0, i+1-(N-1)) : i+1]
+        # Mapped words are all in V: predict toks[i] from history[max(0, i+1-(N-1)) : i+1], history = <s> w1 ..
         history = (BOS,) + tuple(toks)
         k = self.order - 1
         total = 0.0
@@ -1030,15 +886,12 @@ def forward_reverse_ppl(samples: Sequence[Sequence[str]], train_text: Sequence[S
                         test_text: Sequence[Sequence[str]], vocabulary: Iterable[str], order: int = 5) -> dict:
     r"""Forward and reverse perplexity of generated text (Table 5; Zhao et al. 2018, "ARAE"):
 
-        forward PPL = PPL of the samples under an n-gram LM fitted on real text (train_text):
-                      are the samples fluent, by the real data's standards?
-        reverse PPL = PPL of real text under an n-gram LM fitted on the samples:
-                      do the samples cover the real data's variety?
+        forward PPL = PPL of the samples under an LM fitted on real text (train_text): are they fluent?
+        reverse PPL = PPL of real text under an LM fitted on the samples: do they cover its variety?
 
-    NGramLM(order=5) (modified Kneser-Ney, as the authors' KenLM). As the authors do, the reverse LM is
-    fitted on the samples with every vocabulary word prepended once as a one-word sentence (a smoothing
-    that gives every real word some count), and scored on the training split (`rev_ppl`); we also
-    score it on the test split (`rev_ppl_test`). Sentences are token lists without <s>, </s>."""
+    The LM is NGramLM(order) (as the authors' KenLM). As the authors, the reverse LM also sees every
+    vocabulary word once as a one-word sentence and scores the training split (`rev_ppl`); we add the test
+    split (`rev_ppl_test`). Sentences are token lists without <s>, </s>."""
     samples = [list(s) for s in samples]
     forward = NGramLM(order).fit(train_text).perplexity(samples)
     reverse_lm = NGramLM(order).fit([[w] for w in vocabulary] + samples)
@@ -1048,11 +901,9 @@ def forward_reverse_ppl(samples: Sequence[Sequence[str]], train_text: Sequence[S
 
 def ppl_without_eos(lm: NGramLM, sentences: Sequence[Sequence[str]]) -> float:
     r"""Perplexity as the authors' style code reads it from KenLM (`lm.score(s, bos=True, eos=False)`,
-    transfer_yelp/utils_yelp.py get_ppl):
+    transfer_yelp/utils_yelp.py get_ppl); `</s>` is neither scored nor counted, OOVs are scored as `<unk>`:
 
-        PPL = exp( - sum_s sum_{i=1..n_s} log p(w_i | <s> w_1 .. w_{i-1}) / sum_s n_s )
-
-    `</s>` is neither scored nor counted; out-of-vocabulary words are scored as `<unk>` and counted."""
+        PPL = exp( - sum_s sum_{i=1..n_s} log p(w_i | <s> w_1 .. w_{i-1}) / sum_s n_s )"""
     log_total, n_words = 0.0, 0
     for sentence in sentences:
         words = list(sentence)
@@ -1066,16 +917,13 @@ def ppl_without_eos(lm: NGramLM, sentences: Sequence[Sequence[str]]) -> float:
 
 def rppl_authors(sources: Sequence[Sequence[str]], transfers: Sequence[Sequence[str]],
                  directions: Sequence[int], order: int = 5) -> dict:
-    r"""Reverse perplexity of style transfer as in the authors' code (transfer_yelp/train_yelp.py,
-    evaluate_autoencoder; KenLM `lmplz -o 5 --skip_symbols "<unk>" --discount_fallback`):
+    r"""Reverse perplexity of style transfer as the authors' code (transfer_yelp/train_yelp.py,
+    evaluate_autoencoder; KenLM `lmplz -o 5 --skip_symbols "<unk>" --discount_fallback`): for each target
+    sentiment d, LM_d = NGramLM(order) on the transfers of direction d with `<unk>` deleted, and
 
-        for each direction d (the target sentiment of the transfer):
-            LM_d   = NGramLM(order) fitted on the transfers of direction d, `<unk>` tokens deleted
-                     (lmplz --skip_symbols)
-            RPPL_d = ppl_without_eos(LM_d, the sources of direction d)
-        RPPL = (RPPL_0 + RPPL_1) / 2          (the mean over the directions present)
+        RPPL_d = ppl_without_eos(LM_d, the sources of direction d),    RPPL = mean_d RPPL_d
 
-    Returns {"rppl": RPPL, "rppl_d": RPPL_d for each direction}. Token lists carry no <s>, </s>."""
+    Returns {"rppl": RPPL, "rppl_d": RPPL_d for each d}. Token lists carry no <s>, </s>."""
     out = {}
     for d in sorted(set(directions)):
         train = [[w for w in t if w != UNK] for t, dd in zip(transfers, directions) if dd == d]
@@ -1089,8 +937,8 @@ def rppl_authors(sources: Sequence[Sequence[str]], transfers: Sequence[Sequence[
 # Evaluating a language VAE (§5.1) over a split, given the model's pieces as callables
 # ----------------------------------------------------------------------------------------------------
 
-# Decoder tokens (sentences x samples x length) per forward pass at evaluation: a chunk's logits are
-# tokens x V floats. 2,048 ran 15-20% faster than 32,768 on the 2-core CPU (results/bench/README.md).
+# Decoder tokens per forward pass at evaluation (its logits: tokens x V floats). 2,048 ran 15-20% faster
+# than 32,768 on the 2-core CPU (results/bench/README.md).
 EVAL_TOKENS = {"cpu": 2048, "cuda": 32768}
 
 
@@ -1105,19 +953,18 @@ def chunked_nll(nll, x: torch.Tensor, z: torch.Tensor, max_tokens: int) -> torch
 
 
 class LMEvaluation:
-    r"""The §5.1 metrics of one split, summed batch by batch; each script's evaluate() calls the methods
-    that apply to its posterior and then row(). Sums are over sentences; row() divides by their number.
+    r"""The §5.1 metrics of one split, summed over sentences batch by batch; each script's evaluate() calls
+    the methods that apply to its posterior, then row(), which divides by the number of sentences.
 
         rec       mean_x mean_s -log p(x | z_s), z_s ~ q(z|x)                         (add_rec)
         kl, kl_agg the critics' dual estimates, Eq. (7) per sentence, Eq. (13) pooled   (add_critics)
         mi        kl - kl_agg;  nelbo = rec + kl;  ppl = exp(sum_x nelbo / #words)      (row)
         kl_lower  a lower bound on E_x KL(q(z|x) || p) (kl_lower_bound)                 (add_kl_lower)
-        iw_nll    an IW upper bound on -log p(x) (iw_bound), proposal q(z|x) where it is known, else a
-                  Gaussian mixture fitted to separate samples (add_affine, add_gaussian, add_fitted_iw)
+        iw_nll    an IW upper bound on -log p(x) (iw_bound), proposal q(z|x) where known, else a Gaussian
+                  mixture fitted to separate samples (add_affine, add_gaussian; fitted_proposal, add_iw)
         kl_exact, kl_agg_exact, mi_exact  exact, where q(z|x) is Gaussian                (add_affine, row)
-        au        active units, from exact means or sample means less their noise (He et al. 2019)
-        log_n     log N: no MI on N sentences can exceed it
-    Randomness comes from its own generator (seed), so evaluating never moves training's stream."""
+        au, log_n active units (He et al. 2019), from exact means or sample means less their noise; log N
+    Its own generator (seed) keeps evaluation off training's random stream."""
 
     def __init__(self, device, seed: int, n_samples: int):
         self.device, self.gen = device, torch.Generator(device=device).manual_seed(seed)
@@ -1145,9 +992,8 @@ class LMEvaluation:
         self.dual_agg.add(nu_z(z), nu_z(z_prior))
 
     def add_ac(self, kl_gauss: torch.Tensor, nu_q: torch.Tensor, nu_p: torch.Tensor) -> None:
-        """Adaptive contrast (ivae.py --kl_estimator ac): the Gaussian term (B,) and the residual critic's
-        values on whitened posterior samples nu_q (B, F) and on N(0, I) samples nu_p (B, F). The row's
-        `kl` is then kl_ac = kl_gauss + kl_resid, the KL the model was trained with."""
+        """Adaptive contrast (ivae.py --kl_estimator ac): the Gaussian term (B,), the residual critic on whitened
+        q samples nu_q (B, F) and on N(0, I) nu_p (B, F); the row's kl = kl_ac = kl_gauss + kl_resid, as trained."""
         resid = dual_kl(nu_q, nu_p)                                      # (B,)
         self.tot["kl_gauss"] += float(kl_gauss.sum())
         self.tot["kl_resid"] += float(resid.sum())
@@ -1159,8 +1005,8 @@ class LMEvaluation:
         self.tot["kl_lower"] += float(kl_lower_bound(fit, z).sum())
 
     def add_affine(self, mean: torch.Tensor, w: torch.Tensor, log_lik: torch.Tensor, z: torch.Tensor) -> None:
-        """q(z|x) = N(mean, w w^T) exactly: its KL, its mean for AU, and the IW bound with q itself as the
-        proposal on z (B, K, Z) with log p(x|z) = log_lik (B, K)."""
+        """q(z|x) = N(mean, w w^T) exactly: its KL, its mean for AU, and the IW bound with q as the proposal
+        on z (B, K, Z), log p(x|z) = log_lik (B, K)."""
         self.w = w
         self.kl_exact.append(affine_posterior_kl(mean, w).cpu())
         self.means.append(mean.double().cpu())
@@ -1170,9 +1016,8 @@ class LMEvaluation:
             self.tot["iw"] += float(iw_bound(log_lik, z, log_q).sum())
 
     def add_gaussian(self, mu: torch.Tensor, logvar: torch.Tensor, log_lik: torch.Tensor, z: torch.Tensor) -> None:
-        """q(z|x) = N(mu, diag exp(logvar)) (vae.py): its KL in closed form, the IW bound with q as the
-        proposal on the first K samples of z (B, S', Z), log p(x|z) = log_lik (B, K) (K = 0: none), and
-        the first sample of each sentence for gaussian_mi."""
+        """q(z|x) = N(mu, diag exp(logvar)) (vae.py): closed-form KL, the IW bound with q as the proposal on the
+        first K samples of z (B, S', Z) (log_lik (B, K); K = 0: none), the first sample for gaussian_mi."""
         self.tot["kl"] += float(gaussian_kl(mu, logvar).sum())
         if log_lik.shape[1]:
             self.K = log_lik.shape[1]
@@ -1205,7 +1050,7 @@ class LMEvaluation:
         if len(self.kept) < k:
             self.kept += list(z[:k - len(self.kept)].cpu())
 
-    def row(self, critics: bool = True):
+    def row(self):
         """(the row of metrics, per-dimension variance of the means for AU, kept samples)."""
         n, words, tot = self.n, self.words, self.tot
         row = {"n_sentences": n, "n_words": words, "eval_samples": self.S, "rec": tot["rec"] / n,
@@ -1246,9 +1091,9 @@ class LMEvaluation:
 
 @torch.no_grad()
 def decode(decoder, z: torch.Tensor, max_len: int, bos: int, eos: int, temperature: float = 0.0, gen=None) -> list:
-    """Token ids from latent codes z (N, Z), greedy (temperature 0) or sampled, up to max_len tokens or
-    until every row has said </s> (eos). decoder(token (N, 1), z, state) -> (logits (N, 1, V), state) is
-    the scripts' Decoder; it runs in eval mode and is left in the mode it was found in."""
+    """Token ids from latent codes z (N, Z), greedy (temperature 0) or sampled, up to max_len tokens or until
+    every row has said </s> (eos). decoder(token (N, 1), z, state) -> (logits (N, 1, V), state), the scripts'
+    Decoder, runs in eval mode and is left in the mode it was found in."""
     was_training = decoder.training
     decoder.eval()
     token = torch.full((z.shape[0], 1), bos, dtype=torch.long, device=z.device)
@@ -1270,10 +1115,9 @@ def decode(decoder, z: torch.Tensor, max_len: int, bos: int, eos: int, temperatu
 
 
 def lm_samples(decode, to_words, cfg, device, texts: dict, vocabulary: list) -> dict:
-    """After the test of an LM script: samples.txt (cfg.num_samples prior codes, greedy and at
-    cfg.temperature; four lines printed) and with cfg.fwd_rev_ppl Table 5, the forward / reverse PPL of
-    cfg.fwd_rev_samples greedy prior samples (fwd_rev_samples.txt) against texts["train"], texts["test"].
-    Returns Table 5's keys (none without --fwd_rev_ppl). The seed offsets give each its own stream."""
+    """After an LM script's test: samples.txt (cfg.num_samples prior codes, greedy and at cfg.temperature;
+    four lines printed) and, with cfg.fwd_rev_ppl, Table 5's forward / reverse PPL of cfg.fwd_rev_samples
+    greedy prior samples (fwd_rev_samples.txt), returned. The seed offsets give each its own stream."""
     result = {}
     if cfg.fwd_rev_ppl:
         result = prior_forward_reverse(decode, to_words, cfg.latent, cfg.fwd_rev_samples, cfg.seed + 4242, device,
@@ -1281,8 +1125,15 @@ def lm_samples(decode, to_words, cfg, device, texts: dict, vocabulary: list) -> 
                                        texts["test"], vocabulary)
         print(f"forward PPL {result['fwd_ppl']:.1f} | reverse PPL {result['rev_ppl']:.1f} (train, as the "
               f"authors) {result['rev_ppl_test']:.1f} (test) | {cfg.fwd_rev_samples} greedy prior samples")
-    for line in write_prior_samples(decode, to_words, cfg.latent, cfg.num_samples, cfg.temperature, cfg.seed + 777,
-                                    device, os.path.join(cfg.out_dir, "samples.txt"))[:4]:
+    # samples.txt: the same prior codes z ~ N(0, I) decoded greedily, then at the temperature
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 777)
+    z = torch.randn(cfg.num_samples, cfg.latent, device=device, generator=gen)     # (num_samples, Z)
+    lines = [f"# {cfg.num_samples} prior samples z ~ N(0, I); greedy, then temperature {cfg.temperature}"]
+    lines += ["greedy\t" + " ".join(to_words(ids)) for ids in decode(z, 0.0, None)]
+    lines += [f"T={cfg.temperature}\t" + " ".join(to_words(ids)) for ids in decode(z, cfg.temperature, gen)]
+    with open(os.path.join(cfg.out_dir, "samples.txt"), "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    for line in lines[:4]:
         print("sample:", line)
     return result
 
@@ -1293,20 +1144,6 @@ def write_interpolation(decode, to_words, z_a: torch.Tensor, z_b: torch.Tensor, 
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
-
-
-def write_prior_samples(decode, to_words, latent: int, n: int, temperature: float, seed: int, device,
-                        path: str) -> list:
-    """samples.txt: n codes z ~ N(0, I), decoded greedily and at the temperature. Returns its lines."""
-    gen = torch.Generator(device=device).manual_seed(seed)
-    z = torch.randn(n, latent, device=device, generator=gen)             # (n, Z)
-    greedy, sampled = decode(z, 0.0, None), decode(z, temperature, gen)
-    lines = [f"# {n} prior samples z ~ N(0, I); greedy, then temperature {temperature}"]
-    lines += ["greedy\t" + " ".join(to_words(ids)) for ids in greedy]
-    lines += [f"T={temperature}\t" + " ".join(to_words(ids)) for ids in sampled]
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    return lines
 
 
 def interpolation(decode, to_words, z_a: torch.Tensor, z_b: torch.Tensor, steps: int = 10) -> list:
@@ -1344,11 +1181,9 @@ def format_row(tag: str, r: dict) -> str:
         test | the paper's way (critic estimates):            rec .. | KL .. | MI .. | AU .. | -ELBO .. | PPL ..
         test | true values and bounds (exact, lower bound, IW): KL >= .. (lower bound) | IW-NLL .. >= -log p(x) | ...
 
-    The first line holds the paper's columns: for an implicit q(z|x) its KL and MI are the critics'
-    estimates, and its -ELBO is then no bound at all (it may sit below -log p(x)); for vae.py's Gaussian
-    q the KL is in closed form. The second line holds what is true: the exact KL, -ELBO and MI where q is
-    known (the affine encoder), the lower bound on the KL (in expectation), the IW upper bound on -log p(x), and
-    log N, the most MI that N sentences allow. It is left out when the row has none of them."""
+    The first holds the paper's columns (for an implicit q its KL and MI are critic estimates and its -ELBO
+    is no bound; vae.py's KL is closed form). The second holds what is true: the exact KL, -ELBO and MI where
+    q is known, the KL's lower bound, the IW bound, log N; it is left out when the row has none of them."""
     critic = "kl_agg" in r or "kl_lower" in r                       # an implicit posterior: the critics' KL
     label = AC_LABEL if "kl_ac" in r else PAPER_LABEL[critic]           # ivae.py --kl_estimator ac: its own KL
     paper = (f"rec {r['rec']:.2f} | KL {r['kl']:.2f} | MI {r['mi']:.2f} | AU {r['au']} | "
@@ -1405,15 +1240,12 @@ def honest_notes(r: dict) -> list:
 
 def warn_collapse(r: dict, latent: int) -> bool:
     """Print a loud warning, naming what triggered it, when z is (partly) unused; True if it printed one.
-
-    The KL judged is the exact one where known, else the larger of the critic's estimate and the
-    lower bound (a critic can only make it look smaller), else vae.py's closed form.
+    The KL judged: the exact one where known, else the larger of the critic's and the lower bound (a critic
+    can only make it look smaller), else vae.py's closed form.
       * KL < COLLAPSE_KL: posterior collapse, q(z|x) is (almost) the prior for every sentence.
-      * at most a tenth of the units active (the paper's VAE: AU 2 of 32) and KL <= log N: partial
-        collapse, the few active units carry all the KL there is.
-      * as few active units but KL > log N: not a collapse. MI <= log N, so at least KL - log N nats of the
-        KL are KL(q(z) || p), not information about x: no unit's mean moves with the sentence, the posterior
-        sits away from the prior in the same place for every x. A different warning."""
+      * AU <= a tenth of the units (the paper's VAE: 2 of 32) and KL <= log N: partial collapse.
+      * as few units but KL > log N: not a collapse. MI <= log N, so >= KL - log N nats are KL(q(z) || p):
+        the posterior sits away from the prior in the same place for every x."""
     if "kl_exact" in r:
         kl, which = r["kl_exact"], "exact KL"
     elif r.get("kl_lower", -math.inf) > r["kl"]:
@@ -1441,7 +1273,6 @@ def warn_collapse(r: dict, latent: int) -> bool:
 # ----------------------------------------------------------------------------------------------------
 # Pictures of the metrics (PNG files under a run's out_dir)
 # ----------------------------------------------------------------------------------------------------
-
 
 def _pyplot():
     import matplotlib
@@ -1528,8 +1359,7 @@ def plot_active_units(variance: torch.Tensor, threshold: float, path: str) -> No
     plt.close(fig)
 
 
-def plot_latent_pca(samples: torch.Tensor, path: str, prior: Optional[torch.Tensor] = None,
-                    labels: Optional[Sequence[str]] = None) -> None:
+def plot_latent_pca(samples: torch.Tensor, path: str, prior: Optional[torch.Tensor] = None) -> None:
     """Posterior samples of a few sentences, (N, S, Z), projected on the 2 principal axes of all of them,
     one colour per sentence; prior samples (M, Z), if given, in grey behind (Figure 1, for text)."""
     plt = _pyplot()
@@ -1544,8 +1374,7 @@ def plot_latent_pca(samples: torch.Tensor, path: str, prior: Optional[torch.Tens
         ax.scatter(p[:, 0], p[:, 1], s=3, c="lightgray", label="prior")
     proj = ((flat - centre) @ axes).reshape(N, S, 2)
     for i in range(N):
-        name = labels[i] if labels else f"sentence {i}"
-        ax.scatter(proj[i, :, 0], proj[i, :, 1], s=5, label=name[:40])
+        ax.scatter(proj[i, :, 0], proj[i, :, 1], s=5, label=f"sentence {i}")
     ax.set_title("posterior samples, first two principal axes")
     ax.legend(fontsize=6, loc="best")
     fig.tight_layout()
@@ -1556,7 +1385,6 @@ def plot_latent_pca(samples: torch.Tensor, path: str, prior: Optional[torch.Tens
 # ----------------------------------------------------------------------------------------------------
 # PLUMBING: `python metrics.py ngram --train A.txt --score B.txt [C.txt ...]`
 # ----------------------------------------------------------------------------------------------------
-
 
 def main(argv: Optional[list] = None) -> int:
     """Fit NGramLM on a text file (one sentence per line, tokens separated by spaces) and print the
