@@ -133,7 +133,7 @@ def perplexity(nll_sum: float, n_words: int) -> float:
     r"""PPL = exp( sum of per-sentence negative log-likelihoods (nats) / number of words ).
 
     `n_words` counts every word and one </s> per sentence, not <s> (the authors' code, He et al. 2019, Kim
-    et al. 2018): sum(length - 1) for data.py's <s> w_1 .. w_n </s>. For a VAE nll_sum sums -ELBO or IW."""
+    et al. 2018): sum(length - 1) for data.py's <s> w_1 .. w_n </s>. For a VAE, nll_sum sums -ELBO or IW bounds."""
     if n_words <= 0:
         raise ValueError("perplexity needs at least one word")
     return math.exp(nll_sum / n_words)
