@@ -7,10 +7,9 @@ ivae_mi.py, style_transfer.py, dialog.py) import it together with metrics.py, an
 Paper section -> code section
     Table 1 (data statistics)                 -> corpus_stats(), `python data.py --data ptb --stats`
     §5.1 the authors' LM sizes per corpus      -> LM_DEFAULTS, lm_defaults
-    (no paper section: run plumbing, the last  -> RunConfig / LMConfig (the shared flags), option,
-     section of this file)                        parse_config, pick_device, autocast_for, CudaGraphs, and
-                                                 Run: one run's folder, checkpoint (open_run), log (CsvLog),
-                                                 progress, validations, Ctrl-C (GracefulInterrupt), test
+    (no paper section: run plumbing, the last  -> RunConfig / LMConfig (the shared flags), option, parse_config,
+     section of this file)                        pick_device, autocast_for, CudaGraphs, and Run: one run's
+                                                 folder, checkpoint, log (CsvLog), progress, validations, Ctrl-C, test
     §5.1 language modelling (PTB/Yahoo/Yelp)   -> CORPORA['ptb'|'yahoo'|'yelp'], LM examples
     §5.2 style transfer (Shen et al. Yelp)     -> CORPORA['yelp_style'], StyleExample, load_style_corpus
                                                  (and the opt-in split YELP_STYLE_NO_TRAIN), balanced_plan
@@ -247,11 +246,9 @@ def custom_spec(folder: str) -> CorpusSpec:
 
 
 def resolve_corpus(data, data_dir: str, splits: Iterable[str] = SPLITS) -> tuple[CorpusSpec, dict]:
-    """Find the files of corpus `data` for `splits`. Returns (spec, {split: [paths], "extra": [paths]}).
-
-    `data` is a corpus name (CORPORA), a CorpusSpec (e.g. YELP_STYLE_NO_TRAIN) or the path of a folder of
-    your own. Named corpora are looked for in `data_dir`, then in $IVAE_DATA_DIR; the first root holding
-    all the needed files wins."""
+    """Find the files of corpus `data` (a name in CORPORA, a CorpusSpec such as YELP_STYLE_NO_TRAIN, or a
+    folder of your own) for `splits`: (spec, {split: [paths], "extra": [paths]}). Named corpora are looked
+    for in `data_dir`, then in $IVAE_DATA_DIR; the first root holding all the needed files wins."""
     splits = tuple(splits)
     named = isinstance(data, CorpusSpec) or data in CORPORA
     if named:
@@ -309,8 +306,7 @@ class LineReport(Counter):
     UNUSABLE = ("not_utf8", "too_long_dropped", "malformed")   # lines lost for what they hold (skipped())
 
     def summary(self, max_len: Optional[int] = None) -> str:
-        """One line: each count and what it means; max_len, the corpus's limit, is named beside the
-        over-long counts."""
+        """One line: each count and what it means, with the corpus's max_len beside the over-long ones."""
         limit = f" (over {max_len} words)" if max_len else ""
         words = {"empty": "empty lines skipped", "not_utf8": "lines with non-UTF-8 bytes skipped",
                  "not_utf8_utterance": "utterances with non-UTF-8 bytes skipped",
@@ -497,11 +493,10 @@ def load_corpus(data: str, data_dir: str = "data", splits: Iterable[str] = SPLIT
                 vocab: Optional[Vocab] = None, vocab_size: Optional[int] = None,
                 max_context: int = 10, verbose: bool = True, keep_text: bool = False,
                 exclude: Optional[dict] = None, allow_bad_lines: bool = False) -> Corpus:
-    """Read corpus `data` (a name in CORPORA or a folder of your own) and encode it.
-
-    The vocabulary is built from the training split with the corpus's settings, unless `vocab` is given
-    (e.g. restored from a checkpoint), in which case the training split is needed only if asked for.
-    `vocab_size` overrides the corpus's default. Bad lines are reported once per split on stderr.
+    """Read corpus `data` (a name in CORPORA or a folder of your own) and encode it. The vocabulary comes
+    from the training split with the corpus's settings (`vocab_size` overrides its size), unless `vocab` is
+    given (e.g. from a checkpoint): then the training split is read only if asked for. Bad lines are
+    reported once per split on stderr.
     keep_text keeps each LM/style example's words in corpus.texts; exclude maps a split to a set of
     sentences (words joined by spaces) to leave out of it. Raises DataError when a file is missing, when
     a split keeps no line, and when a split skips more lines as unusable (bad bytes, over-long, malformed)
@@ -884,10 +879,9 @@ def option(default, help: str, choices=None, nargs=None, low=None, run: bool = F
 
 @dataclass
 class RunConfig:
-    """The command-line contract every training script shares (docs/running.md). A
-    script's Config subclasses it and adds the paper's knobs: `class Config(data.RunConfig)`. A script may
-    redeclare a field for its own default or help (out_dir, epochs, data's choices). data and seed come
-    back from a checkpoint; the rest are run control (run=True): --resume / --eval_only may change them."""
+    """The command-line contract every training script shares (docs/running.md): `class Config(data.RunConfig)`
+    adds the paper's knobs, and may redeclare a field for its own default or help (out_dir, epochs, data's
+    choices). data and seed come back from a checkpoint; the rest are run control (run=True)."""
     data: str = option("ptb", "corpus: ptb, yahoo, yelp, or a folder with train.txt valid.txt test.txt")
     seed: int = option(0, "seed of every random generator")
     data_dir: str = option("data", "where corpora are looked for first (then $IVAE_DATA_DIR)", run=True)
@@ -946,11 +940,6 @@ class LMConfig(RunConfig):
                              "only add the extras: --fwd_rev_ppl, --interpolate, samples, plots", run=True)
 
 
-def run_control(config_cls) -> set:
-    """The names of the fields declared with option(..., run=True)."""
-    return {f.name for f in fields(config_cls) if f.metadata.get("run")}
-
-
 def check_bounds(cfg, parser: argparse.ArgumentParser) -> None:
     """parser.error for the first float field that is not a finite number (argparse reads "nan" and "inf"
     as floats, and NaN passes every `<` test), then for the first field below the `low` of its option()."""
@@ -988,7 +977,7 @@ def config_parser(config_cls, description: str) -> argparse.ArgumentParser:
 
 def parse_args(parser: argparse.ArgumentParser, argv: Optional[list] = None) -> argparse.Namespace:
     """parser.parse_args(argv), noting on the parser which flags the command line gave (`parser.given`):
-    --resume keeps the run's own value of every setting not given again (open_run)."""
+    --resume keeps the run's own value of every setting not given again (Run._open)."""
     args = parser.parse_args(argv)
     absent = object()             # argparse fills in a default only where the namespace has no value yet
     probe = argparse.Namespace(**{k: absent for k, v in vars(args).items() if not isinstance(v, list)})
@@ -1057,18 +1046,16 @@ class CudaGraphs:
     or dict of tensors), replayed from a CUDA graph recorded once per set of input shapes.
 
     Why. At the paper's sizes a training step is hundreds of GPU kernels of a few microseconds each, and
-    the GPU waits for the CPU to launch them; a graph records them once and replays them in one launch.
-    The LM scripts replay a whole step (`--cuda_graph step`: one graph per batch shape); speeds and the
-    profile: results/bench/README.md.
+    the GPU waits for the CPU to launch them; a graph replays them in one launch. The LM scripts replay a
+    whole step (`--cuda_graph step`: one graph per batch shape); speeds: results/bench/README.md.
     How. A graph replays the same kernels on the same memory: each call copies its inputs into the
-    graph's own input tensors, and whatever fn changes must live at fixed addresses (Adam with
-    capturable=True, so its step counter is on the GPU). Random draws inside fn (torch.randn, dropout) are
-    fresh at every replay (torch advances the generator). The first `warmup` calls, and the first call of
-    each new shape, run eagerly on a side stream (torch's recipe: lazy setup must not happen while
-    recording); the second call of a shape records, then every call replays. All graphs share one memory
-    pool: they never run at the same time, and between replays a graph needs only its inputs and outputs,
-    which this class keeps. fn must not look at tensor values from Python (no .item(), no `if` on a
-    tensor). With enabled=False (the CPU, `--cuda_graph off`) it is fn, called eagerly."""
+    graph's own tensors, and whatever fn changes must live at fixed addresses (Adam with capturable=True
+    keeps its step counter on the GPU). Random draws inside fn (torch.randn, dropout) are fresh at every
+    replay. The first `warmup` calls and the first call of each shape run eagerly on a side stream
+    (torch's recipe: no lazy setup while recording); the second call of a shape records, later ones
+    replay. All graphs share one memory pool: they never run at once, and between replays a graph needs
+    only its inputs and outputs, which this class keeps. fn must not read tensor values from Python (no
+    .item(), no `if` on a tensor). With enabled=False (the CPU, `--cuda_graph off`) it is fn, eagerly."""
 
     def __init__(self, fn, enabled: bool, warmup: int = 3):         # 3: as torch's whole-network example
         self.fn, self.enabled, self.warmup = fn, enabled, warmup
@@ -1165,11 +1152,6 @@ def script_of(cfg) -> str:
     return os.path.splitext(os.path.basename(getattr(module, "__file__", None) or module.__name__))[0]
 
 
-def prev_path(path: str) -> str:
-    """Where save_checkpoint keeps the checkpoint it replaces: out/checkpoint.pt -> out/checkpoint.prev.pt."""
-    return path[:-len(".pt")] + ".prev.pt"
-
-
 def save_checkpoint(state: dict, path: str) -> None:
     """Write `state` to path.tmp, check that it loads back, then keep the old `path` as NAME.prev.pt and
     rename the new file into place. A failed check leaves both older files untouched."""
@@ -1177,7 +1159,7 @@ def save_checkpoint(state: dict, path: str) -> None:
     torch.save(state, tmp)
     load_checkpoint(tmp, "cpu")                                          # raises CheckpointError if bad
     if os.path.exists(path):
-        os.replace(path, prev_path(path))
+        os.replace(path, path[:-len(".pt")] + ".prev.pt")
     os.replace(tmp, path)
 
 
@@ -1206,23 +1188,6 @@ def load_checkpoint(path: str, device, cfg=None) -> dict:
             raise CheckpointError(f"{path}: written by {who}, not by {mine}.py: use {mine}.py with its own "
                                   "--out_dir")
     return ckpt
-
-
-def saved_test_row(out_dir: str, step: int, parser: argparse.ArgumentParser) -> dict:
-    """--eval_only --skip_test: the test row already in out_dir/metrics.json, if it was computed for the
-    checkpoint being loaded (its selected_step is `step`); a parser error otherwise. The final test takes
-    most of an hour on a 2-core CPU: this lets a finished run add its extras (--fwd_rev_ppl, --interpolate,
-    samples, plots) without recomputing it."""
-    path = os.path.join(out_dir, "metrics.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            row = json.load(f)
-    except (OSError, ValueError) as err:
-        parser.error(f"--skip_test needs the test row in {path}: {err}")
-    if row.get("selected_step", row.get("step")) != step:
-        parser.error(f"--skip_test: {path} holds the test row of step {row.get('selected_step', row.get('step'))}, "
-                     f"the checkpoint is step {step}; run --eval_only without --skip_test")
-    return row
 
 
 def write_json(path: str, obj) -> None:
@@ -1255,138 +1220,25 @@ def check_writable_dir(out: str, parser: argparse.ArgumentParser, create: bool =
         parser.error(f"--out_dir {out} cannot be written to ({err.strerror}): choose another --out_dir")
 
 
-def check_out_dir(cfg, parser: argparse.ArgumentParser) -> None:
-    """A run's --out_dir: a writable folder (check_writable_dir; not created for --resume / --eval_only,
-    whose missing checkpoint open_run reports). A fresh run refuses a folder that holds a run, unless
-    --overwrite, which deletes that run."""
-    out = cfg.out_dir
-    if cfg.overwrite and (cfg.resume or cfg.eval_only):
-        parser.error("--overwrite starts a fresh run: it excludes --resume and --eval_only")
-    check_writable_dir(out, parser, create=not (cfg.resume or cfg.eval_only))
-    if cfg.resume or cfg.eval_only:
-        return
-    held = [name for name in RUN_FILES if os.path.exists(os.path.join(out, name))]
-    if held and not cfg.overwrite:
-        parser.error(f"--out_dir {out} already holds a run ({', '.join(held)}): add --resume to continue it, "
-                     "--overwrite to delete it and start over, or choose another --out_dir")
-    if held:
-        stale = held + [n for n in ("metrics.json",) if os.path.exists(os.path.join(out, n))]
-        for name in stale:
-            os.remove(os.path.join(out, name))
-        print(f"--overwrite: deleted the previous run in {out} ({', '.join(stale)})")
-
-
 # Run-control flags that --resume takes from the command line only: where and how this process runs, and
 # how far (--max_steps caps a smoke run; its resume goes on to the end).
 RUN_HERE = {"out_dir", "data_dir", "cuda", "cpu", "threads", "max_steps", "resume", "eval_only", "overwrite",
             "skip_test"}
 
 
-def open_run(cfg, parser: argparse.ArgumentParser, run_control: set, device) -> Optional[dict]:
-    """Check --out_dir (check_out_dir), then for --resume (out_dir/checkpoint.pt) or --eval_only
-    (out_dir/best.pt, else checkpoint.pt) load the checkpoint and copy its settings into `cfg`, except the
-    run-control fields a user may change; --resume also brings back those the command line does not give
-    (parse_args notes which it gives), except RUN_HERE. A bad checkpoint falls back to the next good one
-    (NAME.prev.pt, then for --eval_only checkpoint.pt), saying which file was bad and which one is used.
-    A model or optimiser flag given with a value other than the checkpoint's is a parser error."""
-    if cfg.resume and cfg.eval_only:
-        parser.error("--resume and --eval_only exclude each other")
-    if getattr(cfg, "skip_test", False) and not cfg.eval_only:           # LMConfig's
-        parser.error("--skip_test goes with --eval_only (a training run always ends with its test)")
-    check_out_dir(cfg, parser)
-    if not (cfg.resume or cfg.eval_only):
-        return None
-    names = (["best.pt", "best.prev.pt"] if cfg.eval_only else []) + ["checkpoint.pt", "checkpoint.prev.pt"]
-    paths = [os.path.join(cfg.out_dir, n) for n in names if os.path.exists(os.path.join(cfg.out_dir, n))]
-    if not paths:
-        looked = " and ".join(n for n in names if "prev" not in n)
-        parser.error(f"no checkpoint in {cfg.out_dir} (looked for {looked}): train first (without --resume / "
-                     "--eval_only)")
-    bad = []
-    for path in paths:
-        try:
-            ckpt = load_checkpoint(path, device, cfg)
-            break
-        except CheckpointError as err:
-            bad.append(str(err))
-            print(f"warning: bad checkpoint: {err}", file=sys.stderr, flush=True)
-    else:
-        parser.error("no usable checkpoint: " + "; ".join(bad))
-    if bad:
-        print(f"using {path} instead (step {ckpt['step']})", file=sys.stderr, flush=True)
-    defaults = type(cfg)()
-    kept = []
-    for k, v in ckpt["config"].items():
-        if not hasattr(cfg, k):
-            continue
-        if k in run_control:
-            # --resume continues the run as it was started (its --epochs, --fwd_rev_ppl, evaluation sizes,
-            # precision ...) unless a flag says otherwise; where and how it runs is this command's.
-            v = tuple(v) if isinstance(v, list) else v
-            if cfg.resume and k not in getattr(parser, "given", set()) and k not in RUN_HERE and getattr(cfg, k) != v:
-                setattr(cfg, k, v)
-                kept.append(f"--{k} {v}")
-            continue
-        mine = getattr(cfg, k)
-        if mine != getattr(defaults, k) and mine != v:
-            parser.error(f"--{k} {mine} differs from the checkpoint's value {v}: a resumed run keeps its "
-                         "model and optimiser settings")
-        setattr(cfg, k, tuple(v) if isinstance(v, list) else v)
-    print(f"loaded {path} (step {ckpt['step']})" + (f"; the run's own {', '.join(kept)}" if kept else ""))
-    return ckpt
-
-
 class Interrupted(Exception):
-    """A Ctrl-C inside `with stop.interruptible():` (a validation pass): stops it at once."""
-
-
-class GracefulInterrupt:
-    """Ctrl-C during training: finish the current step, save, stop (`.requested` turns True); a second
-    Ctrl-C stops at once (KeyboardInterrupt: run_script turns it into one line). Inside
-    `with stop.interruptible():` the first Ctrl-C stops at once too, raising Interrupted, which ends the
-    `with GracefulInterrupt() as stop:` block quietly, `.requested` True. Use as
-    `with GracefulInterrupt() as stop: ... if stop.requested: ...`."""
-
-    def __enter__(self):
-        self.requested, self.immediate = False, False
-        self.previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        if self.immediate:
-            print("\ninterrupt: stopping the validation now", flush=True)
-            raise Interrupted
-        print("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to stop at once)", flush=True)
-
-    @contextlib.contextmanager
-    def interruptible(self):
-        """A block that the first Ctrl-C ends at once (raises Interrupted), e.g. a validation pass that
-        may take many minutes: save the checkpoint before it."""
-        if self.requested:                           # a Ctrl-C during the last step: do not even start
-            raise Interrupted
-        self.immediate = True
-        try:
-            yield
-        finally:
-            self.immediate = False
-
-    def __exit__(self, exc_type, *exc):
-        signal.signal(signal.SIGINT, self.previous)
-        return exc_type is not None and issubclass(exc_type, Interrupted)
+    """A Ctrl-C during a validation (Run._validate): ends it at once, and the training with it."""
 
 
 def run_script(main) -> None:
-    """`if __name__ == "__main__": data.run_script(main)`: a Ctrl-C that GracefulInterrupt does not
+    """`if __name__ == "__main__": data.run_script(main)`: a Ctrl-C that Run.training does not
     handle (the second one, or one outside training) ends the process with one line and exit status 130,
     never a traceback; so do a new checkpoint that fails to load back and a non-finite loss (exit status 1)."""
     try:
         main()
     except CheckpointError as err:                   # a checkpoint written during the run did not load back
         sys.exit(f"stopped: {err}; the older checkpoints in --out_dir are kept")
-    except FloatingPointError as err:                # check_finite: a NaN or inf loss, before any bad save
+    except FloatingPointError as err:                # Run.after_step: a NaN or inf loss, before any bad save
         sys.exit(f"stopped: {err}")
     except KeyboardInterrupt:
         print("\nstopped by Ctrl-C: the last checkpoint saved in --out_dir is kept (continue with --resume)",
@@ -1396,10 +1248,9 @@ def run_script(main) -> None:
 
 def eta_minutes(step: int, total: int, sec_per_step: float, steps_per_epoch: int, val_every: int,
                 val_seconds: Optional[float], test_in_validations: Optional[float]) -> str:
-    """The progress line's ETA: the training steps left, plus the validations still to come (after every
-    epoch and every val_every steps) and the final test, both timed by the last validation, or before
-    the first one by Run.training's 32-sentence probe (the test costs `test_in_validations`
-    validations: its decoder passes over a validation's; None: unknown, training only)."""
+    """The progress line's ETA: the training steps left, plus the validations to come (every epoch and
+    val_every steps) and the test (`test_in_validations` validations, by decoder passes; None: unknown),
+    timed by the last validation, or before the first one by Run.training's PROBE_SENTENCES probe."""
     train = (total - step) * sec_per_step / 60
     if val_seconds is None or test_in_validations is None:
         return f"ETA {train:5.1f} min + evaluations"
@@ -1414,11 +1265,9 @@ def eta_minutes(step: int, total: int, sec_per_step: float, steps_per_epoch: int
 
 
 class EvalProgress:
-    """A line now and then during a long evaluation (the final test of a PTB model takes 30-50 min on a
-    2-core CPU): share done, sentences, ETA. The work is counted in tokens, since the batches come
-    sorted by length. Silent with an empty label (the short per-epoch validations).
-
-        prog = EvalProgress(examples, "test");  ...  prog.add(batch.lengths)   # after each batch"""
+    """`prog = EvalProgress(examples, "test")`, then `prog.add(batch.lengths)` after each batch: a line a
+    minute during a long evaluation (a PTB test takes 30-50 min on a 2-core CPU): share done, sentences,
+    ETA, counted in tokens as the batches come sorted by length. Silent with an empty label (validations)."""
 
     def __init__(self, examples: list, label: str = "", every_s: float = 60.0):
         lengths = [example_length(e) for e in examples]
@@ -1436,38 +1285,25 @@ class EvalProgress:
             self.last = now
 
 
-def check_finite(means: dict, step: int, ckpt_path: str, hint: str) -> None:
-    """Stop with a readable message when a logged loss term is NaN or infinite."""
-    bad = {k: v for k, v in means.items() if not np.isfinite(v)}
-    if bad:
-        raise FloatingPointError(f"non-finite values at step {step}: {bad}. {hint} The last checkpoint "
-                                 f"({ckpt_path}) holds finite weights: fix the setting and --resume.")
-
-
 class CsvLog:
     """log.csv: one row per evaluation. A row with keys the file lacks (the final test row brings
     selected_step, train_time_s, device, ...) rewrites the file with the union of the columns, so no
     value is dropped. A resumed run first drops the rows written after its checkpoint's step, and a test
-    row at that step (the resumed run writes its own), so no row appears twice; a fresh run starts an empty log. read_only (--eval_only): the file is left
-    byte-identical, write() does nothing, rows() reads every row."""
+    row at that step (the resumed run writes its own), so no row appears twice; a fresh run starts an
+    empty log. read_only (--eval_only): the file is left byte-identical, write() does nothing."""
 
     def __init__(self, path: str, resume_step: Optional[int] = None, read_only: bool = False):
         self.path, self.read_only, self.columns = path, read_only, []
         if read_only or not os.path.exists(path):
             return
-        if resume_step is None:
-            os.remove(path)
-            return
-        self.columns = self._header()
-        if not self.columns:                                             # an empty file: start afresh
+        if resume_step is not None:
+            with open(path, newline="", encoding="utf-8") as f:
+                self.columns = next(csv.reader(f), [])
+        if not self.columns:                                  # a fresh run, or an empty file: start afresh
             os.remove(path)
             return
         self._rewrite([r for r in self.rows() if int(float(r["step"])) < resume_step
                        or (int(float(r["step"])) == resume_step and r.get("split") != "test")])
-
-    def _header(self) -> list:
-        with open(self.path, newline="", encoding="utf-8") as f:
-            return next(csv.reader(f), [])
 
     def _rewrite(self, rows):
         def write(tmp):
@@ -1509,20 +1345,21 @@ class Run:
                 run.after_step(out, beta)            # progress line, checkpoints, validation
         result = run.test(evaluate_test)             # best.pt's model on the test split, metrics.json
 
-    What differs between the scripts is given to the constructor: `score(row)`, the validation number
-    that selects best.pt (lower is better unless `maximise`; the LM scripts': IW-NLL, else -ELBO);
-    `report(tag, row)`, which prints an evaluation row (the LM scripts': metrics.format_row, its notes,
-    the collapse warning); `hint`, what to try when a loss turns non-finite. restore() takes models,
-    optimisers, LR schedulers and dicts of optimisers (saved as a dict of their state dicts)."""
+    What differs between the scripts goes to the constructor: `score(row)`, the validation number that
+    selects best.pt (lower is better unless `maximise`; LM scripts: IW-NLL, else -ELBO); `report(tag, row)`,
+    which prints an evaluation row (LM scripts: metrics.format_row, its notes, the collapse warning); `hint`,
+    what to try when a loss turns non-finite. restore() takes models, optimisers, LR schedulers and dicts
+    of optimisers (saved as a dict of their state dicts)."""
 
     def __init__(self, cfg, parser: argparse.ArgumentParser, shared_samples: bool = False, score=None,
                  maximise: bool = False, report=None, hint: Optional[str] = None):
         self.cfg, self.parser = cfg, parser
         self.device = pick_device(cfg.cuda, cfg.cpu, parser, cfg.threads)
-        self.ckpt = open_run(cfg, parser, run_control(type(cfg)), self.device)
+        self.ckpt = self._open()
         self.state = {"step": 0, "best": None, "validated": True, "train_time_s": 0.0}   # fresh, or resumed:
         self.state.update({k: self.ckpt[k] for k in self.state if k in self.ckpt} if self.ckpt else {})
-        self.step, self.modules, self.log, self.stop = self.state["step"], {}, None, None
+        self.step, self.modules, self.log = self.state["step"], {}, None
+        self.stop, self.validating = False, False    # Ctrl-C seen (Run.training); in a validation
         self.shared_samples = shared_samples     # one draw serves rec and the IW bound (the ETA's test cost)
         self.score, self.maximise = score or (lambda row: row.get("iw_nll", row["nelbo"])), maximise
         self.report = report or self.report_lm
@@ -1533,6 +1370,72 @@ class Run:
         set_seed(cfg.seed)
         print(f"device: {describe_device(self.device)}, precision {precision_in_use(self.device, cfg.precision)}"
               f" | writing to {cfg.out_dir}/")
+
+    def _open(self) -> Optional[dict]:
+        """Check --out_dir: a writable folder (check_writable_dir; not created for --resume / --eval_only),
+        and for a fresh run one that holds no run unless --overwrite, which deletes it. For --resume
+        (checkpoint.pt) or --eval_only (best.pt, else checkpoint.pt) load the checkpoint, falling back to the
+        next good one (NAME.prev.pt, then checkpoint.pt) with a word on which file was bad, and copy its
+        settings into cfg: a model or optimiser flag given with another value is a parser error; of the
+        run-control fields, --resume brings back those the command line does not give (parse_args notes
+        which it gives), except RUN_HERE."""
+        cfg, parser, out = self.cfg, self.parser, self.cfg.out_dir
+        if cfg.resume and cfg.eval_only:
+            parser.error("--resume and --eval_only exclude each other")
+        if getattr(cfg, "skip_test", False) and not cfg.eval_only:           # LMConfig's
+            parser.error("--skip_test goes with --eval_only (a training run always ends with its test)")
+        if cfg.overwrite and (cfg.resume or cfg.eval_only):
+            parser.error("--overwrite starts a fresh run: it excludes --resume and --eval_only")
+        check_writable_dir(out, parser, create=not (cfg.resume or cfg.eval_only))
+        if not (cfg.resume or cfg.eval_only):
+            held = [name for name in RUN_FILES if os.path.exists(os.path.join(out, name))]
+            if held and not cfg.overwrite:
+                parser.error(f"--out_dir {out} already holds a run ({', '.join(held)}): add --resume to continue "
+                             "it, --overwrite to delete it and start over, or choose another --out_dir")
+            if held:
+                stale = held + [n for n in ("metrics.json",) if os.path.exists(os.path.join(out, n))]
+                for name in stale:
+                    os.remove(os.path.join(out, name))
+                print(f"--overwrite: deleted the previous run in {out} ({', '.join(stale)})")
+            return None
+        names = (["best.pt", "best.prev.pt"] if cfg.eval_only else []) + ["checkpoint.pt", "checkpoint.prev.pt"]
+        paths = [os.path.join(out, n) for n in names if os.path.exists(os.path.join(out, n))]
+        if not paths:
+            looked = " and ".join(n for n in names if "prev" not in n)
+            parser.error(f"no checkpoint in {out} (looked for {looked}): train first (without --resume / --eval_only)")
+        bad = []
+        for path in paths:
+            try:
+                ckpt = load_checkpoint(path, self.device, cfg)
+                break
+            except CheckpointError as err:
+                bad.append(str(err))
+                print(f"warning: bad checkpoint: {err}", file=sys.stderr, flush=True)
+        else:
+            parser.error("no usable checkpoint: " + "; ".join(bad))
+        if bad:
+            print(f"using {path} instead (step {ckpt['step']})", file=sys.stderr, flush=True)
+        defaults, kept = type(cfg)(), []
+        run_control = {f.name for f in fields(cfg) if f.metadata.get("run")}     # option(..., run=True)
+        for k, v in ckpt["config"].items():
+            if not hasattr(cfg, k):
+                continue
+            if k in run_control:
+                # --resume continues the run as it was started (its --epochs, --fwd_rev_ppl, evaluation sizes,
+                # precision ...) unless a flag says otherwise; where and how it runs is this command's.
+                v = tuple(v) if isinstance(v, list) else v
+                if cfg.resume and k not in getattr(parser, "given", set()) and k not in RUN_HERE and \
+                        getattr(cfg, k) != v:
+                    setattr(cfg, k, v)
+                    kept.append(f"--{k} {v}")
+                continue
+            mine = getattr(cfg, k)
+            if mine != getattr(defaults, k) and mine != v:
+                parser.error(f"--{k} {mine} differs from the checkpoint's value {v}: a resumed run keeps its "
+                             "model and optimiser settings")
+            setattr(cfg, k, tuple(v) if isinstance(v, list) else v)
+        print(f"loaded {path} (step {ckpt['step']})" + (f"; the run's own {', '.join(kept)}" if kept else ""))
+        return ckpt
 
     def load_corpus(self, splits, **kwargs) -> "Corpus":
         """The corpus (with the checkpoint's vocabulary if there is one); a DataError is a parser error.
@@ -1613,13 +1516,18 @@ class Run:
         self.acc, self.n_acc, self.tokens, self.t0 = {}, 0, 0, time.time()
         t_train = time.time()
         print(f"training: {steps_per_epoch} batches per epoch, steps {self.step} -> {self.total}", flush=True)
-        with GracefulInterrupt() as self.stop:
+        previous = signal.signal(signal.SIGINT, self._on_ctrl_c)
+        try:
             if validate and not self.state["validated"]:   # resumed from a checkpoint that awaits its validation
                 self._validate()
                 self.save()
             yield self
+        except Interrupted:                                # a validation stopped: the checkpoint came before it
+            pass
+        finally:
+            signal.signal(signal.SIGINT, previous)
         self.trained_s = time.time() - t_train
-        if self.stop.requested:
+        if self.stop:
             print(f"interrupted at step {self.step}: checkpoint saved to {cfg.out_dir}/checkpoint.pt; continue "
                   "with --resume", file=sys.stderr, flush=True)
             raise SystemExit(130)                        # 128 + SIGINT, as a shell expects of a Ctrl-C
@@ -1633,17 +1541,28 @@ class Run:
                     obj.load_state_dict(best[name])
             self.state["selected_step"] = best["step"]
 
+    def _on_ctrl_c(self, signum, frame) -> None:
+        """The first Ctrl-C: finish the step, save, stop (`self.stop`); during a validation, which may take
+        many minutes, stop at once (Interrupted). A second Ctrl-C: KeyboardInterrupt (run_script's line)."""
+        if self.stop:
+            raise KeyboardInterrupt
+        self.stop = True
+        if self.validating:
+            print("\ninterrupt: stopping the validation now", flush=True)
+            raise Interrupted
+        print("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to stop at once)", flush=True)
+
     def batches(self, batcher: "Batcher") -> Iterator["Batch"]:
         """The training batches left, epoch after epoch, on the device; ends at the last step or on Ctrl-C.
         `batcher` is a Batcher or has its len() and epoch(epoch, start); an item may be a tuple of batches."""
-        while self.step < self.total and not self.stop.requested:
+        while self.step < self.total and not self.stop:
             epoch = self.step // self.steps_per_epoch
             for batch in batcher.epoch(epoch, start=self.step % self.steps_per_epoch):
                 group = batch if isinstance(batch, tuple) else (batch,)
                 self.tokens += sum(int((b.lengths - 1).sum()) for b in group)   # on the CPU: no GPU sync
                 group = tuple(b.to(self.device) for b in group)
                 yield group if isinstance(batch, tuple) else group[0]
-                if self.step >= self.total or self.stop.requested:
+                if self.step >= self.total or self.stop:
                     return
 
     def after_step(self, out: Optional[dict], beta: Optional[float] = None) -> None:
@@ -1660,10 +1579,14 @@ class Run:
         val_every = getattr(cfg, "val_every", 0)
         validating = self.validate_fn and (step % spe == 0 or (val_every and step % val_every == 0))
         saving = step % spe == 0 or validating or step % cfg.save_every == 0 or step >= self.total or \
-            self.stop.requested
+            self.stop
         if self.n_acc and (step % cfg.log_every == 0 or saving):
             means = {k: float(v) / self.n_acc for k, v in self.acc.items()}   # one device sync per interval
-            check_finite(means, step, os.path.join(cfg.out_dir, "checkpoint.pt"), self.hint)   # never save NaN
+            bad = {k: v for k, v in means.items() if not np.isfinite(v)}       # stop before saving a NaN
+            if bad:
+                raise FloatingPointError(f"non-finite values at step {step}: {bad}. {self.hint} The last checkpoint "
+                                         f"({os.path.join(cfg.out_dir, 'checkpoint.pt')}) holds finite weights: fix "
+                                         "the setting and --resume.")
         if self.n_acc and (step % cfg.log_every == 0 or step == self.total):
             dt = time.time() - self.t0
             eta = eta_minutes(step, self.total, dt / self.n_acc, spe, val_every, self.val_seconds,
@@ -1682,8 +1605,13 @@ class Run:
     def _validate(self) -> None:
         print(f"validating at step {self.step}", flush=True)
         t_val = time.time()
-        with self.stop.interruptible():                                 # the first Ctrl-C stops it at once
+        if self.stop:                                  # a Ctrl-C during the last step: do not even start
+            raise Interrupted
+        self.validating = True                         # the first Ctrl-C stops it at once
+        try:
             row = self.validate_fn(self.step)
+        finally:
+            self.validating = False
         self.val_seconds = time.time() - t_val
         self.t0 += self.val_seconds                                     # steps/s counts training only
         row = {"step": self.step, "epoch": self.step / self.steps_per_epoch, "split": "valid", **row,
@@ -1705,12 +1633,22 @@ class Run:
 
     def test(self, evaluate) -> tuple:
         """The final test: `evaluate()` -> (row, ...), timed and labelled with the step, the selected step,
-        the training time over every process of the run and the device; reported. With --skip_test, the
-        row metrics.json already holds for this checkpoint. Returns (row, *rest)."""
+        the training time over every process of the run and the device; reported. Returns (row, *rest).
+        --skip_test (with --eval_only) takes the row metrics.json holds, if it is this checkpoint's: the
+        test takes most of an hour on a 2-core CPU, and a finished run may only want its extras."""
         cfg = self.cfg
         train_time = self.state["train_time_s"] + self.trained_s             # over every process of the run
         if getattr(cfg, "skip_test", False):
-            row, rest = saved_test_row(cfg.out_dir, self.step, self.parser), (None, None)
+            path, rest = os.path.join(cfg.out_dir, "metrics.json"), (None, None)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    row = json.load(f)
+            except (OSError, ValueError) as err:
+                self.parser.error(f"--skip_test needs the test row in {path}: {err}")
+            if row.get("selected_step", row.get("step")) != self.step:
+                self.parser.error(f"--skip_test: {path} holds the test row of step "
+                                  f"{row.get('selected_step', row.get('step'))}, the checkpoint is step {self.step}; "
+                                  "run --eval_only without --skip_test")
         else:
             t_test = time.time()
             row, *rest = evaluate()

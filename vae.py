@@ -262,7 +262,7 @@ def evaluate(model: VAE, examples: list, cfg: Config, S: int, K: int, device, ke
 # ----------------------------------------------------------------------------------------------------
 
 def check_config(cfg: Config, parser) -> None:
-    """Bad values are parser errors: Config's bounds, then what no bound can say (the rest: data.open_run)."""
+    """Bad values are parser errors: Config's bounds, then what no bound can say (the rest: data.Run)."""
     data.check_bounds(cfg, parser)
     for name, ok, span in [("dropout", 0 <= cfg.dropout < 1, "[0, 1)"), ("beta", 0 < cfg.beta <= 1, "(0, 1]"),
                            ("beta_start", 0 <= cfg.beta_start <= 1, "[0, 1]"), ("ratio", 0 < cfg.ratio <= 1, "(0, 1]")]:

@@ -428,5 +428,5 @@ def test_resume_keeps_the_runs_own_run_settings(tmp_path):
                          os.path.join(out, "checkpoint.pt"))
     parser = data.config_parser(vae.Config, "t")
     again = vae.Config(**vars(data.parse_args(parser, ["--out_dir", out, "--resume", "--epochs", "5"])))
-    data.open_run(again, parser, data.run_control(vae.Config), torch.device("cpu"))
+    data.Run(again, parser)                                  # loads the checkpoint, copies its settings
     assert again.fwd_rev_ppl is True and again.epochs == 5 and again.threads == 0

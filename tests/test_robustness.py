@@ -48,7 +48,7 @@ def parser_error(capsys, main, argv) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------
-# 1. A repeated command never destroys a run (data.check_out_dir: "already holds a run")
+# 1. A repeated command never destroys a run (data.Run._open: "already holds a run")
 # ----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -77,7 +77,7 @@ def test_overwrite_starts_over_and_a_real_run_is_kept_otherwise(corpus_dir, tmp_
 
 
 # ----------------------------------------------------------------------------------------------------
-# 2. Bad checkpoints: a message naming the file, and the previous good checkpoint (data.open_run)
+# 2. Bad checkpoints: a message naming the file, and the previous good checkpoint (data.Run._open)
 # ----------------------------------------------------------------------------------------------------
 
 def test_a_truncated_checkpoint_falls_back_to_the_previous_one(corpus_dir, tmp_path, capsys):
@@ -145,7 +145,7 @@ def test_a_checkpoint_that_does_not_load_back_is_never_renamed_into_place(tmp_pa
 
 
 # ----------------------------------------------------------------------------------------------------
-# 3. --out_dir problems are one message before any work (data.check_out_dir)
+# 3. --out_dir problems are one message before any work (data.Run._open)
 # ----------------------------------------------------------------------------------------------------
 
 def test_out_dir_that_is_a_file_or_below_a_file(corpus_dir, tmp_path, capsys):
@@ -185,7 +185,7 @@ def test_out_dir_that_cannot_be_written(corpus_dir, tmp_path, capsys):
 
 # ----------------------------------------------------------------------------------------------------
 # 4. Ctrl-C during validation: a prompt stop with the epoch's checkpoint saved; --resume redoes the
-#    validation and ends equal to an uninterrupted run (GracefulInterrupt.interruptible; save before)
+#    validation and ends equal to an uninterrupted run (Run._on_ctrl_c, Run._validate; save before)
 # ----------------------------------------------------------------------------------------------------
 
 # About 4 s of validation per epoch on one thread (60,000 importance samples of 24 sentences); 14 steps
