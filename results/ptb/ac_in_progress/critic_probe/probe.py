@@ -3,7 +3,8 @@ The model FROZEN; the first 8 PTB test sentences; one seed. See README.md here.
 
     python results/ptb/ac_in_progress/critic_probe/probe.py CKPT [variant ...]
 
-A variant: name:n:S:lr[:updates] (default 1,500 updates; n whitened in-sample samples per sentence of S that fit mu, L; Adam lr), or 'check'
+A variant: name:n:S:lr[:updates[:flags]] (default 1,500 updates; flags: 'fresh' = a new critic and Adam,
+'cos' = lr cosine-decayed to 0 as residual_check does, joined by '+'; n whitened in-sample samples per sentence of S that fit mu, L; Adam lr), or 'check'
 (metrics.residual_check as ivae.evaluate calls it). Training variants continue a COPY of the checkpoint's
 joint critic nu_xz with the checkpoint's own Adam state (its nu_xz group), exactly as ivae.ac_train_step
 does: per step one fit of S samples, then nu_steps = 5 Adam updates on the same whitened u with fresh
@@ -97,9 +98,14 @@ def adam_for(critic, lr):
     return opt
 
 
-def train_variant(name, n, S, lr):
-    critic = copy.deepcopy(nu_xz)
-    opt = adam_for(critic, lr)
+def train_variant(name, n, S, lr, flags=()):
+    if "fresh" in flags:
+        torch.manual_seed(SEED + 3)
+        critic = ivae.Critic(cfg.latent, cfg.hidden, cfg.nu_width, cfg.nu_layers)
+        opt = torch.optim.Adam(critic.parameters(), lr=lr)
+    else:
+        critic = copy.deepcopy(nu_xz)
+        opt = adam_for(critic, lr)
     g = torch.Generator().manual_seed(SEED + 1)
     rg = torch.Generator().manual_seed(SEED + 2)
     r64, r1024, mx = readings(critic, rg)
@@ -113,6 +119,9 @@ def train_variant(name, n, S, lr):
             mu, L = metrics.fit_moments(z)
             u = metrics.whiten(z[:, :n], mu, L).float()                  # (8, n, Z), in-sample
         for _ in range(cfg.nu_steps):
+            if "cos" in flags:
+                for group in opt.param_groups:
+                    group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * upd / UPDATES))
             up = torch.randn(u.shape, generator=g)
             with model.autocast():
                 nq, npr = critic(u, hu).float(), critic(up, hu).float()
@@ -150,10 +159,36 @@ def check():
           f"(incl. its 8 x 1,024-sample readout)", flush=True)
 
 
+def step_cost(S, n, steps=8):
+    """Seconds of one whole ivae.ac_train_step (model + critics updated, on COPIES) at ac_samples S,
+    ac_critic_samples n, on the first full batch (32 equal-length test sentences, >= 25 tokens with <s> </s>)."""
+    c = copy.deepcopy(cfg)
+    c.ac_samples, c.ac_critic_samples = S, n
+    m, cx, cz = copy.deepcopy(model), copy.deepcopy(nu_xz), copy.deepcopy(nu_z)
+    for p in m.parameters():
+        p.requires_grad_(True)
+    m.train()
+    opt = torch.optim.Adam(m.parameters(), lr=0.0)                       # lr 0: the model stays as it is
+    nopt = torch.optim.Adam([{"params": list(cx.parameters()), "lr": 0.0}, {"params": list(cz.parameters())}], lr=0.0)
+    b = next(bt for bt in data.Batcher(corpus.examples["test"], cfg.batch_size, shuffle=False).epoch(0)
+             if len(bt.lengths) == cfg.batch_size and bt.tokens.shape[1] >= 25)   # a full batch, PTB-typical length
+    ts = []
+    for _ in range(steps):
+        t0 = time.time()
+        ivae.ac_train_step(m, cx, cz, opt, nopt, b.tokens, b.lengths, 1.0, c)
+        ts.append(time.time() - t0)
+    ts = sorted(ts[1:])
+    print(f"(cost) ac_train_step, batch {len(b.lengths)} x {b.tokens.shape[1]} tokens, ac_samples {S}, "
+          f"ac_critic_samples {n}: median {1000 * ts[len(ts) // 2]:.0f} ms/step over {len(ts)}", flush=True)
+
+
 for v in VARIANTS:
-    if v == "check":
+    if v.startswith("cost"):                                             # cost:S:n
+        _, S, n = v.split(":")
+        step_cost(int(S), int(n))
+    elif v == "check":
         check()
     else:
         name, n, S, lr, *rest = v.split(":")
         UPDATES = int(rest[0]) if rest else 1500
-        train_variant(name, int(n), int(S), float(lr))
+        train_variant(name, int(n), int(S), float(lr), rest[1].split("+") if len(rest) > 1 else ())
