@@ -34,8 +34,8 @@ RUNS = [
     ("ivae", "python ivae.py --data ptb --fwd_rev_ppl", "iVAE", ("87.6", "54.46", "6.32", "3.5", "32"), (116, 1520)),
     ("ivae_ac_affine", "python ivae.py --data ptb --encoder_layers 0 --kl_estimator ac --fwd_rev_ppl "
      "--resid_check_every 10", "iVAE", ("87.6", "54.46", "6.32", "3.5", "32"), (116, 1520)),
-    ("ivae_ac_mlp", "python ivae.py --data ptb --kl_estimator ac --fwd_rev_ppl --ac_nu_lr 1e-4", "iVAE",
-     ("87.6", "54.46", "6.32", "3.5", "32"), (116, 1520)),
+    ("ivae_ac_mlp256", "python ivae.py --data ptb --kl_estimator ac --fwd_rev_ppl --ac_samples 256 "
+     "--ac_critic_samples 32 --ac_nu_lr 3e-4", "iVAE", ("87.6", "54.46", "6.32", "3.5", "32"), (116, 1520)),
     ("ivae_mi_affine", "python ivae_mi.py --data ptb --encoder_layers 0 --fwd_rev_ppl", "iVAE_MI",
      ("87.2", "53.44", "12.51", "12.2", "32"), (134, 1137)),
     ("ivae_mi", "python ivae_mi.py --data ptb", "iVAE_MI", ("87.2", "53.44", "12.51", "12.2", "32"), (134, 1137)),
