@@ -471,10 +471,8 @@ def main(argv=None) -> dict:
                                                      and cfg.resid_check_every > 0))
     dec = lambda z, temperature, gen: metrics.decode(model.decoder, z, cfg.max_decode_len,   # noqa: E731
                                                      data.BOS_ID, data.EOS_ID, temperature, gen)
-    texts = {s: [corpus.vocab.decode(e) for e in corpus.examples[s]] for s in ("train", "test")} \
-        if cfg.fwd_rev_ppl else {}
-    result.update(metrics.lm_samples(dec, corpus.vocab.decode, cfg, run.device, texts,   # Table 5, samples.txt
-                                     [w for w in corpus.vocab.itos if w not in (data.PAD, data.BOS, data.EOS)]))
+    result.update(metrics.lm_samples(dec, corpus.vocab, corpus.examples, cfg, run.device,   # Table 5, samples.txt
+                                     specials=(data.PAD, data.BOS, data.EOS)))
     run.write_results(result)
     if cfg.interpolate:                          # Table 4: z of a sentence = the mean of its posterior samples
         model.eval()

@@ -1114,10 +1114,14 @@ def decode(decoder, z: torch.Tensor, max_len: int, bos: int, eos: int, temperatu
     return torch.cat(out, 1).tolist()
 
 
-def lm_samples(decode, to_words, cfg, device, texts: dict, vocabulary: list) -> dict:
+def lm_samples(decode, vocab, examples: dict, cfg, device, specials: tuple) -> dict:
     """After an LM script's test: samples.txt (cfg.num_samples prior codes, greedy and at cfg.temperature;
     four lines printed) and, with cfg.fwd_rev_ppl, Table 5's forward / reverse PPL of cfg.fwd_rev_samples
-    greedy prior samples (fwd_rev_samples.txt), returned. The seed offsets give each its own stream."""
+    greedy prior samples (fwd_rev_samples.txt) against examples["train"] / ["test"], returned; the 5-gram
+    vocabulary is vocab's words but `specials`. The seed offsets give each its own stream."""
+    to_words = vocab.decode
+    texts = {s: [to_words(e) for e in examples[s]] for s in ("train", "test")} if cfg.fwd_rev_ppl else {}
+    vocabulary = [w for w in vocab.itos if w not in specials]
     result = {}
     if cfg.fwd_rev_ppl:
         result = prior_forward_reverse(decode, to_words, cfg.latent, cfg.fwd_rev_samples, cfg.seed + 4242, device,

@@ -288,10 +288,8 @@ def main(argv=None) -> dict:
                                                      keep=5, progress="test"))
     dec = lambda z, temperature, gen: metrics.decode(model.decoder, z, cfg.max_decode_len,   # noqa: E731
                                                      data.BOS_ID, data.EOS_ID, temperature, gen)
-    texts = {s: [corpus.vocab.decode(e) for e in corpus.examples[s]] for s in ("train", "test")} \
-        if cfg.fwd_rev_ppl else {}
-    result.update(metrics.lm_samples(dec, corpus.vocab.decode, cfg, run.device, texts,   # Table 5, samples.txt
-                                     [w for w in corpus.vocab.itos if w not in (data.PAD, data.BOS, data.EOS)]))
+    result.update(metrics.lm_samples(dec, corpus.vocab, corpus.examples, cfg, run.device,   # Table 5, samples.txt
+                                     specials=(data.PAD, data.BOS, data.EOS)))
     run.write_results(result)
     if cfg.interpolate:                          # Table 4: z of a sentence = mu, the mean of q(z|x)
         with torch.no_grad():
