@@ -28,11 +28,9 @@ Shapes: B sentences, T tokens (<s> ... </s>), V vocabulary, H LSTM hidden, Z lat
 per sentence. Minimised: -ELBO = rec + beta * KL, rec the token NLL summed over a sentence, KL summed
 over latent dimensions, both averaged over sentences. PPL counts the words and </s> of each sentence.
 
-What the numbers are (docs/honest_evaluation.md; metrics.py has each formula and its source)
-    * `kl`, `kl_agg`, `mi`, `nelbo`, `ppl`: the paper's columns, from the critics. Estimates, NOT bounds:
-      the jointly trained critic reports a small fraction of the true KL.
-    * `kl_lower` <= E_x KL(q(z|x) || p) in expectation; `iw_nll` >= -log p(x); MI on N sentences <= `log_n`.
-    * `--encoder_layers 0` (q(z|x) = N(A h + c, W W^T)): `kl_exact`, `nelbo_exact`, `mi_exact`, ... exact.
+What the numbers are (docs/honest_evaluation.md): `kl`, `kl_agg`, `mi`, `nelbo`, `ppl` are the paper's,
+from the critics: estimates, NOT bounds. `kl_lower` <= E_x KL(q(z|x) || p) in expectation, `iw_nll` >=
+-log p(x), MI on N sentences <= `log_n`; with `--encoder_layers 0`, `kl_exact`, `mi_exact`, ... are exact.
 
 Deviations from the paper / the authors' code (and why)
     * Eq. (7) with the "+1" the paper's print omits: without it the dual is KL - 1, not KL.
@@ -74,8 +72,7 @@ class Config(data.LMConfig):
     nu_width: int = option(512, "width of the critics' hidden layers (authors: 512)", low=1)
     nu_layers: int = option(3, "hidden layers of the critics (authors: 3)", low=0)
     dropout: float = option(0.5, "dropout on decoder input embeddings and before its output layer")
-    init_range: float = option(0.1, "uniform init range of the model's weights (authors: 0.1 PTB, 0.01 Yahoo/Yelp)",
-                               low=0)
+    init_range: float = option(0.1, "uniform init range of the weights (authors: 0.1 PTB, 0.01 Yahoo/Yelp)", low=0)
     # training (§5.1 and the authors' code)
     batch_size: int = option(32, "sentences per batch (equal-length batches)", low=1)
     lr: float = option(1e-3, "Adam learning rate of encoder/decoder (authors: 1e-3 PTB, 8e-4 Yahoo/Yelp)", low=0)
@@ -85,19 +82,18 @@ class Config(data.LMConfig):
     beta_start: float = option(0.1, "KL weight at step 0; rises linearly to 1")
     warmup_epochs: float = option(10.0, "epochs over which beta rises to 1 (0: beta = 1 throughout)", low=0)
     # evaluation: samples that fit the Gaussians of kl_lower and of the IW proposal
-    fit_samples: int = option(512, "posterior samples per sentence to fit the Gaussian of the KL lower bound "
-                                   "and of the IW proposal (apart from the evaluated samples)", low=1, run=True)
+    fit_samples: int = option(512, "samples per sentence fitting the Gaussians of kl_lower and the IW proposal",
+                              low=1, run=True)
     out_dir: str = option("runs/ivae", "where config.json, log.csv, metrics.json, checkpoints and plots go",
                           run=True)
     # beyond the paper: a KL that is right, by adaptive contrast (ac_train_step)
-    kl_estimator: str = option("dual", "the KL in training: the paper's critic nu(x, z) (dual), or adaptive contrast "
-                                       "(ac): q's own Gaussian fit in closed form + a critic on the residual",
-                               choices=["dual", "ac"])
+    kl_estimator: str = option("dual", "the KL in training: the paper's critic nu(x, z) (dual), or adaptive "
+                               "contrast (ac): q's own Gaussian fit + a critic on the residual", choices=["dual", "ac"])
     ac_samples: int = option(64, "ac: samples of G_phi per sentence that fit q's mean and covariance", low=2)
     ac_critic_samples: int = option(4, "ac: whitened samples per sentence the residual critic sees", low=1)
     ac_nu_lr: float = option(0.0, "ac: Adam learning rate of the residual critic nu(x, u) (0: --nu_lr)", low=0)
-    resid_check_every: int = option(5, "ac: a fresh critic checks the residual at every N-th epoch's validation "
-                                       "and at test (0: never)", low=0, run=True)
+    resid_check_every: int = option(5, "ac: a fresh critic checks the residual every N epochs and at test (0: never)",
+                                    low=0, run=True)
     resid_check_sentences: int = option(8, "ac: sentences of the fresh-critic check", low=1, run=True)
     resid_check_steps: int = option(1500, "ac: updates of the fresh critic", low=1, run=True)
 
@@ -397,11 +393,7 @@ def evaluate(model: IVAE, nu_xz: Critic, nu_z: Critic, examples: list, cfg: Conf
         fit = model.posterior(h, cfg.fit_samples, ev.gen)               # (B, F, Z), apart from z
         ev.add_kl_lower(fit, z[:, :S])
         if cfg.kl_estimator == "ac":                                     # Gaussian term + residual, on the fit
-            mu, L = metrics.fit_moments(fit)
-            u = metrics.whiten(fit, mu, L).float()                       # (B, F, Z)
-            u_p = torch.randn(u.shape, device=device, generator=ev.gen)
-            ev.add_ac(metrics.gaussian_term(mu, L, cfg.fit_samples), nu_xz(u, h.unsqueeze(1)),
-                      nu_xz(u_p, h.unsqueeze(1)))
+            ev.add_ac(fit, lambda u: nu_xz(u, h.unsqueeze(1)))
         if affine:
             ev.add_affine(*model.posterior.gaussian(h), -nll[:, :K], z[:, :K])
         else:
@@ -414,20 +406,10 @@ def evaluate(model: IVAE, nu_xz: Critic, nu_z: Critic, examples: list, cfg: Conf
         prog.add(lengths)
     row, au_var, kept = ev.row()
     if resid_check:                     # a fresh critic on the first few sentences, trusting no joint one
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(cfg.seed + 999)                            # its own stream: training's is untouched
-            batch = data.collate(examples[:cfg.resid_check_sentences]).to(device)
-            h, _ = model(batch.tokens, batch.lengths)                   # (b, H)
-            with torch.enable_grad():
-                check, _ = metrics.residual_check(lambda n: model.posterior(h, n),
-                                                  lambda: Critic(cfg.latent, cfg.hidden, cfg.nu_width, cfg.nu_layers),
-                                                  cond=h.unsqueeze(1), steps=cfg.resid_check_steps)
-            z = model.posterior(h, 1024)                                 # the joint critic on the same sentences
-            mu, L = metrics.fit_moments(z)
-            u = metrics.whiten(z, mu, L).float()                         # (b, 1024, Z)
-            joint = metrics.dual_kl(nu_xz(u, h.unsqueeze(1)), nu_xz(torch.randn_like(u), h.unsqueeze(1)))
-        row.update(kl_resid_check=float(check.mean()), kl_resid_joint=float(joint.mean()),
-                   resid_check_sentences=len(h))
+        batch = data.collate(examples[:cfg.resid_check_sentences]).to(device)
+        row.update(metrics.residual_check_row(lambda: model(batch.tokens, batch.lengths)[0], model.posterior, nu_xz,
+                                              lambda: Critic(cfg.latent, cfg.hidden, cfg.nu_width, cfg.nu_layers),
+                                              cfg.resid_check_steps, cfg.seed + 999, device))
     model.train()
     return row, au_var, kept
 
@@ -471,17 +453,12 @@ def main(argv=None) -> dict:
                                                      and cfg.resid_check_every > 0))
     dec = lambda z, temperature, gen: metrics.decode(model.decoder, z, cfg.max_decode_len,   # noqa: E731
                                                      data.BOS_ID, data.EOS_ID, temperature, gen)
-    result.update(metrics.lm_samples(dec, corpus.vocab, corpus.examples, cfg, run.device,   # Table 5, samples.txt
-                                     specials=(data.PAD, data.BOS, data.EOS)))
+    model.eval()                                                         # for the extras
+    # Table 4: z of a sentence = the mean of its posterior samples
+    code_of = lambda x: model(x, x.new_tensor([x.shape[1]]), cfg.eval_samples)[1].mean(1)  # noqa: E731
+    result.update(metrics.lm_samples(dec, corpus.vocab, corpus.examples, cfg, run.device,   # Tables 4, 5, samples
+                                     specials=(data.PAD, data.BOS, data.EOS), code_of=code_of))
     run.write_results(result)
-    if cfg.interpolate:                          # Table 4: z of a sentence = the mean of its posterior samples
-        model.eval()
-        with torch.no_grad():
-            xs = [torch.tensor([corpus.vocab.encode(s.lower().split())], device=run.device) for s in cfg.interpolate]
-            z_a, z_b = (model(x, torch.tensor([x.shape[1]], device=run.device), cfg.eval_samples)[1].mean(1)
-                        for x in xs)                                     # (1, Z) each
-        metrics.write_interpolation(dec, corpus.vocab.decode, z_a, z_b,
-                                    os.path.join(cfg.out_dir, "interpolation.txt"))
     metrics.plot_run(run.valid_rows(), ["rec", "kl", "kl_lower", "kl_exact", "mi", "mi_exact", "au", "iw_nll"],
                      cfg.out_dir, au_var, kept,
                      critic_title=f"{os.path.basename(__file__)} on {corpus.spec.name}, validation")

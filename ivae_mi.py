@@ -30,11 +30,9 @@ Shapes: B sentences, T tokens (<s> ... </s>), V vocabulary, H LSTM hidden, Z lat
 per sentence. Minimised: rec + beta * mean_i nu(z_i) (Eq. 14), rec the token NLL summed over a sentence,
 averaged over sentences. PPL counts the words and </s> of each sentence.
 
-What the numbers are (docs/honest_evaluation.md; metrics.py has each formula and its source)
-    * `kl`, `kl_agg`, `mi`, `nelbo`, `ppl`: the paper's columns, from the critics. Estimates, NOT bounds:
-      the jointly trained critic reports a small fraction of the true KL.
-    * `kl_lower` <= E_x KL(q(z|x) || p) in expectation; `iw_nll` >= -log p(x); MI on N sentences <= `log_n`.
-    * `--encoder_layers 0` (q(z|x) = N(A h + c, W W^T)): `kl_exact`, `nelbo_exact`, `mi_exact`, ... exact.
+What the numbers are (docs/honest_evaluation.md): `kl`, `kl_agg`, `mi`, `nelbo`, `ppl` are the paper's,
+from the critics: estimates, NOT bounds. `kl_lower` <= E_x KL(q(z|x) || p) in expectation, `iw_nll` >=
+-log p(x), MI on N sentences <= `log_n`; with `--encoder_layers 0`, `kl_exact`, `mi_exact`, ... are exact.
 
 Deviations from the paper / the authors' code (and why)
     * Eq. (7) with the "+1" the paper's print omits: without it the dual is KL - 1, not KL.
@@ -76,8 +74,7 @@ class Config(data.LMConfig):
     nu_width: int = option(512, "width of the critics' hidden layers (authors: 512)", low=1)
     nu_layers: int = option(3, "hidden layers of the critics (authors: 3)", low=0)
     dropout: float = option(0.5, "dropout on decoder input embeddings and before its output layer")
-    init_range: float = option(0.1, "uniform init range of the model's weights (authors: 0.1 PTB, 0.01 Yahoo/Yelp)",
-                               low=0)
+    init_range: float = option(0.1, "uniform init range of the weights (authors: 0.1 PTB, 0.01 Yahoo/Yelp)", low=0)
     # training (§5.1 and the authors' code)
     batch_size: int = option(32, "sentences per batch (equal-length batches)", low=1)
     lr: float = option(1e-3, "Adam learning rate of encoder/decoder (authors: 1e-3 PTB, 8e-4 Yahoo/Yelp)", low=0)
@@ -87,8 +84,8 @@ class Config(data.LMConfig):
     beta_start: float = option(0.1, "KL weight at step 0; rises linearly to 1")
     warmup_epochs: float = option(10.0, "epochs over which beta rises to 1 (0: beta = 1 throughout)", low=0)
     # evaluation: samples that fit the Gaussians of kl_lower and of the IW proposal
-    fit_samples: int = option(512, "posterior samples per sentence to fit the Gaussian of the KL lower bound "
-                                   "and of the IW proposal (apart from the evaluated samples)", low=1, run=True)
+    fit_samples: int = option(512, "samples per sentence fitting the Gaussians of kl_lower and the IW proposal",
+                              low=1, run=True)
     out_dir: str = option("runs/ivae_mi", "where config.json, log.csv, metrics.json, checkpoints and plots go",
                           run=True)
 
@@ -392,17 +389,12 @@ def main(argv=None) -> dict:
                                                      cfg.iw_samples, run.device, keep=5, progress="test"))
     dec = lambda z, temperature, gen: metrics.decode(model.decoder, z, cfg.max_decode_len,   # noqa: E731
                                                      data.BOS_ID, data.EOS_ID, temperature, gen)
-    result.update(metrics.lm_samples(dec, corpus.vocab, corpus.examples, cfg, run.device,   # Table 5, samples.txt
-                                     specials=(data.PAD, data.BOS, data.EOS)))
+    model.eval()                                                         # for the extras
+    # Table 4: z of a sentence = the mean of its posterior samples
+    code_of = lambda x: model(x, x.new_tensor([x.shape[1]]), cfg.eval_samples)[1].mean(1)  # noqa: E731
+    result.update(metrics.lm_samples(dec, corpus.vocab, corpus.examples, cfg, run.device,   # Tables 4, 5, samples
+                                     specials=(data.PAD, data.BOS, data.EOS), code_of=code_of))
     run.write_results(result)
-    if cfg.interpolate:                          # Table 4: z of a sentence = the mean of its posterior samples
-        model.eval()
-        with torch.no_grad():
-            xs = [torch.tensor([corpus.vocab.encode(s.lower().split())], device=run.device) for s in cfg.interpolate]
-            z_a, z_b = (model(x, torch.tensor([x.shape[1]], device=run.device), cfg.eval_samples)[1].mean(1)
-                        for x in xs)                                     # (1, Z) each
-        metrics.write_interpolation(dec, corpus.vocab.decode, z_a, z_b,
-                                    os.path.join(cfg.out_dir, "interpolation.txt"))
     metrics.plot_run(run.valid_rows(), ["rec", "kl", "kl_lower", "kl_exact", "mi", "mi_exact", "au", "iw_nll"],
                      cfg.out_dir, au_var, kept,
                      critic_title=f"{os.path.basename(__file__)} on {corpus.spec.name}, validation")

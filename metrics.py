@@ -14,16 +14,13 @@ Paper section -> code
                                                  whiten, ac_kl, residual_check
     §5.2-§5.3, Tables 7-8 (BLEU, BOW, Dist.)  -> sentence_bleu, bleu_recall_precision, corpus_bleu,
                                                  bow_similarity, bow_metrics, distinct_intra, distinct_inter
-    Table 5 forward / reverse PPL, style RPPL -> NGramLM (5-gram modified Kneser-Ney), forward_reverse_ppl,
-                                                 rppl_authors
+    Table 5 forward / reverse PPL, style RPPL -> NGramLM (5-gram modified Kneser-Ney), forward_reverse_ppl, rppl_authors
     dialog: is the prior any use (§5.3)       -> two_sample_accuracy
     §5.1 evaluation of an LM VAE over a split -> LMEvaluation, chunked_nll, EVAL_TOKENS
     Tables 4, 5: decoding a trained model     -> decode, lm_samples, write_interpolation, prior_forward_reverse
     (reporting)                               -> format_row, honest_notes, warn_collapse, plot_run
 
-Shapes: B examples, S samples per example, Z latent dimensions. KLs are summed over latent dimensions
-and returned per example; callers average over sentences.
-"""
+Shapes: B examples, S samples per example, Z latent dimensions. KLs are summed over latent dimensions, per example."""
 import math
 import os
 from collections import Counter, defaultdict
@@ -45,18 +42,15 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 def dual_kl(nu_q: torch.Tensor, nu_p: torch.Tensor) -> torch.Tensor:
     r"""The Fenchel-dual estimate of KL(q || p) from a critic nu on samples of q and of p (Eq. 7-9):
-
         KL(q || p) = max_nu  E_q[nu(z)] - E_p[exp(nu(z))] + 1,      optimum nu*(z) = log q(z) / p(z)
 
-    nu_q: (..., S) on S samples z ~ q; nu_p: (..., S') on z ~ p; means over the last dimension -> (...).
-    Maximised, it is the critic's objective (Eq. 9). The "+1": f(t) = t log t has the conjugate
-    f*(u) = exp(u - 1) (Nguyen, Wainwright & Jordan 2010), so KL = max_T E_q[T] - E_p[exp(T - 1)], T = nu + 1;
-    the paper's Eq. (7) omits it (its maximum is KL - 1), the authors' evaluation code adds it back, as we do.
-    With exact expectations it is a lower bound for every nu; with S prior samples it is NOT: once
-    KL >> log S no prior sample falls where q lives, and nu* + c reads about KL + 1 + c (tests/test_metrics.py:
-    true KL 23.1, S = 128: nu* 24.2, nu* + 5 29.2). Jointly trained critics err low in practice (0-7 nats
-    where the exact KL is 40-220; docs/honest_evaluation.md). exp(nu) runs in float64; returns float32, or
-    the inputs' dtype if wider."""
+    nu_q (..., S) on z ~ q, nu_p (..., S') on z ~ p. Maximised: the critic's objective (Eq. 9). The "+1":
+    f(t) = t log t has the conjugate f*(u) = exp(u - 1) (Nguyen, Wainwright & Jordan 2010), so KL = max_T E_q[T] -
+    E_p[exp(T - 1)], T = nu + 1; the paper's Eq. (7) omits it (its maximum is KL - 1), the authors' evaluation code
+    adds it back, as we do. With exact expectations it is a lower bound for every nu; with S prior samples it is NOT:
+    once KL >> log S no prior sample falls where q lives, and nu* + c reads about KL + 1 + c (tests/test_metrics.py:
+    true KL 23.1, S = 128: nu* 24.2, nu* + 5 29.2). Jointly trained critics err low in practice (0-7 nats where the
+    exact KL is 40-220; docs/honest_evaluation.md). exp(nu) in float64; returns float32 or the inputs' wider dtype."""
     out_dtype = torch.promote_types(nu_q.dtype, torch.float32)
     nu_q, nu_p = nu_q.double(), nu_p.double()
     return (nu_q.mean(-1) - nu_p.exp().mean(-1) + 1.0).to(out_dtype)
@@ -64,12 +58,10 @@ def dual_kl(nu_q: torch.Tensor, nu_p: torch.Tensor) -> torch.Tensor:
 
 def mutual_info(kl_cond, kl_agg):
     r"""I(x; z) under q(x, z) = p_data(x) q(z|x), from the identity (Hoffman & Johnson 2016; Eq. 11):
-
         E_x KL(q(z|x) || p(z)) = I(x; z) + KL(q(z) || p(z))   =>   I = E_x KL(q(z|x)||p) - KL(q(z)||p)
 
-    kl_cond: per-example KLs (averaged here) or their mean; kl_agg: KL(q(z) || p), q(z) = E_x q(z|x). From
-    dual estimates it inherits their errors and can be negative. On N sentences I(x; z) <= H(x) = log N:
-    more (the paper's PTB 12.2 > ln 42,068 = 10.65) is an estimator artifact."""
+    kl_cond: per-example KLs or their mean; q(z) = E_x q(z|x). It inherits dual estimates' errors (it can be < 0). On
+    N sentences I(x; z) <= H(x) = log N: more (the paper's PTB 12.2 > ln 42,068 = 10.65) is an estimator artifact."""
     kl_cond = kl_cond.float().mean() if isinstance(kl_cond, torch.Tensor) else kl_cond
     return kl_cond - kl_agg
 
@@ -77,7 +69,6 @@ def mutual_info(kl_cond, kl_agg):
 def gaussian_mi(mu: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor, with_se: bool = False):
     r"""He et al. (2019)'s Monte-Carlo estimate of I(x; z) for Gaussian posteriors q(z|x) = N(mu, sigma^2)
     (He, Spokoyny, Neubig, Berg-Kirkpatrick, "Lagging inference networks", ICLR 2019, calc_mi):
-
         I = E_x E_{q(z|x)} [log q(z|x)] - E_{q(x,z)} [log q(z)]
         E_{q(z|x)} log q(z|x) = -Z/2 log(2 pi) - 1/2 sum_d (1 + logvar_d)       (minus the entropy)
         log q(z) ~= log (1/B) sum_i q(z | x_i)                                   (the batch as q(x))
@@ -105,14 +96,11 @@ def gaussian_mi(mu: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor, with_se
 
 def active_units(means: torch.Tensor, threshold: float = 0.01, unbiased: bool = False,
                  mean_noise_var: Optional[torch.Tensor] = None):
-    r"""Active units (Burda et al. 2016): dimension d is active if Cov_x(E_{q(z|x)}[z_d]) >= threshold.
+    r"""Active units (Burda et al. 2016): AU = #{d : Var_x(E_{q(z|x)}[z_d]) >= threshold}, delta = 0.01.
 
-        A_d = Var_x( E_{q(z|x)}[z_d] ),      AU = #{d : A_d >= threshold},   threshold delta = 0.01
-
-    means: (N, Z), exact where q is Gaussian, else the mean of S samples, whose variance over x adds
-    E_x[Var(z_d|x)] / S of noise: pass mean_noise_var (N, Z) = each sample variance / S to subtract it.
-    Returns (count, per-dimension variance (Z,)). The variance divides by N as the authors' code (default)
-    or by N - 1 as He et al. (2019) (`unbiased=True`)."""
+    means (N, Z): exact for a Gaussian q, else the mean of S samples, whose variance over x adds E_x[Var(z_d|x)] / S
+    of noise, subtracted given mean_noise_var (N, Z) = each sample variance / S. -> (count, per-dimension
+    variance (Z,)); the variance divides by N as the authors' code, or by N - 1 as He et al. (2019) (unbiased=True)."""
     var = means.double().var(dim=0, unbiased=unbiased)
     if mean_noise_var is not None:
         var = var - mean_noise_var.double().mean(0)
@@ -141,10 +129,9 @@ def perplexity(nll_sum: float, n_words: int) -> float:
 
 def fit_gaussian_proposal(samples: torch.Tensor, jitter: float = 1e-4, diagonal: bool = False,
                           shrinkage: float = 0.0) -> torch.distributions.Distribution:
-    r"""A Gaussian fitted to posterior samples (B, S, Z), the proposal of an IW bound: B Gaussians with the
-    samples' mean and covariance, shrunk towards its diagonal by `shrinkage` (noisy from S samples in Z
-    dimensions, singular when S <= Z), + jitter * I. Any proposal gives a valid bound in iw_nll; one close
-    to the posterior gives a tight one."""
+    r"""The proposal of an IW bound: per sentence, a Gaussian with the mean and covariance of posterior samples
+    (B, S, Z), the covariance shrunk towards its diagonal by `shrinkage` (noisy from S samples in Z dimensions,
+    singular when S <= Z), + jitter * I. Any proposal gives a valid bound (iw_nll); the closer to q, the tighter."""
     samples = samples.double()
     mean = samples.mean(1)                                               # (B, Z)
     centred = samples - mean.unsqueeze(1)                                # (B, S, Z)
@@ -159,14 +146,11 @@ def fit_gaussian_proposal(samples: torch.Tensor, jitter: float = 1e-4, diagonal:
 
 def defensive_proposal(samples: torch.Tensor, widen: float = 1.5,
                        jitter: float = 1e-4) -> torch.distributions.MixtureSameFamily:
-    r"""The implicit models' IW proposal per sentence, from posterior samples (B, S, Z) ("defensive
-    importance sampling", Hesterberg 1995):
-
+    r"""Defensive importance sampling (Hesterberg 1995), the implicit models' IW proposal, from samples (B, S, Z):
         r(z) = 1/2 N(z; m, C) + 1/2 N(z; m, widen^2 diag(C)),   C shrunk towards its diagonal by Z / (S + Z)
 
-    m, C the samples' mean and covariance. The first component follows q's correlations, the wider second
-    covers its tails (a proposal narrower than the target gives rare, huge weights); r >= r_i / 2 caps
-    every weight at 2x either component's."""
+    m, C: the samples' moments. The first follows q's correlations, the wider second covers its tails (a proposal
+    narrower than the target gives rare, huge weights); r >= r_i / 2 caps every weight at 2x either component's."""
     S, Z = samples.shape[1], samples.shape[2]
     full = fit_gaussian_proposal(samples, jitter, shrinkage=Z / (S + Z))
     wide = torch.diag_embed(widen ** 2 * torch.diagonal(full.covariance_matrix, dim1=1, dim2=2))
@@ -195,7 +179,6 @@ def sample_proposal(r: torch.distributions.Distribution, K: int, generator=None)
 
 def iw_nll(log_joint: torch.Tensor, log_proposal: torch.Tensor) -> torch.Tensor:
     r"""Importance-weighted upper bound on -log p(x) (Burda et al. 2016), per example:
-
         -log p(x) <= -log (1/K) sum_k p(x, z_k) / r(z_k),     z_k ~ r(z | x)
 
     log_joint, log_proposal: (B, K). Holds in expectation for any r with the right support, tightens with K,
@@ -236,14 +219,12 @@ class DualKL:
 # ----------------------------------------------------------------------------------------------------
 
 def affine_posterior_kl(mean: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    r"""KL( N(m, W W^T) || N(0, I) ) per example, exactly, in float64: the affine encoder's posterior
-    z = m(x) + W eps, eps ~ N(0, I_E) (W: (Z, E), shared by all x; m: (B, Z)).
-
+    r"""KL( N(m, W W^T) || N(0, I) ) per example, exactly, in float64: the affine encoder's posterior z = m(x) + W eps,
+    eps ~ N(0, I_E) (W: (Z, E), shared by all x; m: (B, Z)):
         KL = 1/2 ( ||W||_F^2 + |m|^2 - Z - log det(W W^T) ),   log det(W W^T) = 2 sum_i log s_i(W)
 
-    s_i the singular values of W. A float32 W W^T loses the small eigenvalues that dominate log det (at
-    s_min = 1e-5: 56.8 for a true 58.5, or no Cholesky). A rank-deficient W puts q on a subspace, where the
-    KL is infinite: +inf is returned (never an exception; the caller says so)."""
+    A float32 W W^T loses the small eigenvalues that dominate log det (s_min = 1e-5: 56.8 for a true 58.5, or no
+    Cholesky). A rank-deficient W puts q on a subspace, where the KL is infinite: returns +inf (the caller says so)."""
     w, mean = w.double(), mean.double()
     Z = w.shape[0]
     s = torch.linalg.svdvals(w)                                          # (min(Z, E),)
@@ -287,15 +268,14 @@ class AffinePosteriors:
 
 def aggregate_kl_mi(post: AffinePosteriors, kl_cond: torch.Tensor, samples_per_x: int = 4,
                     generator=None, chunk: int = 2048) -> dict:
-    r"""Exact KL(q(z) || p) and I(x; z) of the aggregated posterior q(z) = (1/N) sum_n q(z|x_n) over the N
-    sentences, Monte-Carlo over z only (every density in it is exact):
-
+    r"""Exact KL(q(z) || p) and I(x; z) of the aggregated posterior q(z) = (1/N) sum_n q(z|x_n) over the N sentences,
+    Monte-Carlo over z only (every density in it is exact):
         I(x; z)        = E_n E_{z ~ q(z|x_n)} [ log q(z|x_n) - log q(z) ],
         log q(z)       = logsumexp_i log q(z|x_i) - log N                      (all N Gaussians)
         KL(q(z) || p)  = E_x KL(q(z|x) || p) - I(x; z)                         (Hoffman & Johnson 2016)
 
-    kl_cond: (N,) exact KLs (affine_posterior_kl). Each term is <= log N (q(z) >= q(z|x_n) / N), so the MI
-    never exceeds log N. Returns the MI, KL(q(z)||p), their standard error (the same) and log N."""
+    kl_cond: (N,) exact KLs (affine_posterior_kl). Each term is <= log N (q(z) >= q(z|x_n) / N), so the MI never
+    exceeds log N. Returns the MI, KL(q(z)||p), their standard error (the same) and log N."""
     N = post.means.shape[0]
     z = post.sample(samples_per_x, generator)                            # (N, S, Z)
     own = post.log_prob_own(z).reshape(-1)                               # (N*S,)
@@ -309,7 +289,6 @@ def aggregate_kl_mi(post: AffinePosteriors, kl_cond: torch.Tensor, samples_per_x
 
 def kl_lower_bound(fit_samples: torch.Tensor, eval_samples: torch.Tensor) -> torch.Tensor:
     r"""A lower bound, in expectation, on KL(q(z|x) || N(0, I)) for ANY posterior we can sample, per example:
-
         KL(q || p) = E_q[log r - log p] + KL(q || r)  >=  E_q[log r - log p]      for every density r
 
     r: a Gaussian fitted to `fit_samples` (B, S1, Z); the average runs over `eval_samples` (B, S2, Z), drawn
@@ -327,15 +306,13 @@ def kl_lower_bound(fit_samples: torch.Tensor, eval_samples: torch.Tensor) -> tor
 # ----------------------------------------------------------------------------------------------------
 
 def fit_moments(z: torch.Tensor, max_tries: int = 6) -> tuple:
-    r"""The r of adaptive contrast, per sentence: mean and Cholesky factor of the sample covariance of S
-    samples, with gradients through both (Mescheder et al. 2017, §3.3):
-
+    r"""The r of adaptive contrast, per sentence: mean and Cholesky factor of the sample covariance of S samples, with
+    gradients through both (Mescheder et al. 2017, §3.3):
         mu_hat = 1/S sum_s z_s,    Sigma_hat = 1/(S-1) sum_s (z_s - mu_hat)(z_s - mu_hat)^T = L L^T
 
-    z: (B, S, Z) reparameterised samples of q(z|x_b) -> mu (B, Z), L (B, Z, Z) in float64 (a singular value
-    of 1e-5 in W is an eigenvalue of 1e-10, lost in float32). S >= Z + 1 makes Sigma_hat positive definite
-    almost surely; a sentence whose Cholesky fails anyway gets jitter * mean(diag Sigma_hat) * I, jitter =
-    1e-12, 1e-10, ... (max_tries levels; then ValueError). The check is a device sync (no CUDA graph)."""
+    z (B, S, Z) -> mu (B, Z), L (B, Z, Z) in float64 (a singular value of 1e-5 in W is an eigenvalue of 1e-10, lost
+    in float32). S >= Z + 1 makes Sigma_hat positive definite almost surely; a sentence whose Cholesky fails anyway
+    gets jitter * mean(diag Sigma_hat) * I, jitter = 1e-12, 1e-10, ... The check is a device sync (no CUDA graph)."""
     zd = z.double()
     S, Z = zd.shape[1], zd.shape[2]
     mu = zd.mean(1)                                                      # (B, Z)
@@ -362,7 +339,6 @@ def logdet_bias(n_samples: int, latent: int) -> float:
     r"""E[log det Sigma_hat] - log det Sigma for the unbiased sample covariance of S = n_samples Gaussian
     samples in Z = latent dimensions ((S-1) Sigma_hat ~ Wishart_Z(Sigma, S-1); Bishop 2006, "Pattern
     Recognition and Machine Learning", Eq. B.81; psi the digamma function):
-
         E[log det Sigma_hat] = log det Sigma + sum_{i=1..Z} psi((S - i) / 2) + Z log(2 / (S - 1))
 
     Negative (log det is concave): -10.37 at S = 64, Z = 32; -0.52 at S = 1024. Needs S > Z. Checked by
@@ -372,17 +348,15 @@ def logdet_bias(n_samples: int, latent: int) -> float:
 
 
 def gaussian_term(mu: torch.Tensor, L: torch.Tensor, n_samples: int, unbiased: bool = True) -> torch.Tensor:
-    r"""The closed-form term of adaptive contrast, per sentence (Mescheder et al. 2017, §3.3). For r = N(mu,
-    Sigma) with q's own moments, E_q[(z - mu)^T Sigma^-1 (z - mu)] = Z, so (Kingma & Welling 2014, App. B)
-
+    r"""The closed-form term of adaptive contrast, per sentence (Mescheder et al. 2017, §3.3). For r = N(mu, Sigma)
+    with q's own moments, E_q[(z - mu)^T Sigma^-1 (z - mu)] = Z, so (Kingma & Welling 2014, App. B):
         E_q[log r(z) - log p(z)] = KL(N(mu, Sigma) || N(0, I)) = 1/2 (tr Sigma + |mu|^2 - Z - log det Sigma)
 
-    tr Sigma = |L|_F^2, log det Sigma = 2 sum_i log L_ii; mu, L: fit_moments of S = n_samples samples
-    -> (B,) float64. unbiased=True removes two finite-sample biases (tr Sigma_hat has none): log det
-    Sigma_hat's, logdet_bias(S, Z) (uncorrected: +5.2 nats at S = 64, Z = 32, 4% of a KL of 125; exact for a
-    Gaussian q, for another its fourth moments add to it), and |mu_hat|^2's, tr(Sigma) / S for any q
-    (uncorrected: + tr(Sigma) / (2S) nats, 0.25 at Sigma = I, S = 64, Z = 32). For a Gaussian q result and
-    gradient are then unbiased; per-sentence sd ~0.8 nats at S = 64, Z = 32."""
+    tr Sigma = |L|_F^2, log det Sigma = 2 sum_i log L_ii; mu, L from fit_moments (S = n_samples) -> (B,) float64.
+    unbiased=True removes two finite-sample biases (tr Sigma_hat has none; numbers at S = 64, Z = 32): log det
+    Sigma_hat's, logdet_bias(S, Z) (uncorrected: +5.2 nats, 4% of a KL of 125; exact for a Gaussian q, else its
+    fourth moments add to it), and |mu_hat|^2's, tr(Sigma) / S for any q (uncorrected: + tr(Sigma) / (2S) nats, 0.25
+    at Sigma = I). For a Gaussian q result and gradient are then unbiased; per-sentence sd ~0.8 nats."""
     Z = mu.shape[-1]
     trace = L.pow(2).sum((-2, -1))                                       # (B,) tr(L L^T)
     logdet = 2 * torch.diagonal(L, dim1=-2, dim2=-1).log().sum(-1)       # (B,) log det(L L^T)
@@ -390,41 +364,38 @@ def gaussian_term(mu: torch.Tensor, L: torch.Tensor, n_samples: int, unbiased: b
     if unbiased:
         # E|mu_hat|^2 = |mu|^2 + tr(Sigma) / S
         mean_sq = mean_sq - trace / n_samples
-        # E log det Sigma_hat = log det Sigma + sum_i psi((S - i)/2) + Z log(2/(S - 1))
         logdet = logdet - logdet_bias(n_samples, Z)
-    # KL(N(mu, Sigma) || N(0, I)) = 1/2 (tr Sigma + |mu|^2 - Z - log det Sigma)
     return 0.5 * (trace + mean_sq - Z - logdet)
 
 
 def whitening_artifact(n_fit: int, latent: int) -> float:
-    r"""The KL that whitening alone makes, in expectation, when a Gaussian q is whitened with mu, L fitted on
-    S = n_fit OTHER samples (whiten's trap): u ~ N(d, M), M = L^-1 Sigma L^-T, d = L^-1 (mu - mu_hat); with
+    r"""The KL that whitening alone makes, in expectation, when a Gaussian q is whitened with mu, L fitted on S = n_fit
+    OTHER samples (whiten's trap): u ~ N(d, M), M = L^-1 Sigma L^-T, d = L^-1 (mu - mu_hat); with
     E[Sigma_hat^-1] = (S-1) Sigma^-1 / (S-Z-2) (inverse Wishart) and logdet_bias, for Z = latent,
-
         E KL(N(d, M) || N(0, I)) = 1/2 ( Z (S-1)(S+1) / (S (S-Z-2)) - Z + logdet_bias(S, Z) )
                                  ~ Z (Z+1) / (4 (S-1)) + Z / (2S)        for S >> Z
 
-    12.9 nats at S = 64, Z = 32 (issue 29's first-order 4.2 holds for S >> Z only); 1.37 at S = 256; 0.29
-    at S = 1024. Needs S > Z + 2. Checked by Monte Carlo in the tests."""
+    12.9 nats at S = 64, Z = 32 (issue 29's first-order 4.2 holds for S >> Z only); 1.37 at S = 256; 0.29 at
+    S = 1024. Needs S > Z + 2. Checked by Monte Carlo in the tests."""
     S, Z = n_fit, latent
     return 0.5 * (Z * (S - 1) * (S + 1) / (S * (S - Z - 2)) - Z + logdet_bias(S, Z))
 
 
 def whiten(z: torch.Tensor, mu: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
-    r"""u = L^-1 (z - mu): samples z (B, S', Z) in the coordinates where r = N(mu, L L^T) is N(0, I). KL is
-    invariant under invertible affine maps, so KL(q || r) = KL(law of u || N(0, I)), which a critic
-    nu(x, u) against N(0, I) samples estimates (ac_kl).
+    r"""u = L^-1 (z - mu): z (B, S', Z) in the coordinates where r = N(mu, L L^T) is N(0, I). KL is invariant under
+    invertible affine maps: KL(q || r) = KL(law of u || N(0, I)), which a critic nu(x, u) against N(0, I) samples
+    estimates (ac_kl).
 
     The trap (issue 29): mu, L come from S samples, so even a Gaussian q is whitened only roughly.
-      * Samples APART from the fit: with the fit held fixed each u is N(d, M), an expected KL of
-        whitening_artifact(S, Z) (12.9 nats at S = 64, Z = 32), which a critic can learn as residual.
-      * The SAME samples (in-sample): mean exactly 0, covariance exactly I, and a fit that changes every
-        batch leaves nothing per sentence to learn. Left is their radius, S |u_s|^2 / (S-1)^2 ~ Beta(Z/2,
-        (S-Z-1)/2) (Gnanadesikan & Kettenring 1972), lighter-tailed than chi^2_Z: a KL (Z = 32) of 0.11 nats
-        at S = 64, 0.021 at 128, 0.0047 at 256, 0.0003 at 1,024 (the directions may add a little), which a
-        fresh 2 x 128 critic (1,500 updates) did not find (-0.001 to 0.000).
-    So whiten the samples that fitted mu, L, afresh for every critic batch, S large beside Z (residual_check
-    does). Gradients reach G_phi through mu, L and u. Returns z's dtype (>= float32); solves in float64."""
+      * Samples APART from the fit (held fixed): whitening_artifact(S, Z) nats in expectation (12.9 at S = 64, Z = 32),
+        which a critic can learn as residual.
+      * The SAME samples (in-sample): mean exactly 0, covariance exactly I, and a fit that changes every batch leaves
+        nothing per sentence to learn. Left is their radius, S |u_s|^2 / (S-1)^2 ~ Beta(Z/2, (S-Z-1)/2) (Gnanadesikan &
+        Kettenring 1972), lighter-tailed than chi^2_Z: a KL (Z = 32) of 0.11 nats at S = 64, 0.021 at 128, 0.0047 at
+        256, 0.0003 at 1,024 (the directions may add a little), which a fresh 2 x 128 critic (1,500 updates) did not
+        find (-0.001 to 0.000).
+    So whiten the samples that fitted mu, L, afresh for every critic batch, S large beside Z (residual_check does).
+    Gradients reach G_phi through mu, L and u. Returns z's dtype (>= float32); solves in float64."""
     centred = z.double() - mu.double().unsqueeze(1)                      # (B, S', Z)
     # u^T = L^-1 (z - mu)^T: one triangular solve per sentence
     u = torch.linalg.solve_triangular(L.double(), centred.transpose(1, 2), upper=False).transpose(1, 2)
@@ -433,7 +404,6 @@ def whiten(z: torch.Tensor, mu: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
 
 def ac_kl(gauss: torch.Tensor, nu_q: torch.Tensor, nu_p: torch.Tensor) -> torch.Tensor:
     r"""The adaptive-contrast estimate of KL(q(z|x) || N(0, I)) per sentence (Mescheder et al. 2017, §3.3):
-
         KL(q || p) = E_q[log r - log p]  +  KL(q || r)
                    ~ gaussian_term       +  dual_kl(nu(x, u), nu(x, u')),   u = whiten(z), u' ~ N(0, I)
 
@@ -446,21 +416,19 @@ def residual_check(sample_fn: Callable[[int], torch.Tensor], make_critic: Callab
                    cond: Optional[torch.Tensor] = None, steps: int = 1500, n_fit: int = 1024,
                    n_critic: int = 64, lr: float = 1e-3, eval_rounds: int = 8,
                    generator: Optional[torch.Generator] = None) -> tuple:
-    r"""KL(q(z|x) || r(z|x)), the residual of adaptive contrast, measured by a FRESH critic that trusts no
-    jointly trained one (issue 29, item 4), trained on the dual (Nguyen et al. 2010):
-
+    r"""KL(q(z|x) || r(z|x)), the residual of adaptive contrast, measured by a FRESH critic that trusts no jointly
+    trained one (issue 29, item 4), trained on the dual (Nguyen et al. 2010):
         KL(q || r) = KL(law of u || N(0, I)) = max_nu  E_u[nu(x, u)] - E_{u' ~ N(0, I)}[exp nu(x, u')] + 1
 
-    sample_fn(n) -> (B, n, Z) fresh samples of q(z|x_b) (called under no_grad); make_critic() -> a new
-    module mapping u (B, n, Z), or (u, cond) with cond passed unchanged (e.g. h_x (B, 1, H)), to (B, n).
-    Each update fits mu, L on n_fit fresh samples and whitens n_critic of those same samples (in-sample;
-    see whiten) against n_critic N(0, I) samples from `generator`; Adam at lr, cosine-decayed to 0. Then
-    the dual is pooled over eval_rounds draws of n_fit samples (float64, no gradients, eval mode). Returns
-    (kl (B,) float64, trace of the mean training estimate in 10 windows: flat at the end when converged).
-    Controls: a Gaussian q, Z = 32, reads <= 0.05 (tests/test_adaptive_contrast.py; 0.04-0.09 with one fit
-    held fixed, n_fit = 1,024). A reading is a lower bound in practice: a bimodal residual of 0.60 nats in
-    Z = 32 read 0.01 with a 2 x 128 critic (1,500 updates), 0.48 with ivae.py's 3 x 512 (3,000 updates,
-    n_critic = 256, ~4 min on one thread); in Z = 4 a 2 x 128 critic found 87-92% of 0.32-0.72 nats."""
+    sample_fn(n) -> (B, n, Z) fresh samples of q(z|x_b) (called under no_grad); make_critic() -> a new module mapping
+    u (B, n, Z), or (u, cond) with cond passed unchanged (e.g. h_x (B, 1, H)), to (B, n). Each update fits mu, L on
+    n_fit fresh samples and whitens n_critic of them (in-sample; see whiten) against n_critic N(0, I) samples from
+    `generator`; Adam at lr, cosine-decayed to 0. Then the dual is pooled over eval_rounds draws of n_fit samples.
+    Returns (kl (B,) float64, trace: the mean training estimate in 10 windows, flat at the end when converged).
+    Controls: a Gaussian q, Z = 32, reads <= 0.05 (tests/test_adaptive_contrast.py; 0.04-0.09 with one fit held
+    fixed, n_fit = 1,024). A reading is a lower bound in practice: a bimodal residual of 0.60 nats in Z = 32 read
+    0.01 with a 2 x 128 critic (1,500 updates), 0.48 with ivae.py's 3 x 512 (3,000 updates, n_critic = 256, ~4 min on
+    one thread); in Z = 4 a 2 x 128 critic found 87-92% of 0.32-0.72 nats."""
     if steps < 1 or not n_critic <= n_fit:
         raise ValueError(f"residual_check needs steps >= 1 and n_critic <= n_fit, got {steps}, {n_critic}, {n_fit}")
     critic = None
@@ -497,7 +465,6 @@ def residual_check(sample_fn: Callable[[int], torch.Tensor], make_critic: Callab
             args = () if cond is None else (cond,)
             sum_q = sum_q + critic(u, *args).double().mean(-1)           # (B,)
             sum_exp_p = sum_exp_p + critic(u_p, *args).double().exp().mean(-1)
-    # the dual at the trained critic, pooled: mean_u nu - mean_u' exp(nu) + 1
     return sum_q / eval_rounds - sum_exp_p / eval_rounds + 1.0, trace
 
 
@@ -507,13 +474,11 @@ def residual_check(sample_fn: Callable[[int], torch.Tensor], make_critic: Callab
 
 def sentence_bleu(reference: Sequence[str], hypothesis: Sequence[str], n: int = 3) -> float:
     r"""Sentence BLEU of one hypothesis against one reference (Papineni et al. 2002):
-
         BLEU = BP * exp( sum_{k=1..n} (1/n) log p_k ),  BP = min(1, exp(1 - |ref| / |hyp|))
 
-    p_k the clipped k-gram precision, smoothed with nltk's method7 (Chen & Cherry 2014), n = 3, as the
-    authors' dialog and style code run it (their paper says 4-gram: pass n=4); empty sentences score 0.
-    method7 includes method5, which averages each precision with its neighbours, so a score can exceed 1
-    (a six-word sentence against itself: 1.154); the published numbers carry this quirk."""
+    p_k the clipped k-gram precision, smoothed with nltk's method7 (Chen & Cherry 2014), n = 3 as the authors' dialog
+    and style code (the paper says 4-gram: n=4). method7 includes method5, which averages each precision with its
+    neighbours, so a score can exceed 1 (a six-word sentence against itself: 1.154); so do the published numbers."""
     from nltk.translate.bleu_score import SmoothingFunction
     from nltk.translate.bleu_score import sentence_bleu as nltk_sentence_bleu
     if not hypothesis or not reference:
@@ -525,14 +490,12 @@ def sentence_bleu(reference: Sequence[str], hypothesis: Sequence[str], n: int = 
 def bleu_recall_precision(hyps_per_context: Sequence[Sequence[Sequence[str]]],
                           references: Sequence[Sequence[str]], n: int = 3) -> dict:
     r"""Dialog BLEU of Zhao et al. (2017) / Gu et al. (2018), for K sampled responses per context:
-
         BLEU-R = mean over contexts of max_k BLEU(ref, hyp_k)      (recall: is some sample close?)
         BLEU-P = mean over contexts of mean_k BLEU(ref, hyp_k)     (precision: are samples close?)
         BLEU-F1 = 2 P R / (P + R)      (of the averaged P and R, as DialogWAE computes it)
 
-    Table 8's tokens (DialogWAE's and the authors' indexes2sent; dialog.py) drop `<s>` and keep the first
-    `</s>`, which counts as a word and raises the scores (issue 16: 3-gram R/P/F1 0.177/0.095/0.123
-    without it vs 0.209/0.132/0.162 with it)."""
+    Table 8's tokens (DialogWAE's and the authors' indexes2sent; dialog.py) drop `<s>` and keep the first `</s>`, a
+    word that raises the scores (issue 16: 3-gram R/P/F1 0.177/0.095/0.123 without it vs 0.209/0.132/0.162 with it)."""
     if len(hyps_per_context) != len(references) or not references:
         raise ValueError("need one list of hypotheses per reference, and at least one reference")
     recall, precision = [], []
@@ -554,8 +517,7 @@ def corpus_bleu(references: Sequence[Sequence[Sequence[str]]], hypotheses: Seque
 
 
 def load_word_vectors(path: str, words: Optional[Iterable[str]] = None) -> dict:
-    r"""A GloVe/word2vec text file (`word v_1 ... v_d` per line) -> {word: float64 vector}.
-    With `words`, only those words are kept (the file may be large)."""
+    r"""A GloVe/word2vec text file (`word v_1 ... v_d` per line) -> {word: float64 vector}, only `words` if given."""
     keep = set(words) if words is not None else None
     vectors = {}
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -574,7 +536,6 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def bow_similarity(hypothesis: Sequence[str], reference: Sequence[str], vectors: dict) -> tuple:
     r"""Embedding similarities of Liu et al. (2016) between two sentences, as (average, extrema, greedy):
-
         average: cos( mean_w e_w(hyp), mean_w e_w(ref) )
         extrema: cos( ext(hyp), ext(ref) ), ext_d = the e_{w,d} of largest |.| (Forgues et al. 2014)
         greedy:  1/2 [ mean_{w in hyp} max_{v in ref} cos(e_w, e_v) + mean_{v in ref} max_{w in hyp} cos ]
@@ -619,9 +580,8 @@ def _ngrams(tokens: Sequence[str], n: int) -> list:
 
 
 def distinct_intra(hyps: Sequence[Sequence[str]], n: int) -> float:
-    r"""intra-dist-n (Li et al. 2016; Gu et al. 2018): for each response, #distinct n-grams / #n-grams;
-    averaged over responses. A response shorter than n has no n-gram and counts as 0 (DialogWAE's
-    epsilons give it ~1e-7)."""
+    r"""intra-dist-n (Li et al. 2016; Gu et al. 2018): for each response, #distinct n-grams / #n-grams; averaged over
+    responses. A response shorter than n has no n-gram and counts as 0 (DialogWAE's epsilons give it ~1e-7)."""
     ratios = []
     for h in hyps:
         grams = _ngrams(h, n)
@@ -638,14 +598,12 @@ def distinct_inter(hyps: Sequence[Sequence[str]], n: int) -> float:
 
 def two_sample_accuracy(a: torch.Tensor, b: torch.Tensor, hidden: int = 64, steps: int = 200, lr: float = 1e-2,
                         weight_decay: float = 1e-2, seed: int = 0) -> float:
-    r"""A classifier two-sample test (Lopez-Paz & Oquab, ICLR 2017): the held-out accuracy of a FRESH
-    classifier at telling rows of `a` (N, D) from rows of `b` (M, D); 0.5: no difference found, 1: apart.
-    (dialog.py: cat(z, c) with z ~ p(z|c) vs with z ~ q(z|x,c).) With n = min(N, M) // 2, rows [0, n) of
-    each train and rows [n, 2n) score (a pairing by row never crosses the split). Input [u, u^2 - 1], u
-    standardised by the training rows (scale shows as easily as location); one hidden layer of `hidden`
-    ReLUs, logistic loss, `steps` full-batch Adam steps. Seen: 4,000 + 4,000 rows of N(0, I_500): 0.51; b
-    scaled by 1.2: 0.996; rows (z, c), z = c W + noise (Z 200, 300-d c), 8,000 + 8,000, b's z shuffled
-    across rows: 0.958. CPU, float32, its own seed; torch's global random state is left as it was."""
+    r"""Classifier two-sample test (Lopez-Paz & Oquab, ICLR 2017): held-out accuracy of a FRESH classifier at telling
+    rows of `a` (N, D) from rows of `b` (M, D); 0.5: no difference found, 1: apart. (dialog.py: cat(z, c), z ~ p(z|c)
+    vs z ~ q(z|x,c).) With n = min(N, M) // 2, rows [0, n) of each train and rows [n, 2n) score (a pairing by row
+    never crosses the split). Input [u, u^2 - 1], u standardised by the training rows (scale shows as easily as
+    location). Seen: 4,000 + 4,000 rows of N(0, I_500): 0.51; b scaled by 1.2: 0.996; rows (z, c), z = c W + noise
+    (Z 200, 300-d c), 8,000 + 8,000, b's z shuffled across rows: 0.958. CPU, float32, own seed; global RNG untouched."""
     a, b = a.detach().float().cpu(), b.detach().float().cpu()
     n = min(len(a), len(b)) // 2
     if n < 1:
@@ -681,43 +639,34 @@ KN_FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
 
 
 class NGramLM:
-    r"""Interpolated modified Kneser-Ney n-gram LM, estimated the way KenLM's `lmplz` does it. A metric
-    (reverse perplexity fits it on generated text), so it is exact, normalised and fast: PTB train (~1M
-    tokens, order 5) in seconds on one CPU core. Usage: lm = NGramLM(order=5).fit(sentences) (token lists or
-    strings); lm.logprob("sat", ["<s>", "the", "cat"]) (natural log); lm.perplexity(test_sentences).
-
-    Counts: every sentence is padded `<s> w1 ... wn </s>` (one of each, as KenLM); all n-grams of orders
-    1..N in it are counted except the unigram `<s>` (nothing predicts `<s>`; `</s>` is predicted like any word).
+    r"""Interpolated modified Kneser-Ney n-gram LM, estimated as KenLM's `lmplz` does. A metric (reverse perplexity fits
+    it on generated text), hence exact, normalised and fast: PTB train (~1M tokens, order 5) in seconds on one core.
+    Usage: lm = NGramLM(5).fit(sentences); lm.logprob("sat", ["<s>", "the", "cat"]); lm.perplexity(sentences).
 
     Adjusted counts a(.)  (Kneser & Ney 1995; Chen & Goodman 1998; Heafield et al. 2013 Sec. 3)
-        order N:      a(g) = c(g), the raw count
+        order N:      a(g) = c(g), the raw count in `<s> w1 ... wn </s>` (see fit)
         order n < N:  a(g) = N1+(. g) = |{v : c(v g) > 0}|; n-grams starting with `<s>` keep c(g) (KenLM)
-
     Discounts per order (Chen & Goodman eq. 26), t_k = #{n-grams with a(g) = k}:
         Y = t1 / (t1 + 2 t2),  D1 = 1 - 2 Y t2/t1,  D2 = 2 - 3 Y t3/t2,  D3+ = 3 - 4 Y t4/t3;  D(0) = 0
         If t1, t2 or t3 is 0 or some D_k is outside [0, k], the order uses `discount_fallback`, as `lmplz
         --discount_fallback` does (plain lmplz stops); such orders are listed in `self.fallback_orders`.
-
     Probabilities (Chen & Goodman 1998 Sec. 3), h a context of n-1 words, h' = h without its first word:
         p(w | h) = max(a(h w) - D(a(h w)), 0) / sum_x a(h x)  +  gamma(h) p(w | h')
         gamma(h) = (D1 N1(h) + D2 N2(h) + D3+ N3+(h)) / sum_x a(h x),     N_k(h) = #{x : a(h x) = k}
         p(w | h) = p(w | h') where h never occurred as a context; p(w) interpolates with 1 / |V|
-    V = training words + `</s>` + `<unk>` (never `<s>`), so p sums to 1 over V for every context (D_k <= k
-    keeps the max inactive). All float64. A word to predict outside V (`<s>` included) is scored as `<unk>`,
-    unknown context tokens read as `<unk>`. If training never has `<unk>`, it gets only the uniform share
-    gamma / |V| (as KenLM); if it has (PTB), `<unk>` is an ordinary word.
+    V = training words + `</s>` + `<unk>` (never `<s>`), so p sums to 1 over V for every context (D_k <= k keeps the max
+    inactive). A `<unk>` never seen in training gets only the uniform share gamma / |V| (as KenLM). A word to predict
+    outside V (`<s>` included) and unknown context tokens are scored as `<unk>`.
 
     Differences from KenLM (lmplz + query) that we know of
-      * A literal `<unk>` in training: lmplz refuses it (with --skip_symbols deletes it, joining its
-        neighbours); here it is an ordinary word. Literal `<s>`/`</s>` in training raise ValueError (lmplz
-        refuses them too).
-      * lmplz (lm/builder/adjust_counts.cc, the final flush loop of AdjustCounts::Run) puts the RAW count of
-        the few lower-order n-grams pending at the end of its stream (at most one per order) in t_k; we use
-        the textbook t_k. On PTB this moves only the unigram D3+ (1.2623 vs lmplz's 1.2649; test perplexity
-        141.19 vs 141.186); on toy corpora it can decide a fallback. Given lmplz's discounts, our
-        probabilities match its ARPA to ~5e-6 in log10.
-      * No pruning or count cutoffs (lmplz's default too); float64 and natural logs (lmplz: float32, log10);
-        one `<s>` of left context, as KenLM's `query` by default."""
+      * A literal `<unk>` in training: lmplz refuses it (with --skip_symbols deletes it, joining its neighbours); here
+        it is an ordinary word, as in PTB. Literal `<s>`/`</s>` in training raise ValueError (lmplz refuses them too).
+      * lmplz (lm/builder/adjust_counts.cc, the final flush loop of AdjustCounts::Run) puts the RAW count of the few
+        lower-order n-grams pending at the end of its stream (at most one per order) in t_k; we use the textbook t_k. On
+        PTB this moves only the unigram D3+ (1.2623 vs lmplz's 1.2649; test perplexity 141.19 vs 141.186); on toy
+        corpora it can decide a fallback. Given lmplz's discounts, our probabilities match its ARPA to ~5e-6 in log10.
+      * No pruning or count cutoffs (lmplz's default too); float64 and natural logs (lmplz: float32, log10); one
+        `<s>` of left context, as KenLM's `query` by default."""
 
     def __init__(self, order: int = 5, discount_fallback=KN_FALLBACK_DISCOUNTS):
         if order < 1:
@@ -754,7 +703,7 @@ class NGramLM:
         """Estimate the model from an iterable of sentences (token lists or whitespace-split strings)."""
         N = self.order
 
-        # 1) Raw counts c(g) of every n-gram, n = 1..N, inside `<s> w1 ... wn </s>`.
+        # 1) Raw counts c(g) of every n-gram, n = 1..N, inside `<s> w1 ... wn </s>` (one of each, as KenLM).
         #       padded:   <s>  the  cat  sat  </s>
         #       2-grams:  (<s>,the) (the,cat) (cat,sat) (sat,</s>)
         #       1-grams:        the   cat   sat   </s>     (no unigram <s>: nothing predicts <s>)
@@ -797,8 +746,7 @@ class NGramLM:
                 self.fallback_orders.append(n)
             self.discounts[n] = (0.0,) + D  # index by min(a, 3); D(0) = 0
 
-        # 4) Per-context normalisers, cached so a query costs O(order) look-ups: total(h) = sum_x a(h x),
-        #    gamma(h) = (D1 N1(h) + D2 N2(h) + D3+ N3+(h)) / total(h) = sum_x D(a(h x)) / total(h); h = () at n = 1
+        # 4) Cached per context (a query costs O(order) look-ups): total(h), gamma(h) = sum_x D(a(h x)) / total(h)
         self.context_stats = [None] * (N + 1)
         for n in range(1, N + 1):
             D = self.discounts[n]
@@ -862,7 +810,6 @@ class NGramLM:
         """log p(w1 ... wn </s> | <s>) = sum_i log p(w_i | <s> w1 ... w_{i-1}), one `<s>` of context."""
         self._check_fitted()
         toks = [self._map_word(w) for w in self._tokens(tokens)] + [EOS]
-        # Mapped words are all in V: predict toks[i] from history[max(0, i+1-(N-1)) : i+1], history = <s> w1 ..
         history = (BOS,) + tuple(toks)
         k = self.order - 1
         total = 0.0
@@ -885,13 +832,11 @@ class NGramLM:
 def forward_reverse_ppl(samples: Sequence[Sequence[str]], train_text: Sequence[Sequence[str]],
                         test_text: Sequence[Sequence[str]], vocabulary: Iterable[str], order: int = 5) -> dict:
     r"""Forward and reverse perplexity of generated text (Table 5; Zhao et al. 2018, "ARAE"):
-
         forward PPL = PPL of the samples under an LM fitted on real text (train_text): are they fluent?
         reverse PPL = PPL of real text under an LM fitted on the samples: do they cover its variety?
 
-    The LM is NGramLM(order) (as the authors' KenLM). As the authors, the reverse LM also sees every
-    vocabulary word once as a one-word sentence and scores the training split (`rev_ppl`); we add the test
-    split (`rev_ppl_test`). Sentences are token lists without <s>, </s>."""
+    NGramLM(order), as the authors' KenLM; as theirs, the reverse LM also sees each vocabulary word as a sentence and
+    scores the training split (`rev_ppl`); we add the test split (`rev_ppl_test`). Token lists, no <s>, </s>."""
     samples = [list(s) for s in samples]
     forward = NGramLM(order).fit(train_text).perplexity(samples)
     reverse_lm = NGramLM(order).fit([[w] for w in vocabulary] + samples)
@@ -902,7 +847,6 @@ def forward_reverse_ppl(samples: Sequence[Sequence[str]], train_text: Sequence[S
 def ppl_without_eos(lm: NGramLM, sentences: Sequence[Sequence[str]]) -> float:
     r"""Perplexity as the authors' style code reads it from KenLM (`lm.score(s, bos=True, eos=False)`,
     transfer_yelp/utils_yelp.py get_ppl); `</s>` is neither scored nor counted, OOVs are scored as `<unk>`:
-
         PPL = exp( - sum_s sum_{i=1..n_s} log p(w_i | <s> w_1 .. w_{i-1}) / sum_s n_s )"""
     log_total, n_words = 0.0, 0
     for sentence in sentences:
@@ -917,10 +861,9 @@ def ppl_without_eos(lm: NGramLM, sentences: Sequence[Sequence[str]]) -> float:
 
 def rppl_authors(sources: Sequence[Sequence[str]], transfers: Sequence[Sequence[str]],
                  directions: Sequence[int], order: int = 5) -> dict:
-    r"""Reverse perplexity of style transfer as the authors' code (transfer_yelp/train_yelp.py,
-    evaluate_autoencoder; KenLM `lmplz -o 5 --skip_symbols "<unk>" --discount_fallback`): for each target
-    sentiment d, LM_d = NGramLM(order) on the transfers of direction d with `<unk>` deleted, and
-
+    r"""Reverse perplexity of style transfer as the authors' code (transfer_yelp/train_yelp.py, evaluate_autoencoder;
+    KenLM `lmplz -o 5 --skip_symbols "<unk>" --discount_fallback`): for each target sentiment d, LM_d = NGramLM(order)
+    on the transfers of direction d with `<unk>` deleted:
         RPPL_d = ppl_without_eos(LM_d, the sources of direction d),    RPPL = mean_d RPPL_d
 
     Returns {"rppl": RPPL, "rppl_d": RPPL_d for each d}. Token lists carry no <s>, </s>."""
@@ -931,6 +874,24 @@ def rppl_authors(sources: Sequence[Sequence[str]], transfers: Sequence[Sequence[
         out[f"rppl_{d}"] = ppl_without_eos(lm, [s for s, dd in zip(sources, directions) if dd == d])
     out["rppl"] = sum(out.values()) / len(out)
     return out
+
+
+def residual_check_row(encode: Callable[[], torch.Tensor], posterior, joint_critic, make_critic,
+                       steps: int, seed: int, device) -> dict:
+    """The residual check of a validation or test row: h = encode() (b, H) of a few sentences; residual_check with a
+    fresh make_critic() on samples posterior(h, n) -> (b, n, Z), and the joint critic joint_critic(u, h) on 1,024
+    whitened samples of the same sentences. Its own random stream (seed), apart from training's."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        h = encode()                                                     # (b, H)
+        with torch.enable_grad():
+            check, _ = residual_check(lambda n: posterior(h, n), make_critic, cond=h.unsqueeze(1), steps=steps)
+        z = posterior(h, 1024)                                           # (b, 1024, Z)
+        mu, L = fit_moments(z)
+        u = whiten(z, mu, L).float()
+        joint = dual_kl(joint_critic(u, h.unsqueeze(1)), joint_critic(torch.randn_like(u), h.unsqueeze(1)))
+    return {"kl_resid_check": float(check.mean()), "kl_resid_joint": float(joint.mean()),
+            "resid_check_sentences": len(h)}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -953,18 +914,15 @@ def chunked_nll(nll, x: torch.Tensor, z: torch.Tensor, max_tokens: int) -> torch
 
 
 class LMEvaluation:
-    r"""The §5.1 metrics of one split, summed over sentences batch by batch; each script's evaluate() calls
-    the methods that apply to its posterior, then row(), which divides by the number of sentences.
-
+    r"""The §5.1 metrics of one split, summed batch by batch (its own generator, seed, keeps evaluation off training's
+    random stream); each script's evaluate() calls the methods that apply to its posterior, then row():
         rec       mean_x mean_s -log p(x | z_s), z_s ~ q(z|x)                         (add_rec)
         kl, kl_agg the critics' dual estimates, Eq. (7) per sentence, Eq. (13) pooled   (add_critics)
         mi        kl - kl_agg;  nelbo = rec + kl;  ppl = exp(sum_x nelbo / #words)      (row)
         kl_lower  a lower bound on E_x KL(q(z|x) || p) (kl_lower_bound)                 (add_kl_lower)
-        iw_nll    an IW upper bound on -log p(x) (iw_bound), proposal q(z|x) where known, else a Gaussian
-                  mixture fitted to separate samples (add_affine, add_gaussian; fitted_proposal, add_iw)
+        iw_nll    an IW upper bound on -log p(x), proposal q(z|x) (add_affine, add_gaussian) or fitted_proposal (add_iw)
         kl_exact, kl_agg_exact, mi_exact  exact, where q(z|x) is Gaussian                (add_affine, row)
-        au, log_n active units (He et al. 2019), from exact means or sample means less their noise; log N
-    Its own generator (seed) keeps evaluation off training's random stream."""
+        au, log_n active units (He et al. 2019), from exact means or sample means less their noise; log N"""
 
     def __init__(self, device, seed: int, n_samples: int):
         self.device, self.gen = device, torch.Generator(device=device).manual_seed(seed)
@@ -991,10 +949,14 @@ class LMEvaluation:
             self.tot["kl"] += float(dual_kl(nu_xz(z, hs), nu_xz(z_prior, hs)).sum())
         self.dual_agg.add(nu_z(z), nu_z(z_prior))
 
-    def add_ac(self, kl_gauss: torch.Tensor, nu_q: torch.Tensor, nu_p: torch.Tensor) -> None:
-        """Adaptive contrast (ivae.py --kl_estimator ac): the Gaussian term (B,), the residual critic on whitened
-        q samples nu_q (B, F) and on N(0, I) nu_p (B, F); the row's kl = kl_ac = kl_gauss + kl_resid, as trained."""
-        resid = dual_kl(nu_q, nu_p)                                      # (B,)
+    def add_ac(self, fit: torch.Tensor, resid_critic) -> None:
+        """Adaptive contrast (ivae.py --kl_estimator ac; ac_kl) on samples `fit` (B, F, Z): gaussian_term of their
+        moments + resid_critic's dual on them whitened vs N(0, I); kl = kl_ac = kl_gauss + kl_resid, as trained."""
+        mu, L = fit_moments(fit)
+        u = whiten(fit, mu, L).float()                                   # (B, F, Z)
+        u_p = torch.randn(u.shape, device=u.device, generator=self.gen)
+        kl_gauss = gaussian_term(mu, L, fit.shape[1])                    # (B,)
+        resid = dual_kl(resid_critic(u), resid_critic(u_p))              # (B,)
         self.tot["kl_gauss"] += float(kl_gauss.sum())
         self.tot["kl_resid"] += float(resid.sum())
         self.tot["kl"] += float(kl_gauss.sum()) + float(resid.sum())
@@ -1091,9 +1053,8 @@ class LMEvaluation:
 
 @torch.no_grad()
 def decode(decoder, z: torch.Tensor, max_len: int, bos: int, eos: int, temperature: float = 0.0, gen=None) -> list:
-    """Token ids from latent codes z (N, Z), greedy (temperature 0) or sampled, up to max_len tokens or until
-    every row has said </s> (eos). decoder(token (N, 1), z, state) -> (logits (N, 1, V), state), the scripts'
-    Decoder, runs in eval mode and is left in the mode it was found in."""
+    """Token ids from latent codes z (N, Z), greedy (temperature 0) or sampled, until every row has said </s> (eos)
+    or max_len. decoder(token (N, 1), z, state) -> (logits (N, 1, V), state) runs in eval mode; its mode is restored."""
     was_training = decoder.training
     decoder.eval()
     token = torch.full((z.shape[0], 1), bos, dtype=torch.long, device=z.device)
@@ -1114,11 +1075,11 @@ def decode(decoder, z: torch.Tensor, max_len: int, bos: int, eos: int, temperatu
     return torch.cat(out, 1).tolist()
 
 
-def lm_samples(decode, vocab, examples: dict, cfg, device, specials: tuple) -> dict:
-    """After an LM script's test: samples.txt (cfg.num_samples prior codes, greedy and at cfg.temperature;
-    four lines printed) and, with cfg.fwd_rev_ppl, Table 5's forward / reverse PPL of cfg.fwd_rev_samples
-    greedy prior samples (fwd_rev_samples.txt) against examples["train"] / ["test"], returned; the 5-gram
-    vocabulary is vocab's words but `specials`. The seed offsets give each its own stream."""
+def lm_samples(decode, vocab, examples: dict, cfg, device, specials: tuple, code_of=None) -> dict:
+    """After an LM script's test: samples.txt (cfg.num_samples prior codes, greedy and at cfg.temperature); with
+    cfg.fwd_rev_ppl, Table 5's forward / reverse PPL of cfg.fwd_rev_samples greedy prior samples
+    (fwd_rev_samples.txt) against the train / test examples, returned; with cfg.interpolate, Table 4
+    (interpolation.txt) between its two sentences' codes code_of(x (1, T)) -> (1, Z). Each has its own seed."""
     to_words = vocab.decode
     texts = {s: [to_words(e) for e in examples[s]] for s in ("train", "test")} if cfg.fwd_rev_ppl else {}
     vocabulary = [w for w in vocab.itos if w not in specials]
@@ -1129,7 +1090,6 @@ def lm_samples(decode, vocab, examples: dict, cfg, device, specials: tuple) -> d
                                        texts["test"], vocabulary)
         print(f"forward PPL {result['fwd_ppl']:.1f} | reverse PPL {result['rev_ppl']:.1f} (train, as the "
               f"authors) {result['rev_ppl_test']:.1f} (test) | {cfg.fwd_rev_samples} greedy prior samples")
-    # samples.txt: the same prior codes z ~ N(0, I) decoded greedily, then at the temperature
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 777)
     z = torch.randn(cfg.num_samples, cfg.latent, device=device, generator=gen)     # (num_samples, Z)
     lines = [f"# {cfg.num_samples} prior samples z ~ N(0, I); greedy, then temperature {cfg.temperature}"]
@@ -1139,6 +1099,11 @@ def lm_samples(decode, vocab, examples: dict, cfg, device, specials: tuple) -> d
         f.write("\n".join(lines) + "\n")
     for line in lines[:4]:
         print("sample:", line)
+    if cfg.interpolate:
+        with torch.no_grad():
+            z_a, z_b = (code_of(torch.tensor([vocab.encode(s.lower().split())], device=device))
+                        for s in cfg.interpolate)                        # (1, Z) each
+        write_interpolation(decode, to_words, z_a, z_b, os.path.join(cfg.out_dir, "interpolation.txt"))
     return result
 
 
@@ -1181,7 +1146,6 @@ AC_LABEL = "adaptive contrast (Gaussian fit + critic residual)"
 
 def format_row(tag: str, r: dict) -> str:
     """An evaluation row as two labelled lines, so that no estimate passes for a bound:
-
         test | the paper's way (critic estimates):            rec .. | KL .. | MI .. | AU .. | -ELBO .. | PPL ..
         test | true values and bounds (exact, lower bound, IW): KL >= .. (lower bound) | IW-NLL .. >= -log p(x) | ...
 
@@ -1243,13 +1207,11 @@ def honest_notes(r: dict) -> list:
 
 
 def warn_collapse(r: dict, latent: int) -> bool:
-    """Print a loud warning, naming what triggered it, when z is (partly) unused; True if it printed one.
-    The KL judged: the exact one where known, else the larger of the critic's and the lower bound (a critic
-    can only make it look smaller), else vae.py's closed form.
-      * KL < COLLAPSE_KL: posterior collapse, q(z|x) is (almost) the prior for every sentence.
-      * AU <= a tenth of the units (the paper's VAE: 2 of 32) and KL <= log N: partial collapse.
-      * as few units but KL > log N: not a collapse. MI <= log N, so >= KL - log N nats are KL(q(z) || p):
-        the posterior sits away from the prior in the same place for every x."""
+    """Print a loud warning when z is (partly) unused; True if it did. The KL judged: the exact one where known, else
+    the larger of the critic's and the lower bound (a critic can only make it look smaller), else vae.py's closed form.
+      * KL < COLLAPSE_KL: collapse; AU <= a tenth of the units (the paper's VAE: 2 of 32) and KL <= log N: partial.
+      * as few units but KL > log N: not a collapse. MI <= log N, so >= KL - log N nats are KL(q(z) || p): the
+        posterior sits away from the prior in the same place for every x."""
     if "kl_exact" in r:
         kl, which = r["kl_exact"], "exact KL"
     elif r.get("kl_lower", -math.inf) > r["kl"]:
@@ -1286,8 +1248,7 @@ def _pyplot():
 
 
 def plot_curves(rows: list, keys: Sequence[str], path: str, x: str = "step") -> None:
-    """One panel per key of the evaluation rows (dicts, e.g. log.csv), against `x`; rows without the
-    key (or with an empty value) are skipped."""
+    """One panel per key of the evaluation rows (dicts, e.g. log.csv), against `x`; missing values skipped."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)
     for ax, key in zip(axes[0], keys):
@@ -1384,45 +1345,3 @@ def plot_latent_pca(samples: torch.Tensor, path: str, prior: Optional[torch.Tens
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-# ----------------------------------------------------------------------------------------------------
-# PLUMBING: `python metrics.py ngram --train A.txt --score B.txt [C.txt ...]`
-# ----------------------------------------------------------------------------------------------------
-
-def main(argv: Optional[list] = None) -> int:
-    """Fit NGramLM on a text file (one sentence per line, tokens separated by spaces) and print the
-    perplexity of other files, with the time each step took."""
-    import argparse
-    import time
-    parser = argparse.ArgumentParser(description="Command-line access to metrics.py")
-    sub = parser.add_subparsers(dest="command", required=True)
-    ngram = sub.add_parser("ngram", help="fit a Kneser-Ney n-gram LM and score files")
-    ngram.add_argument("--train", required=True, help="text file to fit on")
-    ngram.add_argument("--score", nargs="+", required=True, help="text files to score")
-    ngram.add_argument("--order", type=int, default=5, help="n-gram order (Table 5: 5)")
-    args = parser.parse_args(argv)
-    if args.order < 1:
-        parser.error("--order must be >= 1")
-
-    def read(path):
-        try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                return [line.split() for line in f if line.strip()]
-        except OSError as err:
-            parser.error(f"cannot read {path}: {err.strerror}")
-
-    start = time.perf_counter()
-    lm = NGramLM(order=args.order).fit(read(args.train))
-    print(f"fit order {args.order} on {args.train}: {time.perf_counter() - start:.1f} s, |V| = {len(lm.vocab):,}"
-          + (f", discount fallback at orders {lm.fallback_orders}" if lm.fallback_orders else ""))
-    for path in args.score:
-        start = time.perf_counter()
-        ppl = lm.perplexity(read(path))
-        print(f"{path}: perplexity {ppl:.2f} ({time.perf_counter() - start:.1f} s)")
-    return 0
-
-
-if __name__ == "__main__":
-    import sys
-    sys.exit(main())

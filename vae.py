@@ -288,16 +288,12 @@ def main(argv=None) -> dict:
                                                      keep=5, progress="test"))
     dec = lambda z, temperature, gen: metrics.decode(model.decoder, z, cfg.max_decode_len,   # noqa: E731
                                                      data.BOS_ID, data.EOS_ID, temperature, gen)
-    result.update(metrics.lm_samples(dec, corpus.vocab, corpus.examples, cfg, run.device,   # Table 5, samples.txt
-                                     specials=(data.PAD, data.BOS, data.EOS)))
+    model.eval()                                                         # for the extras
+    # Table 4: z of a sentence = mu, the mean of q(z|x)
+    code_of = lambda x: model.posterior(model.encoder(x, x.new_tensor([x.shape[1]])).float(), 0)[0]  # noqa: E731
+    result.update(metrics.lm_samples(dec, corpus.vocab, corpus.examples, cfg, run.device,   # Tables 4, 5, samples
+                                     specials=(data.PAD, data.BOS, data.EOS), code_of=code_of))
     run.write_results(result)
-    if cfg.interpolate:                          # Table 4: z of a sentence = mu, the mean of q(z|x)
-        with torch.no_grad():
-            xs = [torch.tensor([corpus.vocab.encode(s.lower().split())], device=run.device) for s in cfg.interpolate]
-            z_a, z_b = (model.posterior(model.encoder(x, torch.tensor([x.shape[1]], device=run.device)).float(),
-                                        0)[0] for x in xs)               # mu (1, Z) each; no sample drawn
-        metrics.write_interpolation(dec, corpus.vocab.decode, z_a, z_b,
-                                    os.path.join(cfg.out_dir, "interpolation.txt"))
     metrics.plot_run(run.valid_rows(), ["rec", "kl", "beta", "mi", "au", "iw_nll"], cfg.out_dir, au_var, kept)
     run.wrote()
     return result

@@ -3,6 +3,7 @@ r"""Tests for the interpolated modified Kneser-Ney n-gram LM (NGramLM).
 The PTB test reads the repository's data/ptb/ (else $IVAE_DATA_DIR/ptb/) and skips if neither holds it.
 """
 
+import importlib.util
 import math
 import os
 import random
@@ -13,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from metrics import NGramLM
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # ---------------------------------------------------------------------------------------------------
 # Corpora
@@ -287,13 +290,16 @@ def test_ptb_5gram_perplexity_and_speed():
 
 
 def test_command_line(tmp_path, capsys):
-    from metrics import main
+    spec = importlib.util.spec_from_file_location("ngram_cli", ROOT / "results" / "ptb" / "ngram.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    main = cli.main
     (tmp_path / "train.txt").write_text("a b c\nb c\n\na c\n")
     (tmp_path / "test.txt").write_text("a b\n")
-    assert main(["ngram", "--train", str(tmp_path / "train.txt"), "--score", str(tmp_path / "test.txt"),
+    assert main(["--train", str(tmp_path / "train.txt"), "--score", str(tmp_path / "test.txt"),
                  "--order", "2"]) == 0
     out = capsys.readouterr().out
     lm = NGramLM(order=2).fit([["a", "b", "c"], ["b", "c"], ["a", "c"]])
     assert f"perplexity {lm.perplexity([['a', 'b']]):.2f}" in out
     with pytest.raises(SystemExit):
-        main(["ngram", "--train", str(tmp_path / "missing.txt"), "--score", str(tmp_path / "test.txt")])
+        main(["--train", str(tmp_path / "missing.txt"), "--score", str(tmp_path / "test.txt")])
