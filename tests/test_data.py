@@ -118,24 +118,24 @@ def test_unknown_name_and_empty_split(tmp_path, no_env):
         data.load_corpus("ptb", str(tmp_path))
 
 
-def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys, no_env):
+def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys, no_env, table1):
     with pytest.raises(SystemExit) as exit_:
-        data.main(["--data", "ptb", "--data_dir", str(tmp_path), "--stats"])
+        table1.main(["--data", "ptb", "--data_dir", str(tmp_path)])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "ptb/ptb.train.txt" in err and "Traceback" not in err
     with pytest.raises(SystemExit):
-        data.main(["--data", "ptb", "--splits", "train,dev", "--stats"])
+        table1.main(["--data", "ptb", "--splits", "train,dev"])
     assert "--splits" in capsys.readouterr().err
 
 
-def test_own_corpus_folder(tmp_path, capsys):
+def test_own_corpus_folder(tmp_path, capsys, table1):
     folder = tmp_path / "mine"
     for split in ("train", "valid", "test"):
         write(folder / f"{split}.txt", "hello world\nhello again\n")
     c = data.load_corpus(str(folder), "unused")
     assert c.spec.kind == "lm" and len(c.examples["train"]) == 2 and "hello" in c.vocab
-    assert data.main(["--data", str(folder), "--stats"]) == 0
+    assert table1.main(["--data", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "train" in out and "vocabulary: 7 entries" in out
     os.remove(folder / "valid.txt")
@@ -326,12 +326,12 @@ def test_ptb_ships_with_the_repository_byte_for_byte():
     assert ignored.returncode in (1, 128)            # 1: not ignored (0 would be); 128: a copy outside git
 
 
-def test_ptb_table1_statistics(capsys):
+def test_ptb_table1_statistics(capsys, table1):
     root = real_root("ptb/ptb.train.txt", "ptb/ptb.valid.txt", "ptb/ptb.test.txt")
-    assert data.main(["--data", "ptb", "--data_dir", root, "--stats"]) == 0
+    assert table1.main(["--data", "ptb", "--data_dir", root]) == 0
     out = capsys.readouterr().out
     c = data.load_corpus("ptb", root)
-    s = data.corpus_stats(c)
+    s = table1.corpus_stats(c)
     assert [s[k]["sentences"] for k in ("train", "valid", "test")] == [42068, 3370, 3761]
     assert s["vocab_size"] == 10002 and s["train"]["max_len"] == 82
     assert s["train"]["avg_len"] == pytest.approx(21.10, abs=0.01)
@@ -349,10 +349,10 @@ def test_dailydialog_real_counts():
     assert max(len(e.context) for e in c.examples["test"]) == 10
 
 
-def test_stats_without_training_split(tmp_path, capsys, no_env):
+def test_stats_without_training_split(tmp_path, capsys, no_env, table1):
     write(tmp_path / "yahoo" / "val.txt", "a b c\n")
     write(tmp_path / "yahoo" / "test.txt", "a b\nc d e f\n")
-    assert data.main(["--data", "yahoo", "--data_dir", str(tmp_path), "--splits", "valid,test", "--stats"]) == 0
+    assert table1.main(["--data", "yahoo", "--data_dir", str(tmp_path), "--splits", "valid,test"]) == 0
     out = capsys.readouterr().out
     assert "vocabulary: not built" in out and "\ntrain " not in out
     assert "test              2     2     4    3.00" in out
