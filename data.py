@@ -81,10 +81,7 @@ class Vocab:
     decreasing training frequency (ties in order of first appearance, so the map is deterministic)."""
 
     def __init__(self, words: Iterable[str]):
-        self.itos: list[str] = list(SPECIALS)
-        for w in words:
-            if w not in SPECIALS:
-                self.itos.append(w)
+        self.itos: list[str] = list(SPECIALS) + [w for w in words if w not in SPECIALS]
         self.stoi: dict[str, int] = {w: i for i, w in enumerate(self.itos)}
         if len(self.stoi) != len(self.itos):
             raise ValueError("a vocabulary cannot hold the same word twice")
@@ -111,8 +108,7 @@ class Vocab:
     def decode(self, ids: Iterable[int]) -> list[str]:
         """Ids -> words: drops <s> and <pad>, stops at the first </s> (so it also reads sampled text)."""
         words = []
-        for i in ids:
-            i = int(i)
+        for i in map(int, ids):
             if i == EOS_ID:
                 break
             if i not in (BOS_ID, PAD_ID):
@@ -218,15 +214,13 @@ CORPORA = {
         source="Zhao et al. 2017: github.com/snakeztc/NeuralDialog-CVAE data/json_data/"),
 }
 SPLITS = ("train", "valid", "test")
-CUSTOM_FILES = {"train": ("train.txt",), "valid": ("valid.txt",), "test": ("test.txt",)}
-CUSTOM_VOCAB_SIZE = 20000  # a corpus of your own keeps its 20k most frequent words, as Yahoo and Yelp
-CUSTOM_MAX_LEN = 200       # and drops sentences over 200 words, as Kim et al.'s preprocessing
 
 
 def custom_spec(folder: str) -> CorpusSpec:
-    """The spec of a user's corpus: a folder with train.txt, valid.txt, test.txt."""
-    return CorpusSpec(os.path.basename(os.path.normpath(folder)) or folder, "lm", "text", CUSTOM_FILES,
-                      vocab_size=CUSTOM_VOCAB_SIZE, max_len=CUSTOM_MAX_LEN, too_long="drop",
+    """A corpus of your own, a folder with train.txt, valid.txt, test.txt: it keeps its 20k most frequent
+    words (as Yahoo and Yelp) and drops sentences over 200 words (as Kim et al.'s preprocessing)."""
+    return CorpusSpec(os.path.basename(os.path.normpath(folder)) or folder, "lm", "text",
+                      {s: (f"{s}.txt",) for s in SPLITS}, vocab_size=20000, max_len=200, too_long="drop",
                       source="your own corpus: one sentence per line, tokens separated by spaces")
 
 
@@ -338,11 +332,6 @@ def wordpunct_lower(text: str) -> list[str]:
     return WordPunctTokenizer().tokenize(text.lower())
 
 
-def split_words(text: str, unk_aliases: tuple) -> list[str]:
-    words = text.split()
-    return [UNK if w in unk_aliases else w for w in words] if unk_aliases else words
-
-
 def fit_length(words: list[str], spec: CorpusSpec, report: LineReport) -> Optional[list[str]]:
     """Apply the corpus's length rule: None (drop) or the words cut to max_len."""
     if len(words) <= spec.max_len:
@@ -364,7 +353,7 @@ def read_text(paths: list[str], spec: CorpusSpec, report: LineReport) -> list[li
                 report["malformed"] += 1
                 continue
             line = line.split("\t", 1)[1]
-        words = fit_length(split_words(line, spec.unk_aliases), spec, report)
+        words = fit_length([UNK if w in spec.unk_aliases else w for w in line.split()], spec, report)
         if words:
             out.append(words)
         elif words is not None:
@@ -470,8 +459,7 @@ def dialog_examples(dialogs, vocab: Vocab, max_context: int) -> list[DialogExamp
 
 
 def load_corpus(data: str, data_dir: str = "data", splits: Iterable[str] = SPLITS,
-                vocab: Optional[Vocab] = None, vocab_size: Optional[int] = None,
-                max_context: int = 10, verbose: bool = True, keep_text: bool = False,
+                vocab: Optional[Vocab] = None, max_context: int = 10, verbose: bool = True, keep_text: bool = False,
                 exclude: Optional[dict] = None, allow_bad_lines: bool = False) -> Corpus:
     """Read corpus `data` (a name in CORPORA or a folder of your own) and encode it with `vocab` (e.g. a
     checkpoint's), else with one built from the training split. keep_text keeps the LM/style examples'
@@ -502,13 +490,13 @@ def load_corpus(data: str, data_dir: str = "data", splits: Iterable[str] = SPLIT
             print(f"data: {spec.name}/{s}: {report.summary(spec.max_len)}", file=sys.stderr)
 
     if vocab is None:
-        size = vocab_size if vocab_size is not None else spec.vocab_size
         if spec.kind == "lm":
-            vocab = Vocab.build(raw["train"], size)
+            vocab = Vocab.build(raw["train"], spec.vocab_size)
         elif spec.kind == "style":
-            vocab = Vocab.build((w for w, _ in raw["train"]), size)
+            vocab = Vocab.build((w for w, _ in raw["train"]), spec.vocab_size)
         else:
-            vocab = Vocab.build((w for d in raw["train"] for w, _ in d), size, extra_specials=(DIALOG_START,))
+            vocab = Vocab.build((w for d in raw["train"] for w, _ in d), spec.vocab_size,
+                                extra_specials=(DIALOG_START,))
 
     examples = {}
     for s in splits:
@@ -598,11 +586,6 @@ class Batch:
     utt_lengths: Optional[torch.Tensor] = None
     speakers: Optional[torch.Tensor] = None
 
-    @property
-    def mask(self) -> torch.Tensor:
-        """(B, T) True on real tokens, False on padding."""
-        return self.tokens != PAD_ID
-
     def to(self, device) -> "Batch":
         return Batch(**{k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
                         for k, v in self.__dict__.items()})
@@ -643,42 +626,24 @@ def collate(examples: list) -> Batch:
 
 def example_length(example) -> int:
     """The length that batches are grouped by: the sentence, or the response for dialog."""
-    if isinstance(example, StyleExample):
-        return len(example.ids)
-    if isinstance(example, DialogExample):
-        return len(example.response)
-    return len(example)
+    return len(example.ids if isinstance(example, StyleExample) else
+               example.response if isinstance(example, DialogExample) else example)
 
 
 def batch_plan(lengths: list[int], batch_size: int, seed: int, epoch: int, shuffle: bool = True,
                equal_length: bool = True) -> list[list[int]]:
-    """Indices of the examples of each batch of one epoch.
-
-    equal_length=True  (Kim et al. 2018; the authors): examples of one length form groups, each group is
-        cut into batches of up to `batch_size`, so no batch holds padding.
-    equal_length=False (length buckets): examples sorted by length (ties in random order) and cut into
-        batches of `batch_size`, each padded to its longest member.
-    With shuffle, the order inside groups and the order of the batches are drawn from a generator seeded
-    by (seed, epoch): a pure function of its arguments, so a resumed run sees the same batches. The number
-    of batches does not depend on the epoch."""
+    """Indices of the examples of each batch of one epoch, sorted by length and cut into batches of up to
+    `batch_size`: within each group of one length (equal_length: no padding; Kim et al. 2018, the authors),
+    or along the whole order (length buckets, each padded to its longest). With shuffle, ties and the
+    batches' order are drawn from (seed, epoch): a resumed run sees the same batches."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     rng = np.random.default_rng([seed, epoch])
     lengths = np.asarray(lengths)
-    # Order: by length; ties broken at random when shuffling, by position otherwise.
     tie = rng.permutation(len(lengths)) if shuffle else np.arange(len(lengths))
-    order = np.lexsort((tie, lengths))
-    plan = []
-    if equal_length:
-        start = 0
-        while start < len(order):
-            end = start
-            while end < len(order) and lengths[order[end]] == lengths[order[start]]:
-                end += 1
-            plan += [order[i:min(i + batch_size, end)].tolist() for i in range(start, end, batch_size)]
-            start = end
-    else:
-        plan = [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    order = np.lexsort((tie, lengths))                                   # by length, then by `tie`
+    groups = np.split(order, np.flatnonzero(np.diff(lengths[order])) + 1) if equal_length else [order]
+    plan = [g[i:i + batch_size].tolist() for g in groups for i in range(0, len(g), batch_size)]
     if shuffle:
         plan = [plan[i] for i in rng.permutation(len(plan))]
     return plan
@@ -735,8 +700,8 @@ class Batcher:
         self.batch_size, self.seed, self.shuffle, self.equal_length = batch_size, seed, shuffle, equal_length
         self.lengths = [example_length(e) for e in examples]
         self.n_batches = len(self.plan(0))
-        if balanced and lone_sentence_note(examples, batch_size):
-            print(lone_sentence_note(examples, batch_size))
+        if balanced and (note := lone_sentence_note(examples, batch_size)):
+            print(note)
 
     def __len__(self) -> int:
         return self.n_batches
@@ -1354,8 +1319,7 @@ class Run:
         and of the test), `validate(step, probe=True)` on PROBE_SENTENCES times the first ETA's evaluations."""
         cfg = self.cfg
         self.steps_per_epoch, self.validate_fn = steps_per_epoch, validate
-        self.total = cfg.epochs * steps_per_epoch if not cfg.max_steps else min(cfg.epochs * steps_per_epoch,
-                                                                                 cfg.max_steps)
+        self.total = min(cfg.epochs * steps_per_epoch, cfg.max_steps or cfg.epochs * steps_per_epoch)  # 0: no cap
         self.test_in_validations = None
 
         def passes(n, S, K):                       # decoder passes of an evaluation: the bulk of its time

@@ -263,7 +263,7 @@ def test_equal_length_batches_cover_every_example_once_without_padding():
     assert len(batches) == len(batcher)
     for b in batches:
         assert b.tokens.shape[0] <= 32 and b.tokens.dtype == torch.long
-        assert torch.all(b.lengths == b.tokens.shape[1]) and bool(b.mask.all())     # equal length: no <pad>
+        assert torch.all(b.lengths == b.tokens.shape[1]) and bool((b.tokens != data.PAD_ID).all())  # no <pad>
         seen += [int(row[1]) - 5 for row in b.tokens]
     assert sorted(seen) == list(range(len(ex)))
 
@@ -286,9 +286,9 @@ def test_length_buckets_pad_and_mask():
     batches = list(data.Batcher(ex, batch_size=32, seed=0, equal_length=False).epoch(0))
     assert len(batches) == 4 and sum(b.tokens.shape[0] for b in batches) == 100
     for b in batches:
-        assert torch.equal(b.mask.sum(1), b.lengths)
+        real = torch.arange(b.tokens.shape[1]) < b.lengths[:, None]          # (B, T) the first `lengths` tokens
+        assert torch.equal(b.tokens != data.PAD_ID, real)                   # <pad> exactly after them
         assert int(b.lengths.max()) == b.tokens.shape[1]
-        assert torch.all(b.tokens[~b.mask] == data.PAD_ID)
     with pytest.raises(ValueError):
         data.batch_plan([3, 4], batch_size=0, seed=0, epoch=0)
 
