@@ -1,35 +1,25 @@
-r"""Corpora, vocabularies and batching shared by every script of this repository.
+r"""Corpora, vocabularies, batching and run plumbing shared by every script of this repository.
 
 Fang, Li, Gao, Dong, Chen. "Implicit Deep Latent Variable Models for Text Generation". EMNLP 2019.
-arXiv:1908.11527. This file is plumbing: it holds no model logic. The model scripts (vae.py, ivae.py,
-ivae_mi.py, style_transfer.py, dialog.py) import it together with metrics.py, and nothing else of ours.
+arXiv:1908.11527. Plumbing only, no model logic: the model scripts import it and metrics.py, nothing else.
 
 Paper section -> code section
-    Table 1 (data statistics)                 -> corpus_stats(), `python data.py --data ptb --stats`
-    §5.1 the authors' LM sizes per corpus      -> LM_DEFAULTS, lm_defaults
-    (no paper section: run plumbing, the last  -> RunConfig / LMConfig (the shared flags), option, parse_config,
-     section of this file)                        pick_device, autocast_for, CudaGraphs, and Run: one run's
-                                                 folder, checkpoint, log (CsvLog), progress, validations, Ctrl-C, test
-    §5.1 language modelling (PTB/Yahoo/Yelp)   -> CORPORA['ptb'|'yahoo'|'yelp'], LM examples
-    §5.2 style transfer (Shen et al. Yelp)     -> CORPORA['yelp_style'], StyleExample, load_style_corpus
-                                                 (and the opt-in split YELP_STYLE_NO_TRAIN), balanced_plan
+    Table 1 (data statistics)                 -> `python results/ptb/table1.py --data ptb`
+    §5.1 language modelling (PTB/Yahoo/Yelp)   -> CORPORA['ptb'|'yahoo'|'yelp'], LM_DEFAULTS (the authors' sizes)
+    §5.2 style transfer (Shen et al. Yelp)     -> CORPORA['yelp_style'], load_style_corpus, balanced_plan
     §5.3 dialog (DailyDialog, Switchboard)     -> CORPORA['dailydialog'|'switchboard'], DialogExample
+    (none: RUN PLUMBING, the last section)    -> RunConfig / LMConfig (the shared flags), CudaGraphs, and Run:
+                                                 folder, checkpoint, log, progress, validations, Ctrl-C, test
 
 Use
-    python data.py --data ptb --stats                     # Table 1 statistics of PTB
-    python data.py --data my_folder --stats               # your own corpus: train.txt valid.txt test.txt
-
     corpus = load_corpus("ptb", data_dir="data")          # raises DataError with a readable message
     batcher = Batcher(corpus.examples["train"], batch_size=32, seed=0)
     for batch in batcher.epoch(epoch):                    # reshuffled every epoch, deterministically
         batch.tokens   # (B, T) LongTensor: <s> w_1 ... w_n </s> <pad> ...
         batch.lengths  # (B,)   tokens per row, counting <s> and </s>
 
-Where a corpus is looked for: `--data_dir` (default `data/`), then $IVAE_DATA_DIR; the first that holds
-    every file of the corpus, each corpus in a sub-folder of its own name (CORPORA). `--data PATH`: your own
-    folder with train.txt, valid.txt, test.txt. A missing file, or a split that skips more bad lines than
-    it keeps (unless --allow_bad_lines), is a DataError naming the files and where to get them; scripts
-    turn it into `parser.error()`. Only PTB ships with the repository (data/ptb/README.md).
+A corpus is looked for in `--data_dir`, then $IVAE_DATA_DIR (docs/running.md); a missing file, or a split
+that skips more bad lines than it keeps, is a DataError that scripts turn into `parser.error()`.
 
 Conventions (the same as the authors' code, which took them from Kim et al. 2018's SA-VAE preprocessing)
     * Special tokens with fixed ids: <pad> = 0, <s> = 1, </s> = 2, <unk> = 3.
@@ -41,10 +31,8 @@ Conventions (the same as the authors' code, which took them from Kim et al. 2018
       LM batch holds no padding at all (Kim et al. 2018; the authors' PTB/Yahoo/Yelp loaders).
 
 Deviations from the authors' code (and why)
-    * One loader for every corpus instead of one per experiment folder, and no HDF5 preprocessing step:
-      the corpora are small enough to read in seconds.
-    * Vocabularies keep <pad> <s> </s> <unk> at ids 0-3 in every corpus (the authors' orders differ per
-      folder); this has no effect on any number.
+    * One loader for every corpus and no HDF5 preprocessing step: the corpora read in seconds.
+    * <pad> <s> </s> <unk> are ids 0-3 in every corpus (the authors' orders differ per folder; no number moves).
     * Dialog: the start-of-dialog utterance `<s> <d> </s>` (DialogWAE) is kept, but its speaker flag is
       always 0 ("not the responder"); DialogWAE gives it floor 0, which flips its flag from one response
       to the next for no reason. The context window holds up to 10 previous utterances; the authors'
@@ -85,8 +73,7 @@ DIALOG_START = "<d>"  # the start-of-dialog utterance is `<s> <d> </s>` (DialogW
 
 
 class DataError(Exception):
-    """A corpus or split is missing or unusable. The message is written for the user, not a developer:
-    scripts print it with `parser.error(str(err))` instead of a traceback."""
+    """A corpus or split is missing or unusable; the message is for the user (scripts: parser.error)."""
 
 
 class Vocab:
@@ -94,10 +81,7 @@ class Vocab:
     decreasing training frequency (ties in order of first appearance, so the map is deterministic)."""
 
     def __init__(self, words: Iterable[str]):
-        self.itos: list[str] = list(SPECIALS)
-        for w in words:
-            if w not in SPECIALS:
-                self.itos.append(w)
+        self.itos: list[str] = list(SPECIALS) + [w for w in words if w not in SPECIALS]
         self.stoi: dict[str, int] = {w: i for i, w in enumerate(self.itos)}
         if len(self.stoi) != len(self.itos):
             raise ValueError("a vocabulary cannot hold the same word twice")
@@ -124,8 +108,7 @@ class Vocab:
     def decode(self, ids: Iterable[int]) -> list[str]:
         """Ids -> words: drops <s> and <pad>, stops at the first </s> (so it also reads sampled text)."""
         words = []
-        for i in ids:
-            i = int(i)
+        for i in map(int, ids):
             if i == EOS_ID:
                 break
             if i not in (BOS_ID, PAD_ID):
@@ -164,17 +147,16 @@ class CorpusSpec:
     extra_files: tuple = ()        # files needed besides the splits' (e.g. human references)
 
 
-# The authors' language-model sizes and learning rates per corpus (paper §5.1 and their lang_model_*
-# code). The LM scripts' Config defaults are PTB's; a fresh run on Yahoo or Yelp takes these values for
-# every field its command line does not give (lm_defaults).
+# The authors' LM sizes and learning rates per corpus (paper §5.1, their lang_model_* code). The LM
+# scripts' Config defaults are PTB's; a fresh Yahoo or Yelp run takes these for the flags not given.
 LM_DEFAULTS = {"ptb": dict(emb_dim=256, hidden=256, init_range=0.1, lr=1e-3),
                "yahoo": dict(emb_dim=512, hidden=1024, init_range=0.01, lr=8e-4),
                "yelp": dict(emb_dim=512, hidden=1024, init_range=0.01, lr=8e-4)}
 
 
 def lm_defaults(cfg, corpus_name: str, given: set = frozenset()):
-    """Set each LM_DEFAULTS field not in `given` (the flags on the command line) to the authors' value for
-    the corpus (PTB's for a corpus of your own). Returns cfg."""
+    """Set each LM_DEFAULTS field not in `given` (the command line's flags) to the corpus's value (PTB's
+    for a corpus of your own). Returns cfg."""
     for k, v in LM_DEFAULTS.get(corpus_name, LM_DEFAULTS["ptb"]).items():
         if k not in given and hasattr(cfg, k):
             setattr(cfg, k, v)
@@ -201,8 +183,7 @@ CORPORA = {
     # Yelp review subset of Yang et al. (2017), one `label<TAB>text` per line; the label is ignored.
     "yelp": CorpusSpec(
         "yelp", "lm", "label_text",
-        {"train": ("yelp/yelp.train.txt",), "valid": ("yelp/yelp.valid.txt",),
-         "test": ("yelp/yelp.test.txt",)},
+        {"train": ("yelp/yelp.train.txt",), "valid": ("yelp/yelp.valid.txt",), "test": ("yelp/yelp.test.txt",)},
         vocab_size=20000, max_len=200, too_long="drop",
         source="Yang et al. 2017 as used by He et al. 2019: github.com/fangleai/Implicit-LVM "
                "lang_model_yelp/data/ (yelp.train.txt, yelp.valid.txt, yelp.test.txt)",
@@ -233,22 +214,19 @@ CORPORA = {
         source="Zhao et al. 2017: github.com/snakeztc/NeuralDialog-CVAE data/json_data/"),
 }
 SPLITS = ("train", "valid", "test")
-CUSTOM_FILES = {"train": ("train.txt",), "valid": ("valid.txt",), "test": ("test.txt",)}
-CUSTOM_VOCAB_SIZE = 20000  # a corpus of your own keeps its 20k most frequent words, as Yahoo and Yelp
-CUSTOM_MAX_LEN = 200       # and drops sentences over 200 words, as Kim et al.'s preprocessing
 
 
 def custom_spec(folder: str) -> CorpusSpec:
-    """The spec of a user's corpus: a folder with train.txt, valid.txt, test.txt."""
-    return CorpusSpec(os.path.basename(os.path.normpath(folder)) or folder, "lm", "text", CUSTOM_FILES,
-                      vocab_size=CUSTOM_VOCAB_SIZE, max_len=CUSTOM_MAX_LEN, too_long="drop",
+    """A corpus of your own, a folder with train.txt, valid.txt, test.txt: it keeps its 20k most frequent
+    words (as Yahoo and Yelp) and drops sentences over 200 words (as Kim et al.'s preprocessing)."""
+    return CorpusSpec(os.path.basename(os.path.normpath(folder)) or folder, "lm", "text",
+                      {s: (f"{s}.txt",) for s in SPLITS}, vocab_size=20000, max_len=200, too_long="drop",
                       source="your own corpus: one sentence per line, tokens separated by spaces")
 
 
 def resolve_corpus(data, data_dir: str, splits: Iterable[str] = SPLITS) -> tuple[CorpusSpec, dict]:
-    """Find the files of corpus `data` (a name in CORPORA, a CorpusSpec such as YELP_STYLE_NO_TRAIN, or a
-    folder of your own) for `splits`: (spec, {split: [paths], "extra": [paths]}). Named corpora are looked
-    for in `data_dir`, then in $IVAE_DATA_DIR; the first root holding all the needed files wins."""
+    """(spec, {split: [paths], "extra": [paths]}) of corpus `data` (a name in CORPORA, a CorpusSpec, or a
+    folder of your own): the first of `data_dir`, $IVAE_DATA_DIR that holds every file `splits` need."""
     splits = tuple(splits)
     named = isinstance(data, CorpusSpec) or data in CORPORA
     if named:
@@ -306,7 +284,6 @@ class LineReport(Counter):
     UNUSABLE = ("not_utf8", "too_long_dropped", "malformed")   # lines lost for what they hold (skipped())
 
     def summary(self, max_len: Optional[int] = None) -> str:
-        """One line: each count and what it means, with the corpus's max_len beside the over-long ones."""
         limit = f" (over {max_len} words)" if max_len else ""
         words = {"empty": "empty lines skipped", "not_utf8": "lines with non-UTF-8 bytes skipped",
                  "not_utf8_utterance": "utterances with non-UTF-8 bytes skipped",
@@ -316,15 +293,12 @@ class LineReport(Counter):
         return ", ".join(f"{n:,} {words.get(k, k)}" for k, n in sorted(self.items()) if n)
 
     def skipped(self) -> int:
-        """Lines skipped because they could not be used (bad bytes, over-long, malformed): not the empty
-        ones, nor the ones mended or held out on purpose."""
         return sum(self[k] for k in self.UNUSABLE)
 
 
 def read_lines(path: str, report: LineReport, keep_bad_bytes: bool = False) -> list[str]:
-    """Non-empty lines of a text file, stripped. Decodes each line as UTF-8 on its own, so one bad byte
-    costs one line, not the file; a UTF-8 byte-order mark at the start of the file is dropped.
-    keep_bad_bytes: keep lines with bad bytes, each bad byte as a lone surrogate (Python's
+    """Non-empty lines of a text file, stripped, each decoded as UTF-8 on its own (a bad byte costs one
+    line, not the file). keep_bad_bytes keeps such lines, each bad byte as a lone surrogate (Python's
     "surrogateescape"), for callers that skip a smaller piece (a dialog's utterance: has_bad_bytes)."""
     lines = []
     with open(path, "rb") as f:
@@ -354,13 +328,8 @@ def has_bad_bytes(text: str) -> bool:
 
 def wordpunct_lower(text: str) -> list[str]:
     """Dialog tokenisation of the authors' code: lower-case, then nltk's WordPunctTokenizer."""
-    from nltk.tokenize import WordPunctTokenizer  # nltk is a dependency; imported here to keep import light
+    from nltk.tokenize import WordPunctTokenizer  # imported here to keep `import data` light
     return WordPunctTokenizer().tokenize(text.lower())
-
-
-def split_words(text: str, unk_aliases: tuple) -> list[str]:
-    words = text.split()
-    return [UNK if w in unk_aliases else w for w in words] if unk_aliases else words
 
 
 def fit_length(words: list[str], spec: CorpusSpec, report: LineReport) -> Optional[list[str]]:
@@ -384,7 +353,7 @@ def read_text(paths: list[str], spec: CorpusSpec, report: LineReport) -> list[li
                 report["malformed"] += 1
                 continue
             line = line.split("\t", 1)[1]
-        words = fit_length(split_words(line, spec.unk_aliases), spec, report)
+        words = fit_length([UNK if w in spec.unk_aliases else w for w in line.split()], spec, report)
         if words:
             out.append(words)
         elif words is not None:
@@ -490,17 +459,13 @@ def dialog_examples(dialogs, vocab: Vocab, max_context: int) -> list[DialogExamp
 
 
 def load_corpus(data: str, data_dir: str = "data", splits: Iterable[str] = SPLITS,
-                vocab: Optional[Vocab] = None, vocab_size: Optional[int] = None,
-                max_context: int = 10, verbose: bool = True, keep_text: bool = False,
+                vocab: Optional[Vocab] = None, max_context: int = 10, verbose: bool = True, keep_text: bool = False,
                 exclude: Optional[dict] = None, allow_bad_lines: bool = False) -> Corpus:
-    """Read corpus `data` (a name in CORPORA or a folder of your own) and encode it. The vocabulary comes
-    from the training split with the corpus's settings (`vocab_size` overrides its size), unless `vocab` is
-    given (e.g. from a checkpoint): then the training split is read only if asked for. Bad lines are
-    reported once per split on stderr.
-    keep_text keeps each LM/style example's words in corpus.texts; exclude maps a split to a set of
-    sentences (words joined by spaces) to leave out of it. Raises DataError when a file is missing, when
-    a split keeps no line, and when a split skips more lines as unusable (bad bytes, over-long, malformed)
-    than it keeps, unless allow_bad_lines (--allow_bad_lines): such a file is rarely the corpus meant."""
+    """Read corpus `data` (a name in CORPORA or a folder of your own) and encode it with `vocab` (e.g. a
+    checkpoint's), else with one built from the training split. keep_text keeps the LM/style examples'
+    words in corpus.texts; exclude: {split: sentences (words joined by spaces) to leave out}. A split that
+    skips more lines as unusable than it keeps is a DataError unless allow_bad_lines: such a file is rarely
+    the corpus meant."""
     splits = tuple(splits)
     if vocab is None and "train" not in splits:
         splits = ("train",) + splits  # the vocabulary comes from the training split and nowhere else
@@ -525,13 +490,13 @@ def load_corpus(data: str, data_dir: str = "data", splits: Iterable[str] = SPLIT
             print(f"data: {spec.name}/{s}: {report.summary(spec.max_len)}", file=sys.stderr)
 
     if vocab is None:
-        size = vocab_size if vocab_size is not None else spec.vocab_size
         if spec.kind == "lm":
-            vocab = Vocab.build(raw["train"], size)
+            vocab = Vocab.build(raw["train"], spec.vocab_size)
         elif spec.kind == "style":
-            vocab = Vocab.build((w for w, _ in raw["train"]), size)
+            vocab = Vocab.build((w for w, _ in raw["train"]), spec.vocab_size)
         else:
-            vocab = Vocab.build((w for d in raw["train"] for w, _ in d), size, extra_specials=(DIALOG_START,))
+            vocab = Vocab.build((w for d in raw["train"] for w, _ in d), spec.vocab_size,
+                                extra_specials=(DIALOG_START,))
 
     examples = {}
     for s in splits:
@@ -546,9 +511,8 @@ def load_corpus(data: str, data_dir: str = "data", splits: Iterable[str] = SPLIT
     return Corpus(spec, vocab, examples, {s: len(raw[s]) for s in splits}, reports, paths, texts)
 
 
-# The opt-in style split for the copies here, which lack Shen et al.'s training files:
-#     train = Shen's test files, valid = Shen's dev files minus Li et al.'s 1,000 test sentences,
-#     test = Li et al. (2018)'s 500 + 500 test sentences, each with a human rewrite of the other sentiment.
+# The opt-in style split for copies without Shen et al.'s training files: train = Shen's test files, valid =
+# Shen's dev files minus Li et al. (2018)'s 1,000 test sentences, test = those, each with a human rewrite.
 YELP_STYLE_NO_TRAIN = CorpusSpec(
     "yelp_style/no_train", "style", "style",
     {"train": ("yelp_style/sentiment.test.0", "yelp_style/sentiment.test.1"),
@@ -572,8 +536,7 @@ def reference_words(text: str) -> list[str]:
 
 def load_style_corpus(data_dir: str, split: str = "standard", splits: Iterable[str] = SPLITS,
                       vocab: Optional[Vocab] = None, verbose: bool = True, allow_bad_lines: bool = False) -> Corpus:
-    """Shen et al.'s Yelp sentiment data with the standard split (`yelp_style`), or the opt-in split
-    YELP_STYLE_NO_TRAIN for copies without Shen's training files. corpus.texts holds every example's words;
+    """Shen et al.'s Yelp sentiment data, split "standard" or "no_train" (YELP_STYLE_NO_TRAIN), with texts;
     with no_train, corpus.references["test"][i] is the human rewrite of test sentence i (Li et al.)."""
     if split not in STYLE_SPLITS:
         raise DataError(f"unknown style split '{split}': choose one of {', '.join(STYLE_SPLITS)}")
@@ -623,11 +586,6 @@ class Batch:
     utt_lengths: Optional[torch.Tensor] = None
     speakers: Optional[torch.Tensor] = None
 
-    @property
-    def mask(self) -> torch.Tensor:
-        """(B, T) True on real tokens, False on padding."""
-        return self.tokens != PAD_ID
-
     def to(self, device) -> "Batch":
         return Batch(**{k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
                         for k, v in self.__dict__.items()})
@@ -668,42 +626,24 @@ def collate(examples: list) -> Batch:
 
 def example_length(example) -> int:
     """The length that batches are grouped by: the sentence, or the response for dialog."""
-    if isinstance(example, StyleExample):
-        return len(example.ids)
-    if isinstance(example, DialogExample):
-        return len(example.response)
-    return len(example)
+    return len(example.ids if isinstance(example, StyleExample) else
+               example.response if isinstance(example, DialogExample) else example)
 
 
 def batch_plan(lengths: list[int], batch_size: int, seed: int, epoch: int, shuffle: bool = True,
                equal_length: bool = True) -> list[list[int]]:
-    """Indices of the examples of each batch of one epoch.
-
-    equal_length=True  (Kim et al. 2018; the authors): examples of one length form groups, each group is
-        cut into batches of up to `batch_size`, so no batch holds padding.
-    equal_length=False (length buckets): examples sorted by length (ties in random order) and cut into
-        batches of `batch_size`, each padded to its longest member.
-    With shuffle, the order inside groups and the order of the batches are drawn from a generator seeded
-    by (seed, epoch): a pure function of its arguments, so a resumed run sees the same batches. The number
-    of batches does not depend on the epoch."""
+    """Indices of the examples of each batch of one epoch, sorted by length and cut into batches of up to
+    `batch_size`: within each group of one length (equal_length: no padding; Kim et al. 2018, the authors),
+    or along the whole order (length buckets, each padded to its longest). With shuffle, ties and the
+    batches' order are drawn from (seed, epoch): a resumed run sees the same batches."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     rng = np.random.default_rng([seed, epoch])
     lengths = np.asarray(lengths)
-    # Order: by length; ties broken at random when shuffling, by position otherwise.
     tie = rng.permutation(len(lengths)) if shuffle else np.arange(len(lengths))
-    order = np.lexsort((tie, lengths))
-    plan = []
-    if equal_length:
-        start = 0
-        while start < len(order):
-            end = start
-            while end < len(order) and lengths[order[end]] == lengths[order[start]]:
-                end += 1
-            plan += [order[i:min(i + batch_size, end)].tolist() for i in range(start, end, batch_size)]
-            start = end
-    else:
-        plan = [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    order = np.lexsort((tie, lengths))                                   # by length, then by `tie`
+    groups = np.split(order, np.flatnonzero(np.diff(lengths[order])) + 1) if equal_length else [order]
+    plan = [g[i:i + batch_size].tolist() for g in groups for i in range(0, len(g), batch_size)]
     if shuffle:
         plan = [plan[i] for i in rng.permutation(len(plan))]
     return plan
@@ -711,13 +651,10 @@ def batch_plan(lengths: list[int], batch_size: int, seed: int, epoch: int, shuff
 
 def balanced_plan(examples: list, batch_size: int, seed: int, epoch: int) -> list:
     """One epoch of (negative batch, positive batch) index pairs of StyleExamples, as the authors' style
-    transfer loop (style_transfer.py; Batcher(balanced=True)): max(#negative batches, #positive batches)
-    iterations; the shorter side's extra batches are drawn at random from its own. Each side: padded
-    length buckets, shuffled. A pure function of (seed, epoch), so a resumed run sees the same batches.
-
-    BatchNorm (in the prior and the classifier) cannot train on a batch of one sentence: when a side's
-    count leaves one sentence alone in its last bucket (65 at batch 64), it joins the bucket of the next
-    longest sentences, which then holds batch_size + 1 (lone_sentence_note says so once per run)."""
+    transfer loop: max(#negative, #positive batches) iterations, the shorter side's extra batches drawn at
+    random from its own; each side in shuffled length buckets, a pure function of (seed, epoch).
+    BatchNorm (prior, classifier) cannot train on one sentence: one left alone in a side's last bucket
+    (65 at batch 64) joins the bucket of the next longest sentences (lone_sentence_note)."""
     sides = [[i for i, e in enumerate(examples) if e.label == y] for y in (0, 1)]
     plans = []
     for y, side in enumerate(sides):
@@ -752,14 +689,8 @@ def lone_sentence_note(examples: list, batch_size: int) -> str:
 
 
 class Batcher:
-    """Mini-batches of one split, epoch after epoch.
-
-        batcher = Batcher(corpus.examples["train"], batch_size=32, seed=cfg.seed)
-        len(batcher)                       # batches per epoch
-        for batch in batcher.epoch(e, start=k): ...   # skip the first k batches (resume mid-epoch)
-
-    balanced (StyleExamples; style_transfer.py): each item is a (negative batch, positive batch) pair of
-    balanced_plan, whose note on a lone sentence, if any, is printed once."""
+    """Mini-batches of one split, epoch after epoch: len(batcher) per epoch; `epoch(e, start=k)` skips the
+    first k (resume mid-epoch). balanced (StyleExamples): each item is a pair of balanced_plan."""
 
     def __init__(self, examples: list, batch_size: int, seed: int = 0, shuffle: bool = True,
                  equal_length: bool = True, balanced: bool = False):
@@ -769,8 +700,8 @@ class Batcher:
         self.batch_size, self.seed, self.shuffle, self.equal_length = batch_size, seed, shuffle, equal_length
         self.lengths = [example_length(e) for e in examples]
         self.n_batches = len(self.plan(0))
-        if balanced and lone_sentence_note(examples, batch_size):
-            print(lone_sentence_note(examples, batch_size))
+        if balanced and (note := lone_sentence_note(examples, batch_size)):
+            print(note)
 
     def __len__(self) -> int:
         return self.n_batches
@@ -789,88 +720,14 @@ class Batcher:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Table 1: corpus statistics
-# ----------------------------------------------------------------------------------------------------
-
-def corpus_stats(corpus: Corpus) -> dict:
-    """Per split: sentences (or dialogs and utterances), min / max / average length in words (without
-    <s> and </s>; add 1 to compare with counts that include </s>), and the vocabulary size."""
-    stats = {"vocab_size": len(corpus.vocab), "vocab_words": len(corpus.vocab) - len(SPECIALS)
-             - (1 if corpus.spec.kind == "dialog" else 0)}
-    for split, examples in corpus.examples.items():
-        if corpus.spec.kind == "dialog":
-            lengths = [len(e.response) - 2 for e in examples]
-            row = {"dialogs": corpus.raw_counts[split], "utterances": len(examples)}
-        elif corpus.spec.kind == "style":
-            lengths = [len(e.ids) - 2 for e in examples]
-            labels = Counter(e.label for e in examples)
-            row = {"sentences": len(examples), "negative": labels[0], "positive": labels[1]}
-        else:
-            lengths = [len(e) - 2 for e in examples]
-            row = {"sentences": len(examples)}
-        row.update(min_len=min(lengths), max_len=max(lengths), avg_len=float(np.mean(lengths)))
-        stats[split] = row
-    return stats
-
-
-def format_stats(corpus: Corpus, stats: dict) -> str:
-    unit = "utterances" if corpus.spec.kind == "dialog" else "sentences"
-    lines = [f"corpus {corpus.spec.name} ({corpus.spec.kind}); lengths in words, without <s> and </s>",
-             f"{'split':<7}{unit:>12}{'min':>6}{'max':>6}{'avg':>8}"]
-    for split in SPLITS:
-        if split in stats:
-            r = stats[split]
-            extra = (f"   ({r['dialogs']:,} dialogs)" if "dialogs" in r else
-                     f"   ({r['negative']:,} negative, {r['positive']:,} positive)" if "negative" in r else "")
-            lines.append(f"{split:<7}{r[unit]:>12,}{r['min_len']:>6}{r['max_len']:>6}{r['avg_len']:>8.2f}{extra}")
-    if "train" in stats:
-        lines.append(f"vocabulary: {stats['vocab_size']:,} entries = {stats['vocab_words']:,} words from the "
-                     f"training split + {stats['vocab_size'] - stats['vocab_words']} specials")
-    else:
-        lines.append("vocabulary: not built (it comes from the training split, which was not read)")
-    return "\n".join(lines)
-
-
-def main(argv: Optional[list] = None) -> int:
-    parser = argparse.ArgumentParser(description="Corpora of Fang et al. (2019): find, check, describe.")
-    parser.add_argument("--data", default="ptb", help=f"a corpus name ({', '.join(CORPORA)}) or a folder "
-                        "with train.txt, valid.txt, test.txt")
-    parser.add_argument("--data_dir", default="data", help="where corpora are looked for first "
-                        "(then in $IVAE_DATA_DIR)")
-    parser.add_argument("--stats", action="store_true", help="print the paper's Table 1 statistics")
-    parser.add_argument("--allow_bad_lines", action="store_true", help="read a file even when most of its lines "
-                        "are unusable (skipped and counted)")
-    parser.add_argument("--splits", default="train,valid,test", help="comma-separated splits to read "
-                        "(e.g. valid,test for a corpus whose training split you do not have)")
-    args = parser.parse_args(argv)
-    splits = tuple(s for s in args.splits.split(",") if s)
-    if not splits or any(s not in SPLITS for s in splits):
-        parser.error(f"--splits takes a comma-separated subset of {','.join(SPLITS)}")
-    if not args.stats:
-        parser.error("nothing to do: add --stats")
-    # Lengths need no vocabulary: without the training split, describe the others with an empty one.
-    vocab = None if "train" in splits else Vocab([])
-    try:
-        corpus = load_corpus(args.data, args.data_dir, splits, vocab=vocab, allow_bad_lines=args.allow_bad_lines)
-    except DataError as err:
-        parser.error(str(err))
-    for split in splits:
-        print(f"{split}: {', '.join(corpus.paths[split])}")
-    print(format_stats(corpus, corpus_stats(corpus)))
-    return 0
-
-
-# ----------------------------------------------------------------------------------------------------
 # RUN PLUMBING for every script: config -> flags, seeds, device, precision, CUDA graphs, checkpoints, Ctrl-C,
 # the CSV log, the ETA. Not model logic: the scripts share it here instead of five copies (cf. cleanrl_utils).
-# Everything above this section is about corpora; everything in it is about running a script.
 # ----------------------------------------------------------------------------------------------------
 
 def option(default, help: str, choices=None, nargs=None, low=None, run: bool = False):
     """A Config field with its --flag help text: `lr: float = option(1e-3, "Adam learning rate", low=0)`.
-    low: the smallest value allowed (check_bounds). run: a run-control setting (where and how long to run,
-    what to evaluate) that --resume / --eval_only may change; every other field is the model's and comes
-    back from the checkpoint."""
+    low: the smallest value allowed (check_bounds). run: run control (where, how long, what to evaluate),
+    which --resume / --eval_only may change; the other fields are the model's, from the checkpoint."""
     meta = {"help": help, "choices": choices, "nargs": nargs, "low": low, "run": run}
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: tuple(default), metadata=meta)
@@ -879,16 +736,14 @@ def option(default, help: str, choices=None, nargs=None, low=None, run: bool = F
 
 @dataclass
 class RunConfig:
-    """The command-line contract every training script shares (docs/running.md): `class Config(data.RunConfig)`
-    adds the paper's knobs, and may redeclare a field for its own default or help (out_dir, epochs, data's
-    choices). data and seed come back from a checkpoint; the rest are run control (run=True)."""
+    """The flags every training script shares (docs/running.md); `class Config(data.RunConfig)` adds the
+    paper's knobs and may redeclare a field for its own default or help."""
     data: str = option("ptb", "corpus: ptb, yahoo, yelp, or a folder with train.txt valid.txt test.txt")
     seed: int = option(0, "seed of every random generator")
     data_dir: str = option("data", "where corpora are looked for first (then $IVAE_DATA_DIR)", run=True)
     allow_bad_lines: bool = option(False, "read a corpus even when most lines of a file are unusable (bad bytes, "
                                           "over-long, malformed): they are skipped and counted", run=True)
-    out_dir: str = option("runs/run", "where config.json, log.csv, metrics.json, checkpoints and plots go",
-                          run=True)
+    out_dir: str = option("runs/run", "where config.json, log.csv, metrics.json, checkpoints and plots go", run=True)
     cuda: bool = option(False, "insist on a CUDA GPU (an error if there is none)", run=True)
     cpu: bool = option(False, "run on the CPU even if a GPU is present", run=True)
     threads: int = option(0, "CPU threads torch may use (0: all cores; 1 when other work shares the machine)",
@@ -901,8 +756,7 @@ class RunConfig:
     eval_only: bool = option(False, "no training: evaluate out_dir's best (else last) checkpoint on test", run=True)
     overwrite: bool = option(False, "start afresh in an out_dir that holds a run (deletes that run)", run=True)
     log_every: int = option(100, "training steps between progress lines", low=1, run=True)
-    save_every: int = option(1000, "training steps between checkpoints (also at every evaluation)", low=1,
-                             run=True)
+    save_every: int = option(1000, "training steps between checkpoints (also at every evaluation)", low=1, run=True)
     precision: str = option("auto", "bf16 autocast of the LSTMs, GRUs and Linear layers, or fp32; auto: bf16 "
                                     "where the hardware has it natively (CUDA, CPUs with avx512_bf16 / AMX)",
                             choices=["auto", "fp32", "bf16"], run=True)
@@ -910,30 +764,25 @@ class RunConfig:
 
 @dataclass
 class LMConfig(RunConfig):
-    """The run-control flags vae.py, ivae.py and ivae_mi.py share beyond RunConfig: the GPU step, the
-    evaluation sizes (§5.1), sampling, interpolation (Table 4) and forward / reverse PPL (Table 5)."""
+    """The run-control flags vae.py, ivae.py and ivae_mi.py share beyond RunConfig."""
     cuda_graph: str = option("step", "on a GPU, replay each training step from a CUDA graph (one per batch "
                                      "shape; the same arithmetic, fewer kernel launches) or run it eagerly",
                              choices=["step", "off"], run=True)
-    eval_samples: int = option(128, "posterior samples per sentence at the final test (authors: 128)", low=1,
-                               run=True)
+    eval_samples: int = option(128, "posterior samples per sentence at the final test (authors: 128)", low=1, run=True)
     iw_samples: int = option(500, "importance samples per sentence for the final test IW bound (He et al.)",
                              low=0, run=True)
     val_samples: int = option(8, "posterior samples per sentence at validation (selection only)", low=1, run=True)
-    val_iw_samples: int = option(8, "importance samples per sentence at validation (selection only)", low=0,
-                                 run=True)
+    val_iw_samples: int = option(8, "importance samples per sentence at validation (selection only)", low=0, run=True)
     val_limit: int = option(800, "validate on N sentences spread evenly over the validation split (0: all)",
                             low=0, run=True)
     val_every: int = option(0, "validate every N training steps (0: at the end of every epoch)", low=0, run=True)
     eval_limit: int = option(0, "evaluate on the first N sentences of each split only (0: all; smoke runs)",
                              low=0, run=True)
-    num_samples: int = option(10, "sentences sampled from the prior into samples.txt (greedy and T)", low=0,
-                              run=True)
+    num_samples: int = option(10, "sentences sampled from the prior into samples.txt (greedy and T)", low=0, run=True)
     temperature: float = option(1.0, "temperature of the sampled (non-greedy) sentences", low=0, run=True)
     max_decode_len: int = option(80, "longest decoded sentence, in tokens", low=1, run=True)
     interpolate: tuple = option((), "two sentences to interpolate between (Table 4)", nargs=2, run=True)
-    fwd_rev_ppl: bool = option(False, "also report forward / reverse PPL of greedy prior samples (Table 5)",
-                               run=True)
+    fwd_rev_ppl: bool = option(False, "also report forward / reverse PPL of greedy prior samples (Table 5)", run=True)
     fwd_rev_samples: int = option(1280, "prior samples decoded for the forward / reverse PPL (authors: 1,280)",
                                   low=1, run=True)
     skip_test: bool = option(False, "with --eval_only: keep the test row in metrics.json (same checkpoint) and "
@@ -941,8 +790,8 @@ class LMConfig(RunConfig):
 
 
 def check_bounds(cfg, parser: argparse.ArgumentParser) -> None:
-    """parser.error for the first float field that is not a finite number (argparse reads "nan" and "inf"
-    as floats, and NaN passes every `<` test), then for the first field below the `low` of its option()."""
+    """parser.error for the first non-finite float field (argparse reads "nan" as a float, and NaN passes
+    every `<` test), then for the first field below the `low` of its option()."""
     for f in fields(cfg):
         value = getattr(cfg, f.name)
         if isinstance(value, float) and not math.isfinite(value):
@@ -954,10 +803,8 @@ def check_bounds(cfg, parser: argparse.ArgumentParser) -> None:
 
 
 def config_parser(config_cls, description: str) -> argparse.ArgumentParser:
-    """An argparse parser with one --flag per field of the dataclass `config_cls` (help, choices,
-    defaults from the field). Booleans are switches; tuples take `nargs` values."""
-    parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    """One --flag per field of the dataclass `config_cls`; booleans are switches, tuples take `nargs` values."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     types = typing.get_type_hints(config_cls)             # real types, also under `from __future__ import annotations`
     for f in fields(config_cls):
         meta = f.metadata
@@ -976,8 +823,7 @@ def config_parser(config_cls, description: str) -> argparse.ArgumentParser:
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Optional[list] = None) -> argparse.Namespace:
-    """parser.parse_args(argv), noting on the parser which flags the command line gave (`parser.given`):
-    --resume keeps the run's own value of every setting not given again (Run._open)."""
+    """parser.parse_args(argv), noting the flags the command line gave in `parser.given` (Run._open)."""
     args = parser.parse_args(argv)
     absent = object()             # argparse fills in a default only where the namespace has no value yet
     probe = argparse.Namespace(**{k: absent for k, v in vars(args).items() if not isinstance(v, list)})
@@ -986,7 +832,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[list] = None) -> 
 
 
 def parse_config(config_cls, description: str, argv: Optional[list] = None):
-    """(config, parser): the parser is returned so that main() can report bad values with parser.error."""
+    """(config, parser): main() reports bad values with parser.error."""
     parser = config_parser(config_cls, description)
     args = parse_args(parser, argv)
     values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items()}
@@ -994,16 +840,13 @@ def parse_config(config_cls, description: str, argv: Optional[list] = None):
 
 
 def set_seed(seed: int) -> None:
-    """Seed every generator a run uses: Python's random, numpy, torch (CPU and every CUDA device)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds CUDA devices
 
 
 def pick_device(cuda: bool, cpu: bool, parser: argparse.ArgumentParser, threads: int = 0) -> torch.device:
-    """The GPU when there is one, else the CPU; --cuda insists on a GPU, --cpu forces the CPU.
-    threads > 0 caps torch's CPU threads: on a 2-core machine that runs anything else beside, two
-    threads fight over the cores and one thread is faster."""
+    """The GPU when there is one, else the CPU; --cuda insists on a GPU, --cpu forces the CPU."""
     if threads < 0:
         parser.error(f"--threads must be >= 0 (0: all cores), got {threads}")
     if threads:
@@ -1027,15 +870,14 @@ def bf16_native(device: torch.device) -> bool:
 
 
 def precision_in_use(device: torch.device, precision: str) -> str:
-    """--precision resolved: "bf16" for bf16, and for auto where the hardware has it natively; else "fp32"."""
+    """--precision resolved: "bf16" or "fp32"."""
     return "bf16" if precision == "bf16" or (precision == "auto" and bf16_native(device)) else "fp32"
 
 
 def autocast_for(device: torch.device, precision: str, cache: bool = True):
-    """The autocast context of the LSTMs, GRUs and Linear layers, as a zero-argument function (call it in
-    a `with`). Losses, exp(nu), KLs and logsumexps stay in fp32 or fp64: computed outside it, or on
-    outputs cast back with .float() inside it (style_transfer.py, dialog.py). cache=False for code that a
-    CUDA graph records (torch's rule for autocast inside torch.cuda.graph)."""
+    """The autocast context of the LSTMs, GRUs and Linear layers, as a function to call in a `with`.
+    Losses, exp(nu), KLs and logsumexps stay in fp32 or fp64: outside it, or cast back with .float().
+    cache=False for code a CUDA graph records (torch's rule for autocast inside torch.cuda.graph)."""
     if precision_in_use(device, precision) == "bf16":
         return lambda: torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache)
     return lambda: torch.autocast(device.type, enabled=False)
@@ -1043,19 +885,17 @@ def autocast_for(device: torch.device, precision: str, cache: bool = True):
 
 class CudaGraphs:
     """Speed, GPU only; the same arithmetic. `CudaGraphs(fn, enabled)(*args)` returns fn(*args) (a tuple
-    or dict of tensors), replayed from a CUDA graph recorded once per set of input shapes.
+    or dict of tensors), replayed from a CUDA graph recorded once per set of input shapes; with
+    enabled=False (the CPU, `--cuda_graph off`) it is fn, eagerly. Speeds: results/bench/README.md.
 
-    Why. At the paper's sizes a training step is hundreds of GPU kernels of a few microseconds each, and
-    the GPU waits for the CPU to launch them; a graph replays them in one launch. The LM scripts replay a
-    whole step (`--cuda_graph step`: one graph per batch shape); speeds: results/bench/README.md.
+    Why. A training step at the paper's sizes is hundreds of GPU kernels of a few microseconds each, and
+    the GPU waits for the CPU to launch them; a graph replays them in one launch.
     How. A graph replays the same kernels on the same memory: each call copies its inputs into the
     graph's own tensors, and whatever fn changes must live at fixed addresses (Adam with capturable=True
-    keeps its step counter on the GPU). Random draws inside fn (torch.randn, dropout) are fresh at every
-    replay. The first `warmup` calls and the first call of each shape run eagerly on a side stream
-    (torch's recipe: no lazy setup while recording); the second call of a shape records, later ones
-    replay. All graphs share one memory pool: they never run at once, and between replays a graph needs
-    only its inputs and outputs, which this class keeps. fn must not read tensor values from Python (no
-    .item(), no `if` on a tensor). With enabled=False (the CPU, `--cuda_graph off`) it is fn, eagerly."""
+    keeps its step counter on the GPU); random draws inside fn are fresh at every replay. The first
+    `warmup` calls and the first call of each shape run eagerly on a side stream (torch's recipe: no lazy
+    setup while recording); the second records, later ones replay. The graphs share one memory pool: they
+    never run at once. fn must not read tensor values from Python (no .item(), no `if` on a tensor)."""
 
     def __init__(self, fn, enabled: bool, warmup: int = 3):         # 3: as torch's whole-network example
         self.fn, self.enabled, self.warmup = fn, enabled, warmup
@@ -1120,8 +960,7 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    """Restore rng_state(). The states may come back on a GPU (torch.load's map_location): they are CPU
-    byte tensors to torch, so they are moved back first."""
+    """Restore rng_state(); states loaded onto a GPU (map_location) go back to the CPU, where torch wants them."""
     random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["python"]))
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached))
@@ -1153,8 +992,8 @@ def script_of(cfg) -> str:
 
 
 def save_checkpoint(state: dict, path: str) -> None:
-    """Write `state` to path.tmp, check that it loads back, then keep the old `path` as NAME.prev.pt and
-    rename the new file into place. A failed check leaves both older files untouched."""
+    """Write path.tmp and check that it loads back (else both older files stay untouched), then keep the
+    old `path` as NAME.prev.pt and rename the new file into place."""
     tmp = f"{path}.tmp"
     torch.save(state, tmp)
     load_checkpoint(tmp, "cpu")                                          # raises CheckpointError if bad
@@ -1164,9 +1003,8 @@ def save_checkpoint(state: dict, path: str) -> None:
 
 
 def load_checkpoint(path: str, device, cfg=None) -> dict:
-    """A checkpoint written by save_checkpoint (plain dicts, tensors and lists: weights_only=True).
-    With `cfg`, also check that it is a run's checkpoint written by cfg's script. Raises CheckpointError
-    naming the file and what is wrong."""
+    """A checkpoint of save_checkpoint (plain dicts, tensors and lists: weights_only=True); with `cfg`,
+    also check that cfg's script wrote it. Raises CheckpointError naming the file and what is wrong."""
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: no such file")
     if os.path.getsize(path) == 0:
@@ -1185,8 +1023,7 @@ def load_checkpoint(path: str, device, cfg=None) -> dict:
         if (theirs or mine) != mine or (not theirs and unknown):   # older checkpoints lack "script"
             who = f"{theirs}.py" if theirs else ("another script or an older version of this one (config fields "
                                                  f"{', '.join(sorted(unknown)[:3])})")
-            raise CheckpointError(f"{path}: written by {who}, not by {mine}.py: use {mine}.py with its own "
-                                  "--out_dir")
+            raise CheckpointError(f"{path}: written by {who}, not by {mine}.py: use {mine}.py with its own --out_dir")
     return ckpt
 
 
@@ -1200,7 +1037,7 @@ def write_json(path: str, obj) -> None:
 
 def check_writable_dir(out: str, parser: argparse.ArgumentParser, create: bool = True) -> None:
     """--out_dir must be a folder this process can write to (created if missing when `create`): one
-    parser error otherwise, before any work. Every script with an --out_dir calls it."""
+    parser error otherwise, before any work."""
     above = os.path.dirname(os.path.abspath(out))
     while not os.path.exists(above):                                     # the nearest existing ancestor
         above = os.path.dirname(above)
@@ -1231,9 +1068,8 @@ class Interrupted(Exception):
 
 
 def run_script(main) -> None:
-    """`if __name__ == "__main__": data.run_script(main)`: a Ctrl-C that Run.training does not
-    handle (the second one, or one outside training) ends the process with one line and exit status 130,
-    never a traceback; so do a new checkpoint that fails to load back and a non-finite loss (exit status 1)."""
+    """`if __name__ == "__main__": data.run_script(main)`: a Ctrl-C that Run.training does not handle, a
+    new checkpoint that does not load back, a non-finite loss: one line and exit status 130 or 1, no traceback."""
     try:
         main()
     except CheckpointError as err:                   # a checkpoint written during the run did not load back
@@ -1248,9 +1084,8 @@ def run_script(main) -> None:
 
 def eta_minutes(step: int, total: int, sec_per_step: float, steps_per_epoch: int, val_every: int,
                 val_seconds: Optional[float], test_in_validations: Optional[float]) -> str:
-    """The progress line's ETA: the training steps left, plus the validations to come (every epoch and
-    val_every steps) and the test (`test_in_validations` validations, by decoder passes; None: unknown),
-    timed by the last validation, or before the first one by Run.training's PROBE_SENTENCES probe."""
+    """The progress line's ETA: the training steps left, the validations to come and the test (worth
+    `test_in_validations` validations; None: unknown), timed by the last validation (or the first probe)."""
     train = (total - step) * sec_per_step / 60
     if val_seconds is None or test_in_validations is None:
         return f"ETA {train:5.1f} min + evaluations"
@@ -1266,8 +1101,8 @@ def eta_minutes(step: int, total: int, sec_per_step: float, steps_per_epoch: int
 
 class EvalProgress:
     """`prog = EvalProgress(examples, "test")`, then `prog.add(batch.lengths)` after each batch: a line a
-    minute during a long evaluation (a PTB test takes 30-50 min on a 2-core CPU): share done, sentences,
-    ETA, counted in tokens as the batches come sorted by length. Silent with an empty label (validations)."""
+    minute in a long evaluation (a PTB test takes 30-50 min on a 2-core CPU), counted in tokens as the
+    batches come sorted by length. Silent with an empty label (validations)."""
 
     def __init__(self, examples: list, label: str = "", every_s: float = 60.0):
         lengths = [example_length(e) for e in examples]
@@ -1286,11 +1121,10 @@ class EvalProgress:
 
 
 class CsvLog:
-    """log.csv: one row per evaluation. A row with keys the file lacks (the final test row brings
-    selected_step, train_time_s, device, ...) rewrites the file with the union of the columns, so no
-    value is dropped. A resumed run first drops the rows written after its checkpoint's step, and a test
-    row at that step (the resumed run writes its own), so no row appears twice; a fresh run starts an
-    empty log. read_only (--eval_only): the file is left byte-identical, write() does nothing."""
+    """log.csv: one row per evaluation. A row with new keys (the test row's selected_step, device, ...)
+    rewrites the file with the union of the columns. A resumed run first drops the rows after its
+    checkpoint's step and a test row at that step, so no row appears twice; a fresh run starts empty.
+    read_only (--eval_only): the file stays byte-identical."""
 
     def __init__(self, path: str, resume_step: Optional[int] = None, read_only: bool = False):
         self.path, self.read_only, self.columns = path, read_only, []
@@ -1332,9 +1166,7 @@ class CsvLog:
 
 
 class Run:
-    """One training run's plumbing, so that a script's main() and train() show the paper's loop only:
-    the folder and its checks, the checkpoint (--resume / --eval_only), config.json and log.csv, the
-    progress line, the validation schedule and best.pt, Ctrl-C, the final test's row and metrics.json.
+    """One training run's plumbing, so that a script's main() and train() show the paper's loop only.
 
         run = data.Run(cfg, parser)                  # device, --out_dir checked, a checkpoint loaded
         corpus = run.load_corpus(splits)             # its vocabulary if resumed
@@ -1346,10 +1178,8 @@ class Run:
         result = run.test(evaluate_test)             # best.pt's model on the test split, metrics.json
 
     What differs between the scripts goes to the constructor: `score(row)`, the validation number that
-    selects best.pt (lower is better unless `maximise`; LM scripts: IW-NLL, else -ELBO); `report(tag, row)`,
-    which prints an evaluation row (LM scripts: metrics.format_row, its notes, the collapse warning); `hint`,
-    what to try when a loss turns non-finite. restore() takes models, optimisers, LR schedulers and dicts
-    of optimisers (saved as a dict of their state dicts)."""
+    selects best.pt (lower is better unless `maximise`; default IW-NLL, else -ELBO); `report(tag, row)`,
+    which prints an evaluation row (default report_lm); `hint`, what to try when a loss turns non-finite."""
 
     def __init__(self, cfg, parser: argparse.ArgumentParser, shared_samples: bool = False, score=None,
                  maximise: bool = False, report=None, hint: Optional[str] = None):
@@ -1372,13 +1202,9 @@ class Run:
               f" | writing to {cfg.out_dir}/")
 
     def _open(self) -> Optional[dict]:
-        """Check --out_dir: a writable folder (check_writable_dir; not created for --resume / --eval_only),
-        and for a fresh run one that holds no run unless --overwrite, which deletes it. For --resume
-        (checkpoint.pt) or --eval_only (best.pt, else checkpoint.pt) load the checkpoint, falling back to the
-        next good one (NAME.prev.pt, then checkpoint.pt) with a word on which file was bad, and copy its
-        settings into cfg: a model or optimiser flag given with another value is a parser error; of the
-        run-control fields, --resume brings back those the command line does not give (parse_args notes
-        which it gives), except RUN_HERE."""
+        """Check --out_dir (a fresh run: one that holds no run, unless --overwrite); for --resume or
+        --eval_only load the first good checkpoint and copy its settings into cfg: a model flag given with
+        another value is an error; --resume brings back the run-control flags not given, except RUN_HERE."""
         cfg, parser, out = self.cfg, self.parser, self.cfg.out_dir
         if cfg.resume and cfg.eval_only:
             parser.error("--resume and --eval_only exclude each other")
@@ -1421,8 +1247,6 @@ class Run:
             if not hasattr(cfg, k):
                 continue
             if k in run_control:
-                # --resume continues the run as it was started (its --epochs, --fwd_rev_ppl, evaluation sizes,
-                # precision ...) unless a flag says otherwise; where and how it runs is this command's.
                 v = tuple(v) if isinstance(v, list) else v
                 if cfg.resume and k not in getattr(parser, "given", set()) and k not in RUN_HERE and \
                         getattr(cfg, k) != v:
@@ -1438,9 +1262,8 @@ class Run:
         return ckpt
 
     def load_corpus(self, splits, **kwargs) -> "Corpus":
-        """The corpus (with the checkpoint's vocabulary if there is one); a DataError is a parser error.
-        kwargs go to load_corpus (dialog.py: max_context), or with `split` to load_style_corpus. A fresh LM
-        run on Yahoo / Yelp takes the authors' sizes for the flags not given (LM_DEFAULTS)."""
+        """The corpus, with the checkpoint's vocabulary if any; kwargs go to load_corpus, or with `split` to
+        load_style_corpus. A fresh LM run takes LM_DEFAULTS for the flags not given."""
         cfg = self.cfg
         kwargs.update(vocab=Vocab.from_state_dict(self.ckpt["vocab"]) if self.ckpt else None,
                       allow_bad_lines=cfg.allow_bad_lines)
@@ -1458,9 +1281,9 @@ class Run:
         return corpus
 
     def restore(self, **modules) -> None:
-        """Keep `modules` (named as in the checkpoint) for saving; load their state dicts from the
-        checkpoint if there is one (--eval_only: the models only) and the RNG states on --resume; write
-        config.json (not for --eval_only) and open log.csv."""
+        """Keep `modules` (models, optimisers, schedulers, dicts of optimisers; named as in the checkpoint)
+        for saving; load their states from the checkpoint if any (--eval_only: the models only) and the RNG
+        states; write config.json (not for --eval_only) and open log.csv."""
         cfg, ckpt = self.cfg, self.ckpt
         self.modules = modules
         graph = self.device.type == "cuda" and getattr(cfg, "cuda_graph", "off") != "off"
@@ -1476,13 +1299,12 @@ class Run:
                 set_rng_state(ckpt["rng"])
         if not cfg.eval_only:                                     # --eval_only keeps the run's own config
             write_json(os.path.join(cfg.out_dir, "config.json"), dataclasses.asdict(cfg))
-        # A resume drops the log's rows after the checkpoint (and its step's row if it still awaits its
-        # validation); --eval_only leaves log.csv as it is.
+        # A resume drops the log's rows after the checkpoint (and its step's if it still awaits its validation).
         self.log = CsvLog(os.path.join(cfg.out_dir, "log.csv"), read_only=cfg.eval_only,
                           resume_step=self.step - (not self.state["validated"]) if ckpt else None)
 
     def save(self, path: Optional[str] = None, validated: bool = True) -> None:
-        """A checkpoint: state dicts + config + vocabulary + step + best + RNG states, written atomically."""
+        """A checkpoint: state dicts, config, vocabulary, step, best, RNG states (save_checkpoint)."""
         state = lambda obj: {k: o.state_dict() for k, o in obj.items()} if isinstance(obj, dict) else obj.state_dict()
         save_checkpoint({"script": script_of(self.cfg), "config": dataclasses.asdict(self.cfg),
                          "vocab": self.vocab.state_dict(), **{name: state(obj) for name, obj in self.modules.items()},
@@ -1492,15 +1314,12 @@ class Run:
 
     @contextlib.contextmanager
     def training(self, steps_per_epoch: int, validate=None, n_valid: int = 0, n_test: int = 0):
-        """The training loop's frame: the schedule (epochs or max_steps), validation with `validate(step)`
-        (a row; the best score is kept in best.pt; None: no validation), and Ctrl-C. With n_valid and
-        n_test (the LM scripts' sentences of a validation and of the test), `validate(step, probe=True)`
-        on PROBE_SENTENCES sentences before the first step times the ETA's evaluations until the first
-        real validation does; without them the ETA counts training only."""
+        """The training loop's frame: the schedule, validation with `validate(step)` -> row (None: none;
+        the best score's model in best.pt), and Ctrl-C. With n_valid and n_test (sentences of a validation
+        and of the test), `validate(step, probe=True)` on PROBE_SENTENCES times the first ETA's evaluations."""
         cfg = self.cfg
         self.steps_per_epoch, self.validate_fn = steps_per_epoch, validate
-        self.total = cfg.epochs * steps_per_epoch if not cfg.max_steps else min(cfg.epochs * steps_per_epoch,
-                                                                                 cfg.max_steps)
+        self.total = min(cfg.epochs * steps_per_epoch, cfg.max_steps or cfg.epochs * steps_per_epoch)  # 0: no cap
         self.test_in_validations = None
 
         def passes(n, S, K):                       # decoder passes of an evaluation: the bulk of its time
@@ -1542,8 +1361,8 @@ class Run:
             self.state["selected_step"] = best["step"]
 
     def _on_ctrl_c(self, signum, frame) -> None:
-        """The first Ctrl-C: finish the step, save, stop (`self.stop`); during a validation, which may take
-        many minutes, stop at once (Interrupted). A second Ctrl-C: KeyboardInterrupt (run_script's line)."""
+        """The first Ctrl-C: finish the step, save, stop; during a validation (minutes long), stop at once
+        (Interrupted). A second Ctrl-C: KeyboardInterrupt (run_script)."""
         if self.stop:
             raise KeyboardInterrupt
         self.stop = True
@@ -1553,8 +1372,8 @@ class Run:
         print("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to stop at once)", flush=True)
 
     def batches(self, batcher: "Batcher") -> Iterator["Batch"]:
-        """The training batches left, epoch after epoch, on the device; ends at the last step or on Ctrl-C.
-        `batcher` is a Batcher or has its len() and epoch(epoch, start); an item may be a tuple of batches."""
+        """The training batches left (an item may be a tuple of batches), on the device; ends at the last
+        step or on Ctrl-C."""
         while self.step < self.total and not self.stop:
             epoch = self.step // self.steps_per_epoch
             for batch in batcher.epoch(epoch, start=self.step % self.steps_per_epoch):
@@ -1566,9 +1385,8 @@ class Run:
                     return
 
     def after_step(self, out: Optional[dict], beta: Optional[float] = None) -> None:
-        """Count the step (out None: a batch skipped); every log_every steps a progress line (the means of
-        `out` since the last one, and beta if given); a checkpoint every save_every steps and at every
-        epoch's end; a validation (checkpoint first) at every epoch's end and every val_every steps."""
+        """Count the step (out None: a batch skipped); the progress line (the means of `out` since the last
+        one), checkpoints and validations when they are due."""
         cfg, spe = self.cfg, self.steps_per_epoch
         self.step += 1
         step = self.step
@@ -1578,8 +1396,7 @@ class Run:
             self.n_acc += 1
         val_every = getattr(cfg, "val_every", 0)
         validating = self.validate_fn and (step % spe == 0 or (val_every and step % val_every == 0))
-        saving = step % spe == 0 or validating or step % cfg.save_every == 0 or step >= self.total or \
-            self.stop
+        saving = step % spe == 0 or validating or step % cfg.save_every == 0 or step >= self.total or self.stop
         if self.n_acc and (step % cfg.log_every == 0 or saving):
             means = {k: float(v) / self.n_acc for k, v in self.acc.items()}   # one device sync per interval
             bad = {k: v for k, v in means.items() if not np.isfinite(v)}       # stop before saving a NaN
@@ -1624,18 +1441,15 @@ class Run:
             self.save(os.path.join(self.cfg.out_dir, "best.pt"))
 
     def report_lm(self, tag: str, row: dict) -> None:
-        """The LM scripts' evaluation row: the paper's numbers and the true ones (metrics.format_row), the
-        notes where an estimate contradicts a bound, a loud warning on posterior collapse."""
+        """The LM scripts' evaluation row, the notes where an estimate contradicts a bound, a collapse warning."""
         print(metrics.format_row(tag, row), flush=True)
         for note in metrics.honest_notes(row):
             print("  note:", note, flush=True)
         metrics.warn_collapse(row, self.cfg.latent)
 
     def test(self, evaluate) -> tuple:
-        """The final test: `evaluate()` -> (row, ...), timed and labelled with the step, the selected step,
-        the training time over every process of the run and the device; reported. Returns (row, *rest).
-        --skip_test (with --eval_only) takes the row metrics.json holds, if it is this checkpoint's: the
-        test takes most of an hour on a 2-core CPU, and a finished run may only want its extras."""
+        """The final test: `evaluate()` -> (row, *rest), the row timed, labelled and reported. --skip_test
+        takes this checkpoint's row from metrics.json (a finished run may only want its extras)."""
         cfg = self.cfg
         train_time = self.state["train_time_s"] + self.trained_s             # over every process of the run
         if getattr(cfg, "skip_test", False):
@@ -1659,7 +1473,7 @@ class Run:
         return (row, *rest)
 
     def write_results(self, row: dict, **extra) -> None:
-        """The test row into log.csv, and with `extra` (keys for metrics.json only) into metrics.json."""
+        """The test row into log.csv, and with `extra` into metrics.json."""
         self.log.write({"epoch": "", **row})
         write_json(os.path.join(self.cfg.out_dir, "metrics.json"), {**row, **extra})
 
@@ -1667,13 +1481,11 @@ class Run:
         return [r for r in self.log.rows() if r.get("split") == "valid"]
 
     def wrote(self) -> None:
-        """Name the files this run's folder holds."""
         names = sorted(n for n in os.listdir(self.cfg.out_dir) if not n.endswith((".tmp", ".prev.pt")))
         print(f"wrote {self.cfg.out_dir}/: " + " ".join(names))
 
 
-# Sentences of the validation probe that times the evaluations for the first ETA (Run.training).
-PROBE_SENTENCES = 32
+PROBE_SENTENCES = 32   # of the validation probe that times the first ETA's evaluations (Run.training)
 
 
 def first(examples: list, limit: int) -> list:
@@ -1687,6 +1499,3 @@ def spread(examples: list, limit: int) -> list:
         return examples[::len(examples) // limit][:limit]
     return examples
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,6 @@
 """Fixtures shared by the test files."""
+import importlib.util
+import os
 import random
 
 import pytest
@@ -14,3 +16,13 @@ def corpus_dir(tmp_path_factory):
         lines = [" ".join(r.choice(words) for _ in range(r.randint(3, 6))) for _ in range(n)]
         (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
     return str(root)
+
+
+@pytest.fixture(scope="session")
+def table1():
+    """results/ptb/table1.py, the Table 1 statistics command (a script, not a module on the path)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "ptb", "table1.py")
+    spec = importlib.util.spec_from_file_location("table1", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -118,24 +118,24 @@ def test_unknown_name_and_empty_split(tmp_path, no_env):
         data.load_corpus("ptb", str(tmp_path))
 
 
-def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys, no_env):
+def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys, no_env, table1):
     with pytest.raises(SystemExit) as exit_:
-        data.main(["--data", "ptb", "--data_dir", str(tmp_path), "--stats"])
+        table1.main(["--data", "ptb", "--data_dir", str(tmp_path)])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "ptb/ptb.train.txt" in err and "Traceback" not in err
     with pytest.raises(SystemExit):
-        data.main(["--data", "ptb", "--splits", "train,dev", "--stats"])
+        table1.main(["--data", "ptb", "--splits", "train,dev"])
     assert "--splits" in capsys.readouterr().err
 
 
-def test_own_corpus_folder(tmp_path, capsys):
+def test_own_corpus_folder(tmp_path, capsys, table1):
     folder = tmp_path / "mine"
     for split in ("train", "valid", "test"):
         write(folder / f"{split}.txt", "hello world\nhello again\n")
     c = data.load_corpus(str(folder), "unused")
     assert c.spec.kind == "lm" and len(c.examples["train"]) == 2 and "hello" in c.vocab
-    assert data.main(["--data", str(folder), "--stats"]) == 0
+    assert table1.main(["--data", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "train" in out and "vocabulary: 7 entries" in out
     os.remove(folder / "valid.txt")
@@ -263,7 +263,7 @@ def test_equal_length_batches_cover_every_example_once_without_padding():
     assert len(batches) == len(batcher)
     for b in batches:
         assert b.tokens.shape[0] <= 32 and b.tokens.dtype == torch.long
-        assert torch.all(b.lengths == b.tokens.shape[1]) and bool(b.mask.all())     # equal length: no <pad>
+        assert torch.all(b.lengths == b.tokens.shape[1]) and bool((b.tokens != data.PAD_ID).all())  # no <pad>
         seen += [int(row[1]) - 5 for row in b.tokens]
     assert sorted(seen) == list(range(len(ex)))
 
@@ -286,9 +286,9 @@ def test_length_buckets_pad_and_mask():
     batches = list(data.Batcher(ex, batch_size=32, seed=0, equal_length=False).epoch(0))
     assert len(batches) == 4 and sum(b.tokens.shape[0] for b in batches) == 100
     for b in batches:
-        assert torch.equal(b.mask.sum(1), b.lengths)
+        real = torch.arange(b.tokens.shape[1]) < b.lengths[:, None]          # (B, T) the first `lengths` tokens
+        assert torch.equal(b.tokens != data.PAD_ID, real)                   # <pad> exactly after them
         assert int(b.lengths.max()) == b.tokens.shape[1]
-        assert torch.all(b.tokens[~b.mask] == data.PAD_ID)
     with pytest.raises(ValueError):
         data.batch_plan([3, 4], batch_size=0, seed=0, epoch=0)
 
@@ -326,12 +326,12 @@ def test_ptb_ships_with_the_repository_byte_for_byte():
     assert ignored.returncode in (1, 128)            # 1: not ignored (0 would be); 128: a copy outside git
 
 
-def test_ptb_table1_statistics(capsys):
+def test_ptb_table1_statistics(capsys, table1):
     root = real_root("ptb/ptb.train.txt", "ptb/ptb.valid.txt", "ptb/ptb.test.txt")
-    assert data.main(["--data", "ptb", "--data_dir", root, "--stats"]) == 0
+    assert table1.main(["--data", "ptb", "--data_dir", root]) == 0
     out = capsys.readouterr().out
     c = data.load_corpus("ptb", root)
-    s = data.corpus_stats(c)
+    s = table1.corpus_stats(c)
     assert [s[k]["sentences"] for k in ("train", "valid", "test")] == [42068, 3370, 3761]
     assert s["vocab_size"] == 10002 and s["train"]["max_len"] == 82
     assert s["train"]["avg_len"] == pytest.approx(21.10, abs=0.01)
@@ -349,10 +349,10 @@ def test_dailydialog_real_counts():
     assert max(len(e.context) for e in c.examples["test"]) == 10
 
 
-def test_stats_without_training_split(tmp_path, capsys, no_env):
+def test_stats_without_training_split(tmp_path, capsys, no_env, table1):
     write(tmp_path / "yahoo" / "val.txt", "a b c\n")
     write(tmp_path / "yahoo" / "test.txt", "a b\nc d e f\n")
-    assert data.main(["--data", "yahoo", "--data_dir", str(tmp_path), "--splits", "valid,test", "--stats"]) == 0
+    assert table1.main(["--data", "yahoo", "--data_dir", str(tmp_path), "--splits", "valid,test"]) == 0
     out = capsys.readouterr().out
     assert "vocabulary: not built" in out and "\ntrain " not in out
     assert "test              2     2     4    3.00" in out

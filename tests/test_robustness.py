@@ -393,7 +393,7 @@ def test_a_style_side_that_leaves_one_sentence_alone_is_merged_and_said_once(tmp
     assert "holds 1 positive sentence(s)" in err and "Traceback" not in err
 
 
-def test_a_corpus_of_mostly_unusable_lines_stops_unless_allowed(tmp_path, capsys):
+def test_a_corpus_of_mostly_unusable_lines_stops_unless_allowed(tmp_path, capsys, table1):
     """742 lines of binary garbage and 2 sentences trained without a word; now the split stops with how
     many lines were skipped and why, and --allow_bad_lines goes on with the 2 sentences."""
     import random
@@ -410,9 +410,9 @@ def test_a_corpus_of_mostly_unusable_lines_stops_unless_allowed(tmp_path, capsys
     corpus = data.load_corpus(str(tmp_path), verbose=False, allow_bad_lines=True)
     assert len(corpus.examples["train"]) == 2
     with pytest.raises(SystemExit) as exit_:                              # the command line: exit 2, one message
-        data.main(["--data", str(tmp_path), "--stats"])
+        table1.main(["--data", str(tmp_path)])
     assert exit_.value.code == 2 and "742 lines skipped" in capsys.readouterr().err
-    assert data.main(["--data", str(tmp_path), "--stats", "--allow_bad_lines"]) == 0
+    assert table1.main(["--data", str(tmp_path), "--allow_bad_lines"]) == 0
     assert "allow_bad_lines" in {f.name for f in dataclasses.fields(data.RunConfig)}   # every script's flag
     # a few bad lines among many good ones are skipped, counted and reported, as before
     (tmp_path / "train.txt").write_bytes(b"\n".join(garbage[:3] + [b"the cat sat"] * 4) + b"\n")
