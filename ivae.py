@@ -34,10 +34,8 @@ from the critics: estimates, NOT bounds. `kl_lower` <= E_x KL(q(z|x) || p) in ex
 
 Deviations from the paper / the authors' code (and why)
     * Eq. (7) with the "+1" the paper's print omits: without it the dual is KL - 1, not KL.
-    * G_phi is an MLP (2 hidden layers), as the paper draws it; the authors' code uses one Linear on
-      cat(h, eps) (`--encoder_layers 0`).
-    * Model selection on the validation IW-NLL (a true bound, so selection cannot reward a critic that
-      underestimates the KL); test reported once. The authors report test after every epoch.
+    * G_phi: an MLP (2 hidden layers) as the paper draws it; the authors' code: one Linear (--encoder_layers 0).
+    * Selection on the validation IW-NLL (a bound: it cannot reward a critic's underestimate); test once, not per epoch.
     * nu(z), iVAE_MI's critic, is trained here too (same samples, one Adam with nu(x, z)) to report MI.
     * bf16 autocast where the hardware has it (authors: fp32); on a GPU a CUDA graph (results/bench/).
 """
@@ -81,11 +79,8 @@ class Config(data.LMConfig):
     nu_steps: int = option(5, "critic updates per training step (Eq. 9), fresh prior samples each", low=1)
     beta_start: float = option(0.1, "KL weight at step 0; rises linearly to 1")
     warmup_epochs: float = option(10.0, "epochs over which beta rises to 1 (0: beta = 1 throughout)", low=0)
-    # evaluation: samples that fit the Gaussians of kl_lower and of the IW proposal
-    fit_samples: int = option(512, "samples per sentence fitting the Gaussians of kl_lower and the IW proposal",
-                              low=1, run=True)
-    out_dir: str = option("runs/ivae", "where config.json, log.csv, metrics.json, checkpoints and plots go",
-                          run=True)
+    fit_samples: int = option(512, "samples per sentence fitting the kl_lower and IW Gaussians", low=1, run=True)
+    out_dir: str = option("runs/ivae", "where config.json, log.csv, metrics.json, checkpoints, plots go", run=True)
     # beyond the paper: a KL that is right, by adaptive contrast (ac_train_step)
     kl_estimator: str = option("dual", "the KL in training: the paper's critic nu(x, z) (dual), or adaptive "
                                "contrast (ac): q's own Gaussian fit + a critic on the residual", choices=["dual", "ac"])
