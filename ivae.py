@@ -36,7 +36,7 @@ Deviations from the paper / the authors' code (and why)
     * Eq. (7) with the "+1" the paper's print omits: without it the dual is KL - 1, not KL.
     * G_phi: an MLP (2 hidden layers) as the paper draws it; the authors' code: one Linear (--encoder_layers 0).
     * Selection on the validation IW-NLL (a bound: it cannot reward a critic's underestimate); test once, not per epoch.
-    * nu(z), iVAE_MI's critic, is trained here too (same samples, one Adam with nu(x, z)) to report MI.
+    * Both scripts train both critics (same samples, one Adam): nu(x, z) for iVAE's KL, nu(z) for iVAE_MI's and MI.
     * bf16 autocast where the hardware has it (authors: fp32); on a GPU a CUDA graph (results/bench/).
 """
 from __future__ import annotations
@@ -55,7 +55,7 @@ from data import option
 
 
 # ----------------------------------------------------------------------------------------------------
-# PAPER §3.1, §5.1: the knobs (authors' PTB values; Yahoo/Yelp: data.LM_DEFAULTS) + data.LMConfig's flags
+# PAPER §3, §5.1: the knobs (authors' PTB values; Yahoo/Yelp: data.LM_DEFAULTS) + data.LMConfig's flags
 # ----------------------------------------------------------------------------------------------------
 
 @dataclass
@@ -94,7 +94,7 @@ class Config(data.LMConfig):
 
 
 # ----------------------------------------------------------------------------------------------------
-# PAPER §3.1: the model. Encoder LSTM -> h; G_phi(h, eps) -> z; decoder LSTM p(x|z); critics nu.
+# PAPER §3.1: the model (iVAE_MI's too). Encoder LSTM -> h; G_phi(h, eps) -> z; decoder LSTM p(x|z); critics nu.
 # ----------------------------------------------------------------------------------------------------
 
 class Encoder(nn.Module):
@@ -258,8 +258,8 @@ def critic_step(nu_xz: Critic, nu_z: Critic, nu_opt, h: torch.Tensor, z: torch.T
     zz, hh = torch.cat([z, z_prior]), torch.cat([h, h])                  # (2B, Z), (2B, H)
     with autocast():
         nu_xz_out, nu_z_out = nu_xz(zz, hh).float(), nu_z(zz).float()    # (2B,), (2B,)
-    kl_cond = metrics.dual_kl(nu_xz_out[:B], nu_xz_out[B:])              # the dual of KL(q(z|x) || p)
-    kl_agg = metrics.dual_kl(nu_z_out[:B], nu_z_out[B:])                 # of KL(q(z) || p): reported only
+    kl_cond = metrics.dual_kl(nu_xz_out[:B], nu_xz_out[B:])              # the dual of KL(q(z|x) || p): iVAE's
+    kl_agg = metrics.dual_kl(nu_z_out[:B], nu_z_out[B:])                 # the dual of KL(q(z) || p): iVAE_MI's
     # Eq. (9): update psi to maximise sum_i nu(x_i, z_i) - sum_i exp nu(x_i, z'_i) (and nu(z)'s twin).
     nu_opt.zero_grad(set_to_none=True)
     (-(kl_cond + kl_agg)).backward()
@@ -269,19 +269,19 @@ def critic_step(nu_xz: Critic, nu_z: Critic, nu_opt, h: torch.Tensor, z: torch.T
 
 def train_step(model: IVAE, nu_xz: Critic, nu_z: Critic, opt, nu_opt, x: torch.Tensor, lengths: torch.Tensor,
                beta: float, cfg: Config) -> dict:
-    """The training scheme of §3.1: sample z, update the critics, update the model. x (B, T) a batch of
-    equal-length sentences."""
+    """The training scheme of §3.1 (with nu(z): Appendix B): sample z, update the critics, update the model.
+    x (B, T) a batch of equal-length sentences."""
     h, z = model(x, lengths)                                             # (B, H), (B, 1, Z)
     z = z.squeeze(1)                                                     # (B, Z): one sample per sentence
-    # The critics chase the current posterior; h and z are constants for them. nu(z) is iVAE_MI's
-    # critic; iVAE trains it beside nu(x, z) only to report KL(q(z)||p) and the MI (§5.1).
+    # The critics chase the current posterior; h and z are constants for them. nu(x, z) is iVAE's critic,
+    # nu(z) iVAE_MI's; each script trains both, the other one only to report its KL and the MI (§5.1).
     z_prior = torch.randn(cfg.nu_steps, *z.shape, device=z.device)       # fresh p(z) samples, one draw
     for z_p in z_prior:
         kl_cond, kl_agg = critic_step(nu_xz, nu_z, nu_opt, h.detach(), z.detach(), z_p, model.autocast)
     # Eq. (10): update {phi, theta} to maximise sum_i log p(x_i|z_i) - sum_i nu(x_i, z_i)
     loss, rec = model_loss(model, nu_xz, x, h, z, beta)
     opt.zero_grad(set_to_none=True)
-    loss.backward(inputs=list(model.parameters()))                       # the critics learn from Eq. (9) only
+    loss.backward(inputs=list(model.parameters()))                       # the critics learn from their own step only
     grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
     opt.step()
     return {"loss": loss.detach(), "rec": rec.detach(), "KL": kl_cond, "KLq": kl_agg, "|g|": grad_norm.detach()}
