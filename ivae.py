@@ -260,7 +260,8 @@ def critic_step(nu_xz: Critic, nu_z: Critic, nu_opt, h: torch.Tensor, z: torch.T
         nu_xz_out, nu_z_out = nu_xz(zz, hh).float(), nu_z(zz).float()    # (2B,), (2B,)
     kl_cond = metrics.dual_kl(nu_xz_out[:B], nu_xz_out[B:])              # the dual of KL(q(z|x) || p): iVAE's
     kl_agg = metrics.dual_kl(nu_z_out[:B], nu_z_out[B:])                 # the dual of KL(q(z) || p): iVAE_MI's
-    # Eq. (9): update psi to maximise sum_i nu(x_i, z_i) - sum_i exp nu(x_i, z'_i) (and nu(z)'s twin).
+    # Eq. (9), and the max of Eq. (13) for nu(z): update psi to maximise sum_i nu(x_i, z_i) - sum_i exp nu(x_i, z'_i)
+    # and sum_i nu(z_i) - sum_i exp nu(z'_i): both critics, as each script reports both KLs.
     nu_opt.zero_grad(set_to_none=True)
     (-(kl_cond + kl_agg)).backward()
     nu_opt.step()
