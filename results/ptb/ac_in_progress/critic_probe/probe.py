@@ -5,7 +5,7 @@ The model FROZEN; the first 8 PTB test sentences; one seed. See README.md here.
 
 A variant: name:n:S:lr[:updates[:flags]] (default 1,500 updates; flags: 'fresh' = a new critic and Adam,
 'cos' = lr cosine-decayed to 0 as residual_check does, joined by '+'; n whitened in-sample samples per sentence of S that fit mu, L; Adam lr), or 'check'
-(metrics.residual_check as ivae.evaluate calls it). Training variants continue a COPY of the checkpoint's
+(metrics.residual_check as ivae.evaluate calls it; 'check:STEPS' with STEPS updates). Training variants continue a COPY of the checkpoint's
 joint critic nu_xz with the checkpoint's own Adam state (its nu_xz group), exactly as ivae.ac_train_step
 does: per step one fit of S samples, then nu_steps = 5 Adam updates on the same whitened u with fresh
 N(0, I) samples, the critic under the run's autocast (bf16). Readings (fp32, no autocast, as evaluate):
@@ -144,7 +144,7 @@ def train_variant(name, n, S, lr, flags=()):
     print(f"{name}  done: {1000 * train_s / max(upd, 1):.1f} ms/update (1 thread, shared CPU)", flush=True)
 
 
-def check():
+def check(steps):
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed + 999)                                # as evaluate does
         t0 = time.time()
@@ -152,10 +152,10 @@ def check():
             res, trace = metrics.residual_check(
                 lambda k: model.posterior(h, k),
                 lambda: ivae.Critic(cfg.latent, cfg.hidden, cfg.nu_width, cfg.nu_layers),
-                cond=hu, steps=cfg.resid_check_steps)
+                cond=hu, steps=steps)
         dt = time.time() - t0
     print(f"(d) residual_check: {float(res.mean()):.3f}  per sentence {[round(float(v), 2) for v in res]}  "
-          f"trace {[round(v, 3) for v in trace]}  {dt:.1f} s, {1000 * dt / cfg.resid_check_steps:.1f} ms/update "
+          f"trace {[round(v, 3) for v in trace]}  {steps} updates, {dt:.1f} s, {1000 * dt / steps:.1f} ms/update "
           f"(incl. its 8 x 1,024-sample readout)", flush=True)
 
 
@@ -186,8 +186,8 @@ for v in VARIANTS:
     if v.startswith("cost"):                                             # cost:S:n
         _, S, n = v.split(":")
         step_cost(int(S), int(n))
-    elif v == "check":
-        check()
+    elif v.split(":")[0] == "check":                                   # check[:steps]
+        check(int(v.split(":")[1]) if ":" in v else cfg.resid_check_steps)
     else:
         name, n, S, lr, *rest = v.split(":")
         UPDATES = int(rest[0]) if rest else 1500
