@@ -3,9 +3,10 @@ The model FROZEN; the first 8 PTB test sentences; one seed. See README.md here.
 
     python results/ptb/ac_in_progress/critic_probe/probe.py CKPT [variant ...]
 
-A variant: name:n:S:lr[:updates[:flags]] (default 1,500 updates; flags: 'fresh' = a new critic and Adam,
-'cos' = lr cosine-decayed to 0 as residual_check does, joined by '+'; n whitened in-sample samples per sentence of S that fit mu, L; Adam lr), or 'check'
-(metrics.residual_check as ivae.evaluate calls it; 'check:STEPS' with STEPS updates). Training variants continue a COPY of the checkpoint's
+A variant: name:n:S:lr[:updates[:flags]] (n whitened in-sample samples per sentence of S that fit mu, L;
+Adam lr; default 1,500 updates; flags joined by '+': 'fresh' = a new critic and Adam, 'cos' = lr
+cosine-decayed to 0 as residual_check does), or 'check[:STEPS]' (metrics.residual_check as ivae.evaluate
+calls it, with the run's resid_check_steps or STEPS updates). Training variants continue a COPY of the checkpoint's
 joint critic nu_xz with the checkpoint's own Adam state (its nu_xz group), exactly as ivae.ac_train_step
 does: per step one fit of S samples, then nu_steps = 5 Adam updates on the same whitened u with fresh
 N(0, I) samples, the critic under the run's autocast (bf16). Readings (fp32, no autocast, as evaluate):
