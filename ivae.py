@@ -20,7 +20,8 @@ Paper section -> code section
 Run
     python ivae.py --data ptb                      # GPU if present, else CPU; 40 epochs
     python ivae.py --data ptb --encoder_layers 0   # the authors' affine G_phi: q(z|x) Gaussian, KL exact
-    python ivae.py --data ptb --kl_estimator ac    # the KL by adaptive contrast instead of the paper's dual
+    python ivae.py --data ptb --encoder_layers 0 --kl_estimator ac   # the KL by adaptive contrast, not the dual
+    python ivae.py --data ptb --kl_estimator ac --ac_samples 256 --ac_critic_samples 32 --ac_nu_lr 3e-4  # MLP
     python ivae.py --data ptb --max_steps 300 --eval_limit 300 --cpu        # a quick CPU smoke run
     python ivae.py --out_dir runs/ivae --eval_only --skip_test --interpolate "the company said" "i do n't know"
 
