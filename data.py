@@ -690,15 +690,16 @@ def lone_sentence_note(examples: list, batch_size: int) -> str:
 
 class Batcher:
     """Mini-batches of one split, epoch after epoch: len(batcher) per epoch; `epoch(e, start=k)` skips the
-    first k (resume mid-epoch). balanced (StyleExamples): each item is a pair of balanced_plan."""
+    first k (resume mid-epoch). balanced (StyleExamples): each item is a pair of balanced_plan. by_length
+    False: batches of examples drawn at random, whatever their lengths (padded to the longest)."""
 
     def __init__(self, examples: list, batch_size: int, seed: int = 0, shuffle: bool = True,
-                 equal_length: bool = True, balanced: bool = False):
+                 equal_length: bool = True, balanced: bool = False, by_length: bool = True):
         if not examples:
             raise DataError("no examples to batch")
         self.examples, self.balanced = examples, balanced
         self.batch_size, self.seed, self.shuffle, self.equal_length = batch_size, seed, shuffle, equal_length
-        self.lengths = [example_length(e) for e in examples]
+        self.lengths = [example_length(e) if by_length else 0 for e in examples]     # all 0: one group, shuffled
         self.n_batches = len(self.plan(0))
         if balanced and (note := lone_sentence_note(examples, batch_size)):
             print(note)
@@ -1258,6 +1259,9 @@ class Run:
                 parser.error(f"--{k} {mine} differs from the checkpoint's value {v}: a resumed run keeps its "
                              "model and optimiser settings")
             setattr(cfg, k, tuple(v) if isinstance(v, list) else v)
+        for f in fields(cfg):                    # a model flag newer than the checkpoint: its value is unknown
+            if f.name not in ckpt["config"] and not f.metadata.get("run") and f.name not in getattr(parser, "given", ()):
+                parser.error(f"{path} was written before --{f.name} existed: give --{f.name} with the value its run had")
         print(f"loaded {path} (step {ckpt['step']})" + (f"; the run's own {', '.join(kept)}" if kept else ""))
         return ckpt
 

@@ -28,19 +28,18 @@ Shapes: B examples, C context utterances, U tokens per utterance, T response tok
 embedding, H utterance-encoder hidden (each way), Hc context hidden, Z latent, K responses per context.
 
 BatchNorm and the dual estimate. BatchNorm sits in q, p, both generators and the critic, in train mode all
-through training (T:233). The critic sees the posterior samples and the prior samples in two separate
-passes (T:297, 323), each normalised in every BN layer by its own batch's mean and variance. So in training
-nu is not a function of (z, c) alone: nu(z_i, c_i) depends on the other samples of its pass, and what the
-first layer's normalisation removes is invisible to it: a prior whose z are all offset by one vector from
-the posterior's shifts each unit by a constant, which BN subtracts. E_q nu - E_p exp(nu) + 1 then measures a
-divergence of batch-standardised features, not KL(q||p), and bounds nothing. In eval mode (running
-averages) nu is a function of (z, c). Reported: `kl` (training log) and `dual_batch` (validation) by batch
-statistics, `dual` in eval mode; rec_prior, rec_shuffled and the two-sample test do not use the critic.
+through training (T:233). The critic sees the posterior and the prior samples in two separate passes (T:297,
+323), each normalised in every BN layer by its own batch's mean and variance. So in training nu(z_i, c_i)
+depends on the other samples of its pass, and a prior whose z are all offset by one vector from the
+posterior's is invisible to it (BN subtracts the shift): E_q nu - E_p exp(nu) + 1 then measures a divergence
+of batch-standardised features, not KL(q||p), and bounds nothing. In eval mode (running averages) nu is a
+function of (z, c). Reported: `kl` (training log) and `dual_batch` (validation) by batch statistics, `dual`
+in eval mode; rec_prior, rec_shuffled and the two-sample test do not use the critic.
 
 Deviations from the authors' code (and why)
-    * Batches come from data.Batcher (shared by every script): 32 responses of one length bucket from
-      anywhere in the corpus; the authors' loader takes 32 dialogs of similar length and makes each turn
-      position a batch (their data.py:153-204). BatchNorm's statistics are those of such a batch.
+    * Batches (--batching mixed): 32 random responses; the authors' (the n-th turns of 32 dialogs, their
+      data.py:153-204) mix lengths too. One length bucket per batch (--batching length, the 2026-12 run) hands
+      BatchNorm each batch's length, which eval mode lacks: 4-6 nats of rec (results/dailydialog/README.md).
     * Contexts hold up to 10 previous utterances, as §5.3 says (the authors' window holds 9, T:15).
     * Embeddings: the authors' are GloVe Twitter 200-d (T:77), not here. --emb_dim 200 with --embed_init
       random: every row N(0, 0.1^2), as their rows of words missing from the file (their data.py:94), and
@@ -95,6 +94,8 @@ class Config(data.RunConfig):
     max_context: int = option(10, "previous utterances in a context window (§5.3: 10)", low=1)
     # training (the authors' schedule, T:13-38, M:316-326)
     batch_size: int = option(32, "examples per batch", low=2)
+    batching: str = option("mixed", "training batches: random responses (as the authors'), or one length bucket "
+                           "each (BatchNorm's statistics then carry the length)", choices=["mixed", "length"])
     ae_lr: float = option(1.0, "SGD learning rate of the autoencoder step", low=0)
     ae_decay: float = option(0.6, "StepLR factor of the autoencoder's learning rate", low=0)
     ae_decay_epochs: int = option(10, "StepLR period in epochs", low=1)
@@ -234,17 +235,19 @@ class DialogModel(nn.Module):
             h = F.batch_norm(h, None, None, m.weight, m.bias, True, 0.0, m.eps) if bn else m(h)
         return h.squeeze(-1).float()
 
-    def decode_logits(self, x_in: torch.Tensor, z: torch.Tensor, c: torch.Tensor, state=None):
+    def decode_logits(self, x_in: torch.Tensor, z: torch.Tensor, c: torch.Tensor, state=None, logits=True):
         h0 = torch.cat([z, c], -1).unsqueeze(0) if state is None else state
         out, state = self.dec_rnn(self.dec_drop(self.emb(x_in)), h0)
-        return self.out(out), state                                      # (B, T, V)
+        return self.out(out) if logits else out, state                   # (B, T, V), or (B, T, Hz + Hc)
 
     def nll(self, x: torch.Tensor, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """-log p(x | z, c) per response, summed over tokens. -> (B,)"""
-        logits, _ = self.decode_logits(x[:, :-1], z, c)
-        nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1),
-                              ignore_index=data.PAD_ID, reduction="none")
-        return nll.view(x.shape[0], -1).sum(1)
+        out, _ = self.decode_logits(x[:, :-1], z, c, logits=False)        # (B, T, H)
+        # PLUMBING (speed): the output layer on real tokens only; a batch of mixed lengths is mostly <pad>
+        real = x[:, 1:] != data.PAD_ID                                   # (B, T)
+        nll = torch.zeros(real.shape, device=x.device).masked_scatter(
+            real, F.cross_entropy(self.out(out[real]).float(), x[:, 1:][real], reduction="none"))
+        return nll.sum(1)
 
 
 def make_optimizers(model: DialogModel, cfg: Config) -> dict:
@@ -312,7 +315,8 @@ def train_step(model: DialogModel, opts: dict, batch: data.Batch, beta: float, c
 def train(cfg: Config, corpus: data.Corpus, model: DialogModel, opts: dict, sched, run: data.Run) -> None:
     """The steps left (epochs or max_steps); after every epoch the validation diagnostics, and the model of
     the lowest validation rec kept in best.pt (data.Run: checkpoints, the log, Ctrl-C)."""
-    batcher = data.Batcher(corpus.examples["train"], cfg.batch_size, seed=cfg.seed, equal_length=False)
+    batcher = data.Batcher(corpus.examples["train"], cfg.batch_size, seed=cfg.seed, equal_length=False,
+                           by_length=cfg.batching == "length")
     autocast = data.autocast_for(run.device, cfg.precision)              # bf16 where --precision says so
 
     def validate(step: int) -> dict:                                     # the diagnostics; selection on rec
@@ -453,8 +457,7 @@ def respond(model: DialogModel, vocab: data.Vocab, utterances: list, cfg: Config
     words outside the vocabulary are read as <unk>, with a note on stderr. -> K word lists."""
     model.eval()
     turns = [data.wordpunct_lower(u) for u in utterances]
-    unknown = sorted({w for t in turns for w in t if w not in vocab})
-    if unknown:
+    if unknown := sorted({w for t in turns for w in t if w not in vocab}):
         print(f"not in the vocabulary (read as <unk>): {', '.join(unknown)}", file=sys.stderr)
     dialog = [(t, i % 2) for i, t in enumerate(turns)] + [([], len(turns) % 2)]   # the response: a stand-in
     batch = data.collate([data.dialog_examples([dialog], vocab, cfg.max_context)[-1]]).to(device)

@@ -293,6 +293,21 @@ def test_length_buckets_pad_and_mask():
         data.batch_plan([3, 4], batch_size=0, seed=0, epoch=0)
 
 
+def test_batches_by_length_false_mix_lengths_and_cover_every_example_once():
+    """by_length=False (dialog.py's --batching mixed): random batches, lengths mixed, seeded per epoch."""
+    ex = lm_examples(100)
+    b = data.Batcher(ex, batch_size=32, seed=0, equal_length=False, by_length=False)
+    batches = list(b.epoch(0))
+    seen = sorted(int(row[1]) - 5 for x in batches for row in x.tokens)
+    assert seen == list(range(100)) and len(batches) == len(b) == 4
+    assert any(len(set(x.lengths.tolist())) > 5 for x in batches)        # not grouped by length
+    sorted_batches = data.Batcher(ex, batch_size=32, seed=0, equal_length=False).epoch(0)
+    spread = lambda bs: sum(int(x.lengths.max() - x.lengths.min()) for x in bs)     # 4 batches each
+    assert spread(batches) > 2 * spread(sorted_batches)
+    assert [x.tokens.tolist() for x in b.epoch(1)] != [x.tokens.tolist() for x in batches]
+    assert [x.tokens.tolist() for x in b.epoch(0, start=2)] == [x.tokens.tolist() for x in batches[2:]]
+
+
 # ----------------------------------------------------------------------------------------------------
 # Real corpora (skip cleanly when absent)
 # ----------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import data
 import dialog
@@ -462,3 +463,25 @@ def test_each_step_moves_its_objective_the_right_way(dialog_dir):
         out = dialog.train_step(model, dialog.make_optimizers(model, cfg), batch, 1.0, cfg)
         assert float(out["kl"]) == pytest.approx(before, abs=1e-6)       # the step saw these very draws
         assert sign * (dual(model, skip) - before) > 0, lrs
+
+
+def test_batching_flag_reaches_the_training_batcher(dialog_dir, tmp_path, monkeypatch):
+    """--batching mixed (default): random responses per batch; length: one length bucket (data.Batcher tests both)."""
+    seen, batcher = [], data.Batcher
+    monkeypatch.setattr(data, "Batcher", lambda *a, **k: seen.append(k.get("by_length", True)) or batcher(*a, **k))
+    for i, flags in enumerate(([], ["--batching", "length"])):
+        dialog.main(["--data_dir", dialog_dir, "--out_dir", str(tmp_path / str(i)), *TINY, "--max_steps", "2", *flags])
+    assert seen == [False, True]
+
+
+def test_nll_on_real_tokens_equals_cross_entropy_over_padded_logits():
+    """DialogModel.nll runs the output layer on real tokens only (speed): the same numbers as all logits with
+    ignore_index, per response, for a batch of mixed lengths."""
+    cfg = dialog.Config(emb_dim=8, utt_hidden=8, ctx_hidden=8, latent=4, mlp_width=8, critic_width=8)
+    torch.manual_seed(0)
+    model = dialog.DialogModel(30, 8, cfg).eval()
+    x = torch.tensor([[1, 5, 6, 7, 8, 2], [1, 9, 2, 0, 0, 0], [1, 4, 4, 2, 0, 0]])
+    z, c = torch.randn(3, 4), torch.randn(3, 8)
+    logits, _ = model.decode_logits(x[:, :-1], z, c)
+    want = F.cross_entropy(logits.transpose(1, 2), x[:, 1:], ignore_index=data.PAD_ID, reduction="none").sum(1)
+    assert torch.allclose(model.nll(x, z, c), want, atol=1e-5) and want.shape == (3,)

@@ -204,6 +204,20 @@ def test_resume_refuses_changed_model_settings(corpus_dir, tmp_path, capsys):
     assert "differs from the checkpoint" in capsys.readouterr().err
 
 
+def test_resume_refuses_a_checkpoint_older_than_a_model_flag(corpus_dir, tmp_path, capsys):
+    """A model flag the checkpoint does not record (added since) must be given: its default may not be
+    what the run trained with. A run-control flag (--log_every) needs no such care."""
+    run(corpus_dir, tmp_path / "o", "--max_steps", "3")
+    path = tmp_path / "o" / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["config"]["dropout"], ckpt["config"]["log_every"]
+    torch.save(ckpt, path)
+    with pytest.raises(SystemExit):
+        run(corpus_dir, tmp_path / "o", "--resume", "--max_steps", "4")
+    assert "written before --dropout existed" in capsys.readouterr().err
+    run(corpus_dir, tmp_path / "o", "--resume", "--max_steps", "4", "--dropout", "0.5")      # given: resumes
+
+
 def test_objective_uses_nu_xz():
     # Eq. (10): the model's update follows nu(x, z) (ivae_mi.py's test checks the opposite for Eq. 14).
     import copy
