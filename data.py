@@ -1469,7 +1469,11 @@ class Run:
                                   "run --eval_only without --skip_test")
         else:
             t_test = time.time()
-            row, *rest = evaluate()
+            previous = signal.signal(signal.SIGINT, signal.default_int_handler)   # Ctrl-C stops it, even where the
+            try:                                                                  # shell started us ignoring SIGINT
+                row, *rest = evaluate()
+            finally:
+                signal.signal(signal.SIGINT, previous)
             row = {"split": "test", "step": self.step, "selected_step": self.state.get("selected_step") or self.step,
                    **row, "train_time_s": round(train_time, 1), "test_seconds": round(time.time() - t_test, 1),
                    "device": describe_device(self.device)}

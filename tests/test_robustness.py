@@ -250,6 +250,26 @@ def test_a_second_ctrl_c_is_one_line_not_a_traceback(corpus_dir, tmp_path):
     assert torch.load(tmp_path / "c" / "checkpoint.pt", weights_only=True)["step"] == 14
 
 
+def test_ctrl_c_stops_the_final_test_of_a_background_run(corpus_dir, tmp_path):
+    """A job started with & by a script inherits SIGINT ignored; training catches it (Run.training), and so
+    must the test that follows (minutes long at full size): one line, exit 130, the checkpoints kept."""
+    start_ivae(corpus_dir, tmp_path / "t", "--max_steps", "3").wait(timeout=300)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "ivae.py", "--out_dir", str(tmp_path / "t"), "--eval_only",
+                             "--iw_samples", "100000", "--cpu"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("parameters:"):                               # the test starts next
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    output = "".join(lines) + proc.stdout.read()
+    assert proc.wait(timeout=30) == 130 and "stopped by Ctrl-C" in output and "Traceback" not in output, output
+
+
 # ----------------------------------------------------------------------------------------------------
 # 5. The smaller holes
 # ----------------------------------------------------------------------------------------------------
