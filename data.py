@@ -1259,8 +1259,9 @@ class Run:
                 parser.error(f"--{k} {mine} differs from the checkpoint's value {v}: a resumed run keeps its "
                              "model and optimiser settings")
             setattr(cfg, k, tuple(v) if isinstance(v, list) else v)
-        for f in fields(cfg):                    # a model flag newer than the checkpoint: its value is unknown
-            if f.name not in ckpt["config"] and not f.metadata.get("run") and f.name not in getattr(parser, "given", ()):
+        for f in fields(cfg):                    # resuming, a model flag newer than the checkpoint: which value?
+            if cfg.resume and f.name not in ckpt["config"] and not f.metadata.get("run") and \
+                    f.name not in getattr(parser, "given", ()):
                 parser.error(f"{path} was written before --{f.name} existed: give --{f.name} with the value its run had")
         print(f"loaded {path} (step {ckpt['step']})" + (f"; the run's own {', '.join(kept)}" if kept else ""))
         return ckpt

@@ -205,13 +205,14 @@ def test_resume_refuses_changed_model_settings(corpus_dir, tmp_path, capsys):
 
 
 def test_resume_refuses_a_checkpoint_older_than_a_model_flag(corpus_dir, tmp_path, capsys):
-    """A model flag the checkpoint does not record (added since) must be given: its default may not be
-    what the run trained with. A run-control flag (--log_every) needs no such care."""
+    """Resuming, a model flag the checkpoint does not record (added since) must be given: its default may not
+    be what the run trained with. --eval_only and run-control flags (--log_every) need no such care."""
     run(corpus_dir, tmp_path / "o", "--max_steps", "3")
-    path = tmp_path / "o" / "checkpoint.pt"
-    ckpt = torch.load(path, weights_only=True)
-    del ckpt["config"]["dropout"], ckpt["config"]["log_every"]
-    torch.save(ckpt, path)
+    for path in (tmp_path / "o").glob("*.pt"):
+        ckpt = torch.load(path, weights_only=True)
+        del ckpt["config"]["dropout"], ckpt["config"]["log_every"]
+        torch.save(ckpt, path)
+    ivae.main(["--out_dir", str(tmp_path / "o"), "--eval_only", "--eval_samples", "2", "--iw_samples", "2"])  # no training
     with pytest.raises(SystemExit):
         run(corpus_dir, tmp_path / "o", "--resume", "--max_steps", "4")
     assert "written before --dropout existed" in capsys.readouterr().err
