@@ -44,9 +44,8 @@ Deviations from the authors' code (and why)
     * Embeddings: the authors' are GloVe Twitter 200-d (T:77), not here. --emb_dim 200 with --embed_init
       random: every row N(0, 0.1^2), as their rows of words missing from the file (their data.py:94), and
       --embeddings scores BOW only; or --embed_init file with --emb_dim = the file's (GloVe 6B 50-d here).
-    * The embedding is stepped and clipped once: the authors' SGD and clip lists hold it twice (in the context
-      encoder and in the decoder, M:316-319, T:272-273), so their SGD stepped it twice (an effective lr 2)
-      and their clip counted it twice, an accident of a shared module.
+    * The embedding is stepped and clipped once; the authors' SGD and clip lists hold it twice (context encoder
+      and decoder, M:316-319, T:272-273): an effective lr of 2 and a double count, an accident of a shared module.
     * A batch of one response is skipped (BatchNorm needs two); the authors drop an epoch's remainder.
     * Model selection on validation rec (best.pt); the authors test every epoch's model (T:339-342).
     * rec is reported per response (summed over tokens, the house convention); the loss is their token mean.
@@ -245,9 +244,8 @@ class DialogModel(nn.Module):
         out, _ = self.decode_logits(x[:, :-1], z, c, logits=False)        # (B, T, H)
         # PLUMBING (speed): the output layer on real tokens only; a batch of mixed lengths is mostly <pad>
         real = x[:, 1:] != data.PAD_ID                                   # (B, T)
-        nll = torch.zeros(real.shape, device=x.device).masked_scatter(
-            real, F.cross_entropy(self.out(out[real]).float(), x[:, 1:][real], reduction="none"))
-        return nll.sum(1)
+        return torch.zeros(real.shape, device=x.device).masked_scatter(   # (B,): summed over the tokens
+            real, F.cross_entropy(self.out(out[real]).float(), x[:, 1:][real], reduction="none")).sum(1)
 
 
 def make_optimizers(model: DialogModel, cfg: Config) -> dict:
@@ -386,7 +384,7 @@ def evaluate(model: DialogModel, corpus: data.Corpus, split: str, cfg: Config, d
         rec_prior     the same with z ~ p(z|c): what the test-time samples are worth to the decoder
         rec_shuffled  the same with another response's posterior z (the batch rolled by one)
         dual          E_q nu - E_p exp(nu) + 1 pooled over the split, nu in eval mode;  dual_batch: the
-                      mean over batches of the same with BatchNorm by batch statistics, as in training
+                      mean over batches (here of one length each) of the same, BatchNorm by batch statistics
     With `sample`: prior_vs_posterior_acc, a fresh classifier's held-out accuracy at telling (z, c) with
     z ~ p(z|c) from z ~ q(z|x,c) (metrics.two_sample_accuracy; 0.5 = alike), and Table 8 from K prior samples.
     Returns (metrics, (contexts, references, responses)) with the words as bleu_tokens gives them."""
