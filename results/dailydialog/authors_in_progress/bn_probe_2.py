@@ -76,7 +76,7 @@ for path in args:
                     model.critic(model.posterior(torch.cat([x, c], -1), gen), c)
                     model.critic(model.prior(c, gen), c)
         for b in bns:
-            b.momentum = 0.1
+            b.momentum = 0.1                                             # back to nn.BatchNorm1d's default (M:129)
     row, _ = dialog.evaluate(model, corpus, "valid", cfg, torch.device("cpu"), {}, sample=False)
     print(f"  (c) running averages recomputed on {opts['--r']} training batches:  " + show(row), flush=True)
     print("      running_var max per layer: " + ", ".join(f"{float(b.running_var.max()):.3g}" for b in bns), flush=True)
