@@ -1248,7 +1248,10 @@ def _pyplot():
 
 
 def plot_curves(rows: list, keys: Sequence[str], path: str, x: str = "step") -> None:
-    """One panel per key of the evaluation rows (dicts, e.g. log.csv), against `x`; missing values skipped."""
+    """One panel per key of the evaluation rows (dicts, e.g. log.csv), against `x`; missing values skipped.
+    No rows (--eval_only in a folder without log.csv), no file: an empty picture would say nothing."""
+    if not rows:
+        return
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)
     for ax, key in zip(axes[0], keys):

@@ -565,3 +565,11 @@ def test_decode_greedy_stops_and_restores_mode():
     assert metrics.decode(dec, z[:1], max_len=2, bos=0, eos=3) == [[1, 2]]       # or at max_len
     g = lambda: torch.Generator().manual_seed(0)     # noqa: E731
     assert metrics.decode(dec, z, 6, 0, 3, temperature=1.0, gen=g()) == metrics.decode(dec, z, 6, 0, 3, 1.0, g())
+
+
+def test_plot_curves_writes_a_panel_per_key_and_nothing_without_rows(tmp_path):
+    """plot_curves draws the rows it gets; with no rows (--eval_only beside no log.csv) it writes no file."""
+    metrics.plot_curves([{"step": "1", "rec": "3.0"}, {"step": "2", "rec": ""}], ["rec", "kl"], str(tmp_path / "a.png"))
+    assert (tmp_path / "a.png").stat().st_size > 0
+    metrics.plot_curves([], ["rec"], str(tmp_path / "b.png"))
+    assert not (tmp_path / "b.png").exists()
