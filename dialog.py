@@ -17,7 +17,7 @@ Paper section -> code section
     does the prior work? rec / rec_prior / rec_shuffled, dual estimates, a two-sample test -> evaluate
 
 Run (the authors' model and schedule: 100 epochs, StepLR x0.6 every 10)
-    python dialog.py --data dailydialog --data_dir ../shared/data --threads 1 --out_dir runs/dialog
+    python dialog.py --data dailydialog --embeddings ../shared/data/glove/glove.6B.50d.dialog.txt --embed_init random
     python dialog.py --out_dir runs/dialog --resume                  # after an interruption (Ctrl-C saves)
     python dialog.py --data switchboard --cuda                       # needs switchboard's train.jsonl
     python dialog.py --max_steps 300 --eval_limit 100 --threads 1 --out_dir /tmp/dd         # smoke
