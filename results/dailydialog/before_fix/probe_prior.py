@@ -1,7 +1,7 @@
 r"""Probe of the selected dialog model (runs/dialog/best.pt): does z matter to the decoder, and does the
 learned prior p(z|c) put its samples where the posterior q(z|x,c) does? (Table 8 reading, results/dailydialog/README.md.)
 
-    PYTHONPATH=. python results/dailydialog/probe_prior.py --ckpt runs/dialog/best.pt --data_dir ../shared/data
+    PYTHONPATH=. python results/dailydialog/before_fix/probe_prior.py --ckpt runs/dialog/best.pt --data_dir ../shared/data
 
 It probes the model BEFORE issue 30's fix and runs against that code only (dialog.py at 5cb1eca; e.g.
 `git worktree add /tmp/old 5cb1eca` and run it there): probe_prior.txt is its output, the diagnosis kept
