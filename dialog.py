@@ -105,7 +105,7 @@ class Config(data.RunConfig):
     beta: str = option("auto", "KL weight: auto (1 for DailyDialog; 0.1 -> 1 over 9 epochs for Switchboard), or a number")
     # evaluation
     eval_limit: int = option(0, "evaluate on the first N test contexts only (0: all)", low=0, run=True)
-    bleu_n: int = option(3, "BLEU n of bleu_r/p/f1 (authors' code: 3); bleu4_* always uses 4", low=1, run=True)
+    bleu_n: int = option(3, "BLEU n of bleu_r/p/f1, bleu_nltk34_* (authors' code: 3); bleu4_* uses 4", low=1, run=True)
     max_decode_len: int = option(40, "longest response, in tokens (the authors' maxlen)", low=1, run=True)
     temperature: float = option(0.0, "0: greedy decoding (Table 8); > 0: sample softmax(logits / T)", low=0, run=True)
     responses_shown: int = option(50, "contexts written to responses.txt", low=0, run=True)
@@ -363,8 +363,9 @@ def bleu_tokens(ids: list, vocab: data.Vocab) -> list:
 def response_scores(hyps_per_context: list, references: list, vectors: dict, bleu_n: int) -> dict:
     """Table 8's columns (metrics.py does the arithmetic): BLEU-R / P = max / mean over a context's K responses,
     averaged over contexts, F1 of the two; BOW and Distinct see the words only, BLEU also the `</s>`."""
-    out = metrics.bleu_recall_precision(hyps_per_context, references, n=bleu_n)
-    out.update({f"bleu4_{k[5:]}": v for k, v in metrics.bleu_recall_precision(hyps_per_context, references, n=4).items()})
+    kinds = (("bleu", bleu_n, False), ("bleu4", 4, False), ("bleu_nltk34", bleu_n, True))   # nltk34: the authors' nltk
+    out = {f"{name}_{k[5:]}": v for name, n, nltk34 in kinds        # bleu_r, bleu4_r, bleu_nltk34_r, ..._p, ..._f1
+           for k, v in metrics.bleu_recall_precision(hyps_per_context, references, n, nltk34).items()}
     words = lambda ws: [w for w in ws if w != data.EOS]
     hyps = [[words(h) for h in hs] for hs in hyps_per_context]
     refs = [words(r) for r in references]
@@ -436,8 +437,7 @@ def prior_warnings(row: dict, warn_gap: float) -> list:
 
 
 def write_responses(out_dir: str, contexts, refs, hyps, n: int, title: str) -> None:
-    """responses.txt: n contexts, each with its reference and all its sampled responses; samples.txt: 20 lines of
-    reference => first response."""
+    """responses.txt: n contexts, each with its reference and samples; samples.txt: 20 lines reference => sample 0."""
     show = lambda ws: " ".join(w for w in ws if w != data.EOS)
     with open(os.path.join(out_dir, "responses.txt"), "w", encoding="utf-8") as f:
         f.write(f"# {title}: context (oldest first), reference, then the sampled responses\n")
@@ -471,10 +471,10 @@ def respond(model: DialogModel, vocab: data.Vocab, utterances: list, cfg: Config
 # ----------------------------------------------------------------------------------------------------
 
 def report(tag: str, row: dict, warn_gap: float) -> None:
-    """An evaluation row in one line (whether the prior works; Table 8 at the test), then a loud WARNING
-    for each thing wrong with the learned prior (prior_warnings)."""
-    keys = ("rec rec_prior rec_shuffled dual dual_batch ppl bleu_r bleu_p bleu_f1 bleu4_r bleu4_p bleu4_f1 bow_a bow_e "
-            "bow_g intra_dist1 intra_dist2 inter_dist1 inter_dist2 prior_vs_posterior_acc").split()
+    """An evaluation row in one line (Table 8 at the test), then a loud WARNING per prior_warnings."""
+    keys = ("rec rec_prior rec_shuffled dual dual_batch ppl bleu_r bleu_p bleu_f1 bleu4_r bleu4_p bleu4_f1 "
+            "bleu_nltk34_r bleu_nltk34_p bleu_nltk34_f1 bow_a bow_e bow_g intra_dist1 intra_dist2 inter_dist1 "
+            "inter_dist2 prior_vs_posterior_acc").split()
     print(tag + (f" (BLEU n = {row['bleu_n']})" if "bleu_n" in row else "") + ": "
           + " | ".join(f"{k} {row[k]:.4g}" for k in keys if row.get(k) is not None), flush=True)
     for w in prior_warnings(row, warn_gap):

@@ -472,23 +472,31 @@ def residual_check(sample_fn: Callable[[int], torch.Tensor], make_critic: Callab
 # Text metrics for dialog (Table 8) and style transfer (Table 7)
 # ----------------------------------------------------------------------------------------------------
 
-def sentence_bleu(reference: Sequence[str], hypothesis: Sequence[str], n: int = 3) -> float:
+def sentence_bleu(reference: Sequence[str], hypothesis: Sequence[str], n: int = 3, nltk34: bool = False) -> float:
     r"""Sentence BLEU of one hypothesis against one reference (Papineni et al. 2002):
         BLEU = BP * exp( sum_{k=1..n} (1/n) log p_k ),  BP = min(1, exp(1 - |ref| / |hyp|))
 
     p_k the clipped k-gram precision, smoothed with nltk's method7 (Chen & Cherry 2014), n = 3 as the authors' dialog
     and style code (the paper says 4-gram: n=4). method7 includes method5, which averages each precision with its
-    neighbours, so a score can exceed 1 (a six-word sentence against itself: 1.154); so do the published numbers."""
+    neighbours, so a score can exceed 1 (a six-word sentence against itself: 1.154); so do the published numbers.
+    nltk34: as nltk 3.2.2-3.4.5 (released 2017-01 to 2019-08, DialogWAE's and the paper's time), whose method4 set an
+    unmatched k-gram order's precision to 1 / (k - 1 + 5 / ln|hyp|): 0.23 for an 8-token response's trigrams (nltk
+    >= 3.6: ln|hyp| / (5 * 2^m) / #k-grams for the m-th unmatched order, 0.035 there)."""
     from nltk.translate.bleu_score import SmoothingFunction
     from nltk.translate.bleu_score import sentence_bleu as nltk_sentence_bleu
     if not hypothesis or not reference:
         return 0.0
+    smooth = SmoothingFunction()
+    if nltk34:                                     # nltk 3.4.5 bleu_score.py:577; method7 = method5(method4(p_n))
+        smooth.method4 = lambda p_n, refs, hyp, hyp_len, *args, **kwargs: [
+            1 / (k + smooth.k / math.log(hyp_len)) if p.numerator == 0 and hyp_len > 1 else p   # 3.4.5: / ln 1
+            for k, p in enumerate(p_n)]
     return float(nltk_sentence_bleu([list(reference)], list(hypothesis), weights=(1.0 / n,) * n,
-                                    smoothing_function=SmoothingFunction().method7))
+                                    smoothing_function=smooth.method7))
 
 
 def bleu_recall_precision(hyps_per_context: Sequence[Sequence[Sequence[str]]],
-                          references: Sequence[Sequence[str]], n: int = 3) -> dict:
+                          references: Sequence[Sequence[str]], n: int = 3, nltk34: bool = False) -> dict:
     r"""Dialog BLEU of Zhao et al. (2017) / Gu et al. (2018), for K sampled responses per context:
         BLEU-R = mean over contexts of max_k BLEU(ref, hyp_k)      (recall: is some sample close?)
         BLEU-P = mean over contexts of mean_k BLEU(ref, hyp_k)     (precision: are samples close?)
@@ -500,7 +508,7 @@ def bleu_recall_precision(hyps_per_context: Sequence[Sequence[Sequence[str]]],
         raise ValueError("need one list of hypotheses per reference, and at least one reference")
     recall, precision = [], []
     for hyps, ref in zip(hyps_per_context, references):
-        scores = [sentence_bleu(ref, h, n) for h in hyps]
+        scores = [sentence_bleu(ref, h, n, nltk34) for h in hyps]
         recall.append(max(scores))
         precision.append(sum(scores) / len(scores))
     r, p = float(np.mean(recall)), float(np.mean(precision))
@@ -1247,6 +1255,12 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: str) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+
+
 def plot_curves(rows: list, keys: Sequence[str], path: str, x: str = "step") -> None:
     """One panel per key of the evaluation rows (dicts, e.g. log.csv), against `x`; missing values skipped.
     No rows (--eval_only in a folder without log.csv), no file: an empty picture would say nothing."""
@@ -1258,12 +1272,9 @@ def plot_curves(rows: list, keys: Sequence[str], path: str, x: str = "step") -> 
         pts = [(float(r[x]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
         if pts:
             ax.plot(*zip(*pts), marker="o", ms=3)
-        ax.set_title(key)
-        ax.set_xlabel(x)
+        ax.set(title=key, xlabel=x)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_critic_vs_exact(rows: list, path: str, title: str = "", x: str = "step") -> None:
@@ -1271,20 +1282,17 @@ def plot_critic_vs_exact(rows: list, path: str, title: str = "", x: str = "step"
     number), the lower bound, and the exact value (affine encoder); MI beside log N."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    series = [("kl_exact", "exact KL(q(z|x) || p)", "tab:green"), ("kl_lower", "lower bound (kl_lower)", "tab:blue"),
-              ("kl", "critic nu(x, z) (the paper's KL)", "tab:red")]
-    for key, label, color in series:
-        pts = [(float(r[x]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
-        if pts:
-            axes[0].plot(*zip(*pts), marker="o", ms=3, label=label, color=color)
-    axes[0].set_ylabel("nats per sentence")
-    axes[0].set_title("KL term of the ELBO")
-    for key, label, color in [("mi_exact", "exact MI", "tab:green"), ("mi", "critic MI (the paper's)", "tab:red"),
-                              ("log_n", "log N (the most N sentences allow)", "gray")]:
-        pts = [(float(r[x]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
-        if pts:
-            axes[1].plot(*zip(*pts), marker="o" if key != "log_n" else None, ms=3, label=label, color=color,
-                         ls="--" if key == "log_n" else "-")
+    kl = [("kl_exact", "exact KL(q(z|x) || p)", "tab:green"), ("kl_lower", "lower bound (kl_lower)", "tab:blue"),
+          ("kl", "critic nu(x, z) (the paper's KL)", "tab:red")]
+    mi = [("mi_exact", "exact MI", "tab:green"), ("mi", "critic MI (the paper's)", "tab:red"),
+          ("log_n", "log N (the most N sentences allow)", "gray")]
+    for ax, series in zip(axes, (kl, mi)):
+        for key, label, color in series:
+            pts = [(float(r[x]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
+            if pts:
+                ax.plot(*zip(*pts), marker=None if key == "log_n" else "o", ms=3, label=label, color=color,
+                        ls="--" if key == "log_n" else "-")
+    axes[0].set(ylabel="nats per sentence", title="KL term of the ELBO")
     axes[1].set_title("mutual information I(x; z)")
     for ax in axes:
         ax.set_xlabel(x)
@@ -1293,9 +1301,7 @@ def plot_critic_vs_exact(rows: list, path: str, title: str = "", x: str = "step"
             ax.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_run(rows: list, keys: Sequence[str], out_dir: str, au_var=None, kept=None, critic_title: str = "") -> None:
@@ -1317,14 +1323,10 @@ def plot_active_units(variance: torch.Tensor, threshold: float, path: str) -> No
     fig, ax = plt.subplots(figsize=(7, 2.8))
     ax.bar(np.arange(len(v)), v, color=["tab:blue" if x >= threshold else "tab:gray" for x in v])
     ax.axhline(threshold, color="tab:red", ls="--", label=f"threshold {threshold}")
-    ax.set_yscale("log")
-    ax.set_xlabel("latent dimension")
-    ax.set_ylabel("Var_x E[z_d | x]")
-    ax.set_title(f"active units: {int((v >= threshold).sum())} / {len(v)}")
+    ax.set(yscale="log", xlabel="latent dimension", ylabel="Var_x E[z_d | x]",
+           title=f"active units: {int((v >= threshold).sum())} / {len(v)}")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_latent_pca(samples: torch.Tensor, path: str, prior: Optional[torch.Tensor] = None) -> None:
@@ -1345,6 +1347,4 @@ def plot_latent_pca(samples: torch.Tensor, path: str, prior: Optional[torch.Tens
         ax.scatter(proj[i, :, 0], proj[i, :, 1], s=5, label=f"sentence {i}")
     ax.set_title("posterior samples, first two principal axes")
     ax.legend(fontsize=6, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)

@@ -40,6 +40,8 @@ def test_response_scores_wiring():
     out = dialog.response_scores(hyps, refs, vectors, bleu_n=3)
     assert out["bleu_r"] == pytest.approx(metrics.bleu_recall_precision(hyps, refs, n=3)["bleu_r"])
     assert out["bleu4_p"] == pytest.approx(metrics.bleu_recall_precision(hyps, refs, n=4)["bleu_p"])
+    assert out["bleu_nltk34_f1"] == pytest.approx(metrics.bleu_recall_precision(hyps, refs, 3, nltk34=True)["bleu_f1"])
+    assert out["bleu_nltk34_f1"] > out["bleu_f1"]                        # nltk 3.4's method4 inflates short responses
     assert out["bow_a"] == pytest.approx(metrics.bow_metrics(hyps, refs, vectors)["bow_a"])
     assert out["intra_dist1"] == pytest.approx((metrics.distinct_intra(hyps[0], 1) + metrics.distinct_intra(hyps[1], 1)) / 2)
     assert out["inter_dist2"] == pytest.approx((metrics.distinct_inter(hyps[0], 2) + metrics.distinct_inter(hyps[1], 2)) / 2)

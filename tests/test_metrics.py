@@ -271,6 +271,21 @@ def test_sentence_bleu_follows_nltk_method7_and_n():
     assert metrics.sentence_bleu(REF, ["dog"], 3) == 0.0
 
 
+def test_sentence_bleu_method7_hand_computed_now_and_as_nltk_3_4():
+    # "a b x y" against "a b c d": precisions 2/4, 1/3, 0/2 (and 0/1 for 4-grams, which method5 reads); BP = 1.
+    ref, hyp = "a b c d".split(), "a b x y".split()
+
+    def method7(p3):                               # method5 averages each precision with its neighbours
+        p1 = (1 + 1 / 2 + 1 / 2 + 1 / 3) / 3       # m[-1] = p1 + 1
+        p2 = (p1 + 1 / 3 + p3) / 3
+        return (p1 * p2 * ((p2 + p3 + 0) / 3)) ** (1 / 3)
+    # method4 on the unmatched trigrams: nltk >= 3.6 ln|hyp| / (5 * 2^1) / 2 trigrams; nltk 3.4.5 1 / (2 + 5 / ln|hyp|)
+    assert metrics.sentence_bleu(ref, hyp, 3) == pytest.approx(method7(math.log(4) / 10 / 2), abs=1e-12)
+    assert metrics.sentence_bleu(ref, hyp, 3, nltk34=True) == pytest.approx(method7(1 / (2 + 5 / math.log(4))),
+                                                                              abs=1e-12)
+    assert metrics.sentence_bleu(ref, hyp, 3, nltk34=True) > metrics.sentence_bleu(ref, hyp, 3) + 0.04
+
+
 def test_corpus_bleu_hand_computed():
     # Clipped precisions of HYP vs REF: 1-grams 5/6, 2-grams 3/5, 3-grams 2/4; equal lengths, BP = 1.
     assert metrics.corpus_bleu([[REF]], [HYP], n=3) == pytest.approx((5 / 6 * 3 / 5 * 2 / 4) ** (1 / 3))
