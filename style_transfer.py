@@ -37,7 +37,8 @@ Evaluation (Table 7), on the test split:
             trained once per split with its own seed and reused by every run. `classifier_acc`: its accuracy
             on the test sources; `acc_ceiling`: on Li et al.'s human rewrites (what they would score).
     BLEU    nltk sentence BLEU (method7, n = 3, as the authors' code), x100, mean over sentences, between
-            each source and its transfer; `bleu_ref` against Li et al.'s human rewrites where present.
+            each source and its transfer; `bleu_ref` against Li et al.'s human rewrites where present;
+            `bleu_nltk34` smoothed as nltk 3.2.2-3.4.5, of the paper's time, did (metrics.sentence_bleu).
     PPL     reconstruction perplexity of the test sentences, teacher-forced with their own sentiment's
             decoder, z the mean of `eval_samples` posterior samples; words counting </s>.
     RPPL    `rppl`, the authors' way (metrics.rppl_authors): a 5-gram LM fitted on the transfers, scoring
@@ -422,8 +423,9 @@ def text_scores(sources: list, transfers: list, targets: list, predicted: list, 
     the reverse perplexities: `rppl` the authors' way (metrics.rppl_authors: per direction, </s> not
     scored, averaged), `rppl_pooled` one 5-gram LM of all transfers scored on all sources with </s>,
     `rppl_vocab` the same with every vocabulary word prepended once (as Table 5's reverse PPL)."""
-    out = {"acc": 100.0 * sum(p == t for p, t in zip(predicted, targets)) / len(targets),
-           "bleu": 100.0 * sum(metrics.sentence_bleu(s, t, n=3) for s, t in zip(sources, transfers)) / len(sources)}
+    bleu = lambda old: 100 * sum(metrics.sentence_bleu(s, t, 3, old) for s, t in zip(sources, transfers)) / len(sources)
+    out = {"acc": 100.0 * sum(p == t for p, t in zip(predicted, targets)) / len(targets), "bleu": bleu(False),
+           "bleu_nltk34": bleu(True)}
     if rppl:
         out.update(metrics.rppl_authors(sources, transfers, targets))
         out["rppl_pooled"] = metrics.NGramLM(order=5).fit(transfers).perplexity(sources)
@@ -510,8 +512,7 @@ def transfer_sentences(model: StyleModel, vocab: data.Vocab, sentences: list, cf
         if not words:
             print(f"skipped an empty sentence: {text!r}", file=sys.stderr)
             continue
-        unknown = [w for w in words if w not in vocab]
-        if unknown:
+        if unknown := [w for w in words if w not in vocab]:
             print(f"not in the vocabulary (read as <unk>): {', '.join(unknown)}", file=sys.stderr)
         ids = vocab.encode(words)
         x = torch.tensor([ids], device=device)                           # (1, T)
@@ -529,8 +530,9 @@ def transfer_sentences(model: StyleModel, vocab: data.Vocab, sentences: list, cf
 def report(tag: str, row: dict) -> None:
     """An evaluation row in one line: Table 7's columns, the critic's KL, the G-score (the selection)."""
     names = {"acc": "Acc", "acc_ceiling": "Acc of the human rewrites", "bleu": "BLEU", "bleu_ref": "BLEU-ref",
-             "ppl": "PPL", "rppl": "RPPL", "rppl_pooled": "RPPL pooled with </s>", "kl_agg": "KL(q(z)||p)",
-             "gscore": "G-score", "classifier_acc": "the classifier's own test accuracy"}
+             "bleu_nltk34": "BLEU smoothed as nltk 3.4", "ppl": "PPL", "rppl": "RPPL",
+             "rppl_pooled": "RPPL pooled with </s>", "kl_agg": "KL(q(z)||p)", "gscore": "G-score",
+             "classifier_acc": "the classifier's own test accuracy"}
     print(f"{tag} ({row['n_sentences']} sentences, split {row['data_split']}): "
           + " | ".join(f"{name} {row[k]:.2f}" for k, name in names.items() if k in row), flush=True)
 

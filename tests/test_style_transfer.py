@@ -56,6 +56,8 @@ def test_text_scores_on_hand_examples():
     assert out["acc"] == 50.0
     bleu = (metrics.sentence_bleu(sources[0], transfers[0]) + metrics.sentence_bleu(sources[1], transfers[1])) / 2
     assert out["bleu"] == pytest.approx(100 * bleu)
+    old = [metrics.sentence_bleu(s, t, 3, nltk34=True) for s, t in zip(sources, transfers)]
+    assert out["bleu_nltk34"] == pytest.approx(100 * sum(old) / 2) and out["bleu_nltk34"] > out["bleu"]
     assert out["bleu_ref"] == pytest.approx(100 * metrics.sentence_bleu(refs[0], transfers[0]))
     assert out["rppl_pooled"] == pytest.approx(metrics.NGramLM(5).fit(transfers).perplexity(sources))
     assert out["rppl"] == pytest.approx(metrics.rppl_authors(sources, transfers, [1, 1])["rppl"])
