@@ -489,8 +489,8 @@ def sentence_bleu(reference: Sequence[str], hypothesis: Sequence[str], n: int = 
     smooth = SmoothingFunction()
     if nltk34:                                     # nltk 3.4.5 bleu_score.py:577; method7 = method5(method4(p_n))
         smooth.method4 = lambda p_n, refs, hyp, hyp_len, *args, **kwargs: [
-            1 / (k + smooth.k / math.log(hyp_len)) if p.numerator == 0 and hyp_len > 1 else p   # 3.4.5: / ln 1
-            for k, p in enumerate(p_n)]
+            1 / (i + smooth.k / math.log(hyp_len)) if p.numerator == 0 and hyp_len > 1 else p  # |hyp| 1: 3.4.5 / 0
+            for i, p in enumerate(p_n)]                                  # i = k - 1; smooth.k = 5
     return float(nltk_sentence_bleu([list(reference)], list(hypothesis), weights=(1.0 / n,) * n,
                                     smoothing_function=smooth.method7))
 
