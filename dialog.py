@@ -363,7 +363,7 @@ def bleu_tokens(ids: list, vocab: data.Vocab) -> list:
 def response_scores(hyps_per_context: list, references: list, vectors: dict, bleu_n: int) -> dict:
     """Table 8's columns (metrics.py does the arithmetic): BLEU-R / P = max / mean over a context's K responses,
     averaged over contexts, F1 of the two; BOW and Distinct see the words only, BLEU also the `</s>`."""
-    kinds = (("bleu", bleu_n, False), ("bleu4", 4, False), ("bleu_nltk34", bleu_n, True))   # nltk34: the authors' nltk
+    kinds = (("bleu", bleu_n, False), ("bleu4", 4, False), ("bleu_nltk34", bleu_n, True))   # nltk34: nltk 3.2.2-3.4.5
     out = {f"{name}_{k[5:]}": v for name, n, nltk34 in kinds        # bleu_r, bleu4_r, bleu_nltk34_r, ..._p, ..._f1
            for k, v in metrics.bleu_recall_precision(hyps_per_context, references, n, nltk34).items()}
     words = lambda ws: [w for w in ws if w != data.EOS]
