@@ -1,0 +1,56 @@
+r"""Do Table 8's scores see the context? The test run of a dialog.py checkpoint again, its responses scored once
+against their own references (Table 8, as metrics.json) and then against ANOTHER context's reference:
+    neighbour   the next context in the evaluation's order; batches there are sorted by response length, so
+                the reference has about the same length (BLEU's brevity penalty and Distinct are unchanged)
+    random      a seeded random permutation of the contexts
+A response that answers its context should score clearly higher against its own reference than against another's.
+Distinct does not look at the reference, so only BLEU and BOW are printed.
+
+    PYTHONPATH=. IVAE_DATA_DIR=/work/shared/data python results/dailydialog/final/mismatched_refs.py \
+        --ckpt runs/dialog_mixed/best.pt [--threads 2]
+
+A measurement, not a model script: it imports dialog.py to use its model and its evaluation (same seed, so the
+responses are the run's own up to the order of floating-point sums).
+"""
+import argparse
+import random
+
+import torch
+
+import data
+import dialog
+import metrics
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ckpt", required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the random permutation")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    ckpt = torch.load(args.ckpt, map_location="cpu", weights_only=True)
+    cfg = dialog.Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["config"].items()})
+    vocab = data.Vocab.from_state_dict(ckpt["vocab"])
+    corpus = data.load_corpus(cfg.data, cfg.data_dir, ("test",), vocab=vocab, max_context=cfg.max_context)
+    vectors = metrics.load_word_vectors(cfg.embeddings, vocab.itos)
+    model = dialog.DialogModel(len(vocab), cfg.emb_dim, cfg)
+    model.load_state_dict(ckpt["model"])
+    row, (_, refs, hyps) = dialog.evaluate(model, corpus, "test", cfg, torch.device("cpu"), vectors)
+    perm = list(range(len(refs)))
+    random.Random(args.seed).shuffle(perm)
+    rows = {"own reference": row,
+            "neighbour's": dialog.response_scores(hyps, refs[1:] + refs[:1], vectors, cfg.bleu_n),
+            "random other's": dialog.response_scores(hyps, [refs[i] for i in perm], vectors, cfg.bleu_n)}
+    keys = ["bleu_r", "bleu_p", "bleu_f1", "bleu4_f1", "bleu_nltk34_r", "bleu_nltk34_p", "bleu_nltk34_f1",
+            "bow_a", "bow_e", "bow_g"]
+    print(f"checkpoint step {ckpt['step']} (epoch {ckpt['step'] / 2725:.1f}); {len(refs)} test contexts, "
+          f"{cfg.samples_per_context} responses each; rec {row['rec']:.2f} rec_prior {row['rec_prior']:.2f} "
+          f"rec_shuffled {row['rec_shuffled']:.2f}")
+    print(f"{'scored against':16s}" + "".join(f"{k:>15s}" for k in keys))
+    for name, r in rows.items():
+        print(f"{name:16s}" + "".join(f"{r[k]:15.4f}" for k in keys))
+
+
+if __name__ == "__main__":
+    main()
