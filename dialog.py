@@ -218,10 +218,9 @@ class DialogModel(nn.Module):
         with torch.no_grad():
             self.emb.weight.normal_(0.0, EMB_STD)
             self.emb.weight[data.PAD_ID] = 0.0                           # T:116
-            for gru in (self.encoder.utt_rnn, self.encoder.ctx_rnn, self.dec_rnn):
-                for w in gru.parameters():
-                    if w.dim() > 1:
-                        nn.init.orthogonal_(w)                           # M:29-32, 81-84, 211-213
+            for w in [*self.encoder.utt_rnn.parameters(), *self.encoder.ctx_rnn.parameters(), *self.dec_rnn.parameters()]:
+                if w.dim() > 1:
+                    nn.init.orthogonal_(w)                               # the GRUs' weights, M:29-32, 81-84, 211-213
             self.out.weight.uniform_(-OUT_INIT, OUT_INIT)
             self.out.bias.zero_()
 
@@ -259,9 +258,8 @@ def make_optimizers(model: DialogModel, cfg: Config) -> dict:
 def beta_at(step: int, steps_per_epoch: int, cfg: Config, corpus: str) -> float:
     if cfg.beta != "auto":
         return float(cfg.beta)
-    if corpus == "dailydialog":
-        return 1.0                                                       # T:296-297: no beta
-    return min(1.0, 0.1 + (step + 1) / (10 * steps_per_epoch))          # train_swda.py:227, 243-244
+    # DailyDialog: no beta, 1 (T:296-297); Switchboard: 0.1 -> 1 over 9 epochs (train_swda.py:227, 243-244)
+    return 1.0 if corpus == "dailydialog" else min(1.0, 0.1 + (step + 1) / (10 * steps_per_epoch))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -319,8 +317,7 @@ def train(cfg: Config, corpus: data.Corpus, model: DialogModel, opts: dict, sche
 
     def validate(step: int) -> dict:                                     # the diagnostics; selection on rec
         row, _ = evaluate(model, corpus, "valid", cfg, run.device, {}, sample=False)
-        return {"beta": beta_at(step - 1, len(batcher), cfg, corpus.spec.name), **row,
-                "prior_ok": int(not prior_warnings(row, cfg.warn_gap))}
+        return {"beta": beta_at(step - 1, len(batcher), cfg, corpus.spec.name), **row}
 
     with run.training(len(batcher), validate):
         for batch in run.batches(batcher):
@@ -387,7 +384,8 @@ def evaluate(model: DialogModel, corpus: data.Corpus, split: str, cfg: Config, d
         dual          E_q nu - E_p exp(nu) + 1 pooled over the split, nu in eval mode;  dual_batch: the
                       mean over batches (here of one length each) of the same, BatchNorm by batch statistics
     With `sample`: prior_vs_posterior_acc, a fresh classifier's held-out accuracy at telling (z, c) with
-    z ~ p(z|c) from z ~ q(z|x,c) (metrics.two_sample_accuracy; 0.5 = alike), and Table 8 from K prior samples.
+    z ~ p(z|c) from z ~ q(z|x,c) (metrics.two_sample_accuracy; 0.5 = alike), and Table 8 from K prior samples,
+    BLEU / BOW also against the next context's reference (`*_other`, a control; about as long: sorted by length).
     Returns (metrics, (contexts, references, responses)) with the words as bleu_tokens gives them."""
     model.eval()                                                         # BatchNorm by its running averages
     autocast = data.autocast_for(device, cfg.precision)
@@ -421,6 +419,9 @@ def evaluate(model: DialogModel, corpus: data.Corpus, split: str, cfg: Config, d
     if sample:
         result["prior_vs_posterior_acc"] = metrics.two_sample_accuracy(*map(torch.cat, pairs), seed=cfg.seed)
         result.update(response_scores(hyps, refs, vectors, cfg.bleu_n))
+        other = response_scores(hyps, refs[1:] + refs[:1], vectors, cfg.bleu_n)        # the control (docstring)
+        result.update({f"{k}_other": v for k, v in other.items() if "dist" not in k})  # Distinct has no reference
+    result["prior_ok"] = int(not prior_warnings(result, cfg.warn_gap))
     model.train()
     return result, (contexts, refs, hyps)
 
@@ -474,7 +475,7 @@ def report(tag: str, row: dict, warn_gap: float) -> None:
     """An evaluation row in one line (Table 8 at the test), then a loud WARNING per prior_warnings."""
     keys = ("rec rec_prior rec_shuffled dual dual_batch ppl bleu_r bleu_p bleu_f1 bleu4_r bleu4_p bleu4_f1 "
             "bleu_nltk34_r bleu_nltk34_p bleu_nltk34_f1 bow_a bow_e bow_g intra_dist1 intra_dist2 inter_dist1 "
-            "inter_dist2 prior_vs_posterior_acc").split()
+            "inter_dist2 prior_vs_posterior_acc").split() + [k for k in row if k.endswith("f1_other")]
     print(tag + (f" (BLEU n = {row['bleu_n']})" if "bleu_n" in row else "") + ": "
           + " | ".join(f"{k} {row[k]:.4g}" for k in keys if row.get(k) is not None), flush=True)
     for w in prior_warnings(row, warn_gap):
@@ -544,9 +545,8 @@ def main(argv=None) -> dict:
 
     def test() -> tuple:                                       # Table 8 on the test split, K prior samples each
         row, texts = evaluate(model, corpus, "test", cfg, run.device, vectors)
-        return {"corpus": corpus.spec.name, **row, "prior_ok": int(not prior_warnings(row, cfg.warn_gap)),
-                "samples_per_context": cfg.samples_per_context, "bleu_n": cfg.bleu_n,
-                "embeddings": cfg.embeddings or None}, texts
+        return {"corpus": corpus.spec.name, **row, "samples_per_context": cfg.samples_per_context,
+                "bleu_n": cfg.bleu_n, "embeddings": cfg.embeddings or None}, texts
     result, (contexts, refs, hyps) = run.test(test)                      # best.pt's model
     run.write_results(result, warnings=prior_warnings(result, cfg.warn_gap))
     write_responses(cfg.out_dir, contexts, refs, hyps, cfg.responses_shown,

@@ -48,6 +48,21 @@ def test_response_scores_wiring():
     assert out["inter_dist1"] == pytest.approx((3 / 3 + 3 / 5) / 2)
 
 
+def test_test_row_scores_each_context_against_the_next_ones_reference(dialog_dir, monkeypatch):
+    """The control beside Table 8: the same responses against the NEXT context's reference (`*_other`)."""
+    corpus = data.load_corpus("dailydialog", dialog_dir, ("test",), max_context=10)
+    cfg = dialog.Config(emb_dim=8, utt_hidden=8, ctx_hidden=8, latent=4, mlp_width=8, critic_width=8,
+                        samples_per_context=2, max_decode_len=4)
+    calls = []
+    monkeypatch.setattr(dialog, "response_scores", lambda hyps, refs, vectors, n: (
+        calls.append((hyps, refs)), {"bleu_f1": float(len(calls)), "inter_dist1": 0.5})[1])
+    row, (_, refs, hyps) = dialog.evaluate(dialog.DialogModel(len(corpus.vocab), 8, cfg), corpus, "test", cfg,
+                                           torch.device("cpu"), {})
+    assert len(calls) == 2 and calls[0] == (hyps, refs) and calls[1][0] is hyps
+    assert calls[1][1] == refs[1:] + refs[:1] and refs[1:] + refs[:1] != refs
+    assert row["bleu_f1"] == 1.0 and row["bleu_f1_other"] == 2.0 and "inter_dist1_other" not in row
+
+
 def test_tiny_run_with_resume(dialog_dir, tmp_path):
     def run(out, *extra):
         return dialog.main(["--data_dir", dialog_dir, "--out_dir", str(out), "--embeddings",
@@ -59,7 +74,7 @@ def test_tiny_run_with_resume(dialog_dir, tmp_path):
     assert {k: v for k, v in resumed.items() if k not in skip} == {k: v for k, v in straight.items() if k not in skip}
     saved = json.loads((tmp_path / "a" / "metrics.json").read_text())
     for key in ("selected_step", "bleu_r", "bleu_p", "bleu_f1", "bow_a", "bow_e", "bow_g", "intra_dist1", "intra_dist2",
-                "inter_dist1", "inter_dist2", "bleu4_f1"):
+                "inter_dist1", "inter_dist2", "bleu4_f1", "bleu_f1_other", "bleu_nltk34_f1_other", "bow_g_other"):
         assert key in saved, key
     assert saved["n_contexts"] == 9                                      # 3 + 4 + 2 responses in the test dialogs
     text = (tmp_path / "a" / "responses.txt").read_text()

@@ -1,7 +1,8 @@
 r"""Do Table 8's scores see the context? The test run of a dialog.py checkpoint again, its responses scored once
 against their own references (Table 8, as metrics.json) and then against ANOTHER context's reference:
     neighbour   the next context in the evaluation's order; batches there are sorted by response length, so
-                the reference has about the same length (BLEU's brevity penalty and Distinct are unchanged)
+                the reference has about the same length (BLEU's brevity penalty and Distinct are unchanged);
+                dialog.py's test row reports this one as `*_other` (added after this run)
     random      a seeded random permutation of the contexts
 A response that answers its context should score clearly higher against its own reference than against another's.
 Distinct does not look at the reference, so only BLEU and BOW are printed.
