@@ -14,7 +14,7 @@ Paper section -> code section
     §5.3 encoders, posterior, prior, critic, decoder      -> "Model" (each layer with its M:line)
     §5.3 dual KL(q(z|x,c) || p(z|c)) (Eq. 7-9 form)       -> train_step: the authors' three steps (T:253-332)
     Table 8 BLEU-R/P/F1, BOW-A/E/G, intra/inter-dist-1/2 -> response_scores (metrics.py)
-    does the prior work? rec / rec_prior / rec_shuffled, dual estimates, a two-sample test -> evaluate
+    does the prior work? rec / rec_prior / rec_shuffled, dual estimates, a two-sample test, *_other -> evaluate
 
 Run (the authors' model and schedule: 100 epochs, StepLR x0.6 every 10)
     python dialog.py --data dailydialog --embeddings ../shared/data/glove/glove.6B.50d.dialog.txt --embed_init random
