@@ -29,6 +29,7 @@ import metrics
 def posterior_responses(model, corpus, cfg) -> list:
     """K responses per test context decoded from z ~ q(z|x,c), in dialog.evaluate's order (batches by length)."""
     model.eval()
+    # dialog.evaluate's seed (the draws come in another order here: no rec passes, posterior in place of prior)
     gen, K, examples = torch.Generator().manual_seed(cfg.seed + 12345), cfg.samples_per_context, corpus.examples["test"]
     hyps = []
     for idx in data.batch_plan([len(e.response) for e in examples], cfg.batch_size, 0, 0, shuffle=False):
@@ -68,7 +69,8 @@ def main():
             "random other's": dialog.response_scores(hyps, [refs[i] for i in perm], vectors, cfg.bleu_n)}
     keys = ["bleu_r", "bleu_p", "bleu_f1", "bleu4_f1", "bleu_nltk34_r", "bleu_nltk34_p", "bleu_nltk34_f1",
             "bow_a", "bow_e", "bow_g"]
-    print(f"checkpoint step {ckpt['step']} (epoch {ckpt['step'] / 2725:.1f}); {len(refs)} test contexts, "
+    per_epoch = 2725                                                     # DailyDialog batches of 32 (the run's log)
+    print(f"checkpoint step {ckpt['step']} (epoch {ckpt['step'] / per_epoch:.1f}); {len(refs)} test contexts, "
           f"{cfg.samples_per_context} responses each, z from the {args.z}; rec {row['rec']:.2f} "
           f"rec_prior {row['rec_prior']:.2f} rec_shuffled {row['rec_shuffled']:.2f}")
     print(f"{'scored against':16s}" + "".join(f"{k:>15s}" for k in keys))
